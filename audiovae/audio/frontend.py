@@ -1,0 +1,61 @@
+"""The waveform -> log-mel front end as an ``nn.Module``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from audiovae.audio import functional as AF
+from audiovae.audio.config import MelConfig
+
+
+class MelFrontend(nn.Module):
+    """Waveform ``(B, N)`` -> log-mel ``(B, n_mels, T)`` with ``T = 1 + N // hop``.
+
+    Keeps the Hann window and the mel filterbank as buffers, so ``.to(device,
+    dtype)`` moves them; works on any device in float32 or float64 (the output
+    has the input's dtype). ``forward(wave, lengths)`` with per-item ``lengths``
+    ``(B,)`` gives each item of a padded batch exactly what it would get alone;
+    frames past an item's end hold ``log(log_floor)`` (silence). Use
+    :meth:`frame_lengths` for the number of valid frames.
+
+    Example::
+
+        fe = MelFrontend(MelConfig())
+        logmel = fe(torch.randn(4, 22050))  # (4, 256, 87)
+    """
+
+    def __init__(self, config: MelConfig | None = None):
+        super().__init__()
+        self.config = config or MelConfig()
+        cfg = self.config
+        self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64), persistent=False)
+        fb = AF.mel_filterbank(cfg, torch.float64)
+        self.register_buffer("fb", fb, persistent=False)
+        self.blocks = AF.banded_blocks(fb)
+        self.to(torch.float32)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid frames per item for waveform ``lengths`` ``(B,)``."""
+        return AF.num_frames(lengths, self.config.hop_length)
+
+    def mel(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Linear mel spectrogram ``(B, n_mels, T)`` (before the log)."""
+        window = self.window.to(wave.dtype)
+        fb = self.fb.to(wave.dtype)
+        return AF.melspectrogram(wave, self.config, lengths, window, fb, self.blocks)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        if not torch.is_floating_point(wave):
+            raise TypeError(f"MelFrontend expects a floating-point waveform, got {wave.dtype}")
+        squeeze = wave.dim() == 1
+        if squeeze:
+            wave = wave[None]
+        logmel = AF.log_compress(self.mel(wave, lengths), self.config.log_floor)
+        if lengths is not None:
+            frames = self.frame_lengths(torch.as_tensor(lengths, device=wave.device))
+            pad = torch.arange(logmel.shape[-1], device=wave.device)[None, :] >= frames[:, None]
+            logmel = logmel.masked_fill(pad[:, None, :], math.log(self.config.log_floor))
+        return logmel[0] if squeeze else logmel

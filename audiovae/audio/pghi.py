@@ -1,0 +1,212 @@
+"""Phase-gradient heap integration (PGHI): an initial phase from magnitude alone.
+
+Průša, Balazs & Søndergaard, "A noniterative method for reconstruction of phase
+from STFT magnitude", IEEE/ACM TASLP 25(5), 2017.
+
+For a Gaussian window ``g(t) = exp(-pi t^2 / lam)`` the STFT phase ``phi`` (time
+invariant convention: phase referenced to the window centre) and the log
+magnitude ``log s`` are tied by
+
+    d phi / d x     = (1 / lam) * d log s / d omega + 2 pi omega     (rad / sample)
+    d phi / d omega = -lam * d log s / d x                           (rad / (cycle/sample))
+
+A Hann window of length L is close to a Gaussian with ``lam = 0.25645 L^2``.
+Both derivatives come from finite differences of ``log s``; the phase is then
+integrated outward from the largest coefficient with the trapezoidal rule,
+always continuing from the largest coefficient already reached (a max-heap), so
+integration runs along ridges where the estimates are reliable. Coefficients
+below ``tol`` times the item's maximum get random phase and are skipped.
+
+The heap loop is compiled with numba (installed with librosa) and runs items of
+a batch in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+HANN_LAMBDA = 0.25645
+
+
+@numba.njit(cache=True, nogil=True)
+def _heap_push(keys, idx, size, key, i):
+    pos = size
+    keys[pos] = key
+    idx[pos] = i
+    while pos > 0:
+        parent = (pos - 1) >> 1
+        if keys[parent] >= keys[pos]:
+            break
+        keys[parent], keys[pos] = keys[pos], keys[parent]
+        idx[parent], idx[pos] = idx[pos], idx[parent]
+        pos = parent
+    return size + 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _heap_pop(keys, idx, size):
+    top = idx[0]
+    size -= 1
+    keys[0] = keys[size]
+    idx[0] = idx[size]
+    pos = 0
+    while True:
+        left = 2 * pos + 1
+        if left >= size:
+            break
+        child = left
+        right = left + 1
+        if right < size and keys[right] > keys[left]:
+            child = right
+        if keys[pos] >= keys[child]:
+            break
+        keys[pos], keys[child] = keys[child], keys[pos]
+        idx[pos], idx[child] = idx[child], idx[pos]
+        pos = child
+    return top, size
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_phase(seed, i):
+    """A deterministic uniform phase in [-pi, pi) from (seed, i) (splitmix64)."""
+    z = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(i) + np.uint64(0x632BE59BD9B4E019)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z = z ^ (z >> np.uint64(31))
+    return (np.float64(z >> np.uint64(11)) / 9007199254740992.0 - 0.5) * 2.0 * math.pi
+
+
+@numba.njit(cache=True, nogil=True)
+def _pghi_item(mag, ph, n_fft, hop, lam, tol, seed):
+    """Phase of one item: ``mag`` and ``ph`` are ``(F, T)``."""
+    n_f, n_t = mag.shape
+    n = n_f * n_t
+    peak = 0.0
+    for i in range(n_f):
+        for j in range(n_t):
+            if mag[i, j] > peak:
+                peak = mag[i, j]
+    floor = max(peak * tol, 1e-300)
+    ls = np.empty(n, np.float64)
+    for i in range(n_f):
+        for j in range(n_t):
+            ls[i * n_t + j] = math.log(max(mag[i, j], floor * 1e-3))
+    # phase derivatives from centred (one-sided at the ends) differences of log s
+    tg = np.empty(n, np.float64)
+    fg = np.empty(n, np.float64)
+    c_t = hop * n_fft / lam
+    c_f = -lam / (n_fft * hop)
+    for i in range(n_f):
+        lo = i - 1 if i > 0 else i
+        hi = i + 1 if i < n_f - 1 else i
+        scale = 1.0 / (hi - lo) if hi > lo else 0.0
+        for j in range(n_t):
+            tg[i * n_t + j] = c_t * (ls[hi * n_t + j] - ls[lo * n_t + j]) * scale + hop * 2.0 * math.pi * i / n_fft
+    for i in range(n_f):
+        for j in range(n_t):
+            jl = j - 1 if j > 0 else j
+            jh = j + 1 if j < n_t - 1 else j
+            fg[i * n_t + j] = c_f * (ls[i * n_t + jh] - ls[i * n_t + jl]) / (jh - jl) if jh > jl else 0.0
+    # coefficients below tol keep a random phase and are never integrated
+    done = np.zeros(n, np.bool_)
+    for i in range(n_f):
+        for j in range(n_t):
+            p = i * n_t + j
+            ph[i, j] = _hash_phase(seed, p)
+            if mag[i, j] < floor:
+                done[p] = True
+    # start points in decreasing magnitude: a counting sort on quantised log s (O(n))
+    n_bins = 4096
+    lmin = math.log(floor)
+    lmax = math.log(peak) if peak > 0 else lmin
+    width = (lmax - lmin) / (n_bins - 1) if lmax > lmin else 1.0
+    counts = np.zeros(n_bins + 1, np.int64)
+    for p in range(n):
+        if not done[p]:
+            q = n_bins - 1 - min(n_bins - 1, max(0, int((ls[p] - lmin) / width)))
+            counts[q + 1] += 1
+    for q in range(n_bins):
+        counts[q + 1] += counts[q]
+    m_left = counts[n_bins]
+    order = np.empty(m_left, np.int64)
+    for p in range(n):
+        if not done[p]:
+            q = n_bins - 1 - min(n_bins - 1, max(0, int((ls[p] - lmin) / width)))
+            order[counts[q]] = p
+            counts[q] += 1
+    phf = ph.reshape(n)
+    keys = np.empty(n, np.float64)
+    idx = np.empty(n, np.int64)
+    size = 0
+    ptr = 0
+    while True:
+        if size == 0:
+            while ptr < m_left and done[order[ptr]]:
+                ptr += 1
+            if ptr >= m_left:
+                break
+            start = order[ptr]
+            done[start] = True
+            phf[start] = 0.0
+            size = _heap_push(keys, idx, size, ls[start], start)
+        cur, size = _heap_pop(keys, idx, size)
+        k = cur // n_t
+        m = cur - k * n_t
+        for step in range(4):
+            if step == 0:
+                if m + 1 >= n_t:
+                    continue
+                nb = cur + 1
+                delta = 0.5 * (tg[cur] + tg[nb])
+            elif step == 1:
+                if m == 0:
+                    continue
+                nb = cur - 1
+                delta = -0.5 * (tg[cur] + tg[nb])
+            elif step == 2:
+                if k + 1 >= n_f:
+                    continue
+                nb = cur + n_t
+                delta = 0.5 * (fg[cur] + fg[nb])
+            else:
+                if k == 0:
+                    continue
+                nb = cur - n_t
+                delta = -0.5 * (fg[cur] + fg[nb])
+            if not done[nb]:
+                phf[nb] = phf[cur] + delta
+                done[nb] = True
+                size = _heap_push(keys, idx, size, ls[nb], nb)
+
+
+@numba.njit(cache=True, parallel=True)
+def _pghi_batch(mag, ph, n_fft, hop, lam, tol, seed):
+    for b in numba.prange(mag.shape[0]):
+        _pghi_item(mag[b], ph[b], n_fft, hop, lam, tol, seed + b)
+
+
+def pghi(
+    mag: np.ndarray,
+    n_fft: int,
+    hop_length: int,
+    win_length: int,
+    tol: float = 1e-5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Phase ``(B, F, T)`` (float64) for magnitudes ``mag`` ``(B, F, T)``, time-invariant convention.
+
+    ``tol`` is relative to each item's maximum magnitude; coefficients below it
+    get a deterministic pseudo-random phase (from ``seed`` and the item index).
+    Multiply by ``exp(-1j * pi * k * win_length / n_fft)`` to move to the
+    window-start convention of :func:`audiovae.audio.functional.stft`.
+    """
+    mag = np.ascontiguousarray(mag, dtype=np.float64)
+    if mag.ndim != 3:
+        raise ValueError(f"expected magnitudes (B, F, T), got shape {mag.shape}")
+    phase = np.empty_like(mag)
+    lam = HANN_LAMBDA * win_length**2
+    _pghi_batch(mag, phase, int(n_fft), int(hop_length), float(lam), float(tol), int(seed))
+    return phase

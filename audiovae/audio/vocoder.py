@@ -1,0 +1,220 @@
+"""Log-mel -> waveform: mel inversion, phase initialisation and fast Griffin-Lim."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiovae.audio import functional as AF
+from audiovae.audio.config import MelConfig
+from audiovae.errors import InvalidFeatureError
+
+Init = Literal["pghi", "random", "zeros"]
+MelInverse = Literal["nnls", "pinv"]
+
+
+def _lipschitz(fb: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(fb.double(), ord=2) ** 2)
+
+
+def mel_to_linear(
+    mel: torch.Tensor,
+    fb: torch.Tensor,
+    blocks: list[AF.Block] | None = None,
+    method: MelInverse = "nnls",
+    n_iter: int = 30,
+) -> torch.Tensor:
+    """Non-negative ``S`` ``(B, F, T)`` with ``fb @ S ~= mel`` for ``mel`` ``(B, M, T)``.
+
+    ``"nnls"`` solves ``min ||fb S - mel||^2, S >= 0`` per frame: it starts from
+    ``S0 = fb^T u`` with ``u`` the clamped solution of ``(fb fb^T) u = mel``
+    (the minimum-norm solution whenever ``u >= 0``, and ``fb >= 0`` keeps ``S0``
+    non-negative), then runs ``n_iter`` steps of accelerated projected gradient
+    (FISTA) with the banded filterbank. ``"pinv"`` is the clamped
+    pseudo-inverse alone (torchaudio's ``InverseMelScale`` without its relu
+    artefacts is close to it).
+    """
+    if blocks is None:
+        blocks = AF.banded_blocks(fb)
+    dtype = mel.dtype
+    work = torch.float64 if dtype == torch.float64 else torch.float32
+    fbw = fb.to(work)
+    melw = mel.to(work).clamp_min(0)
+    gram = (fb.double() @ fb.double().T).to(work)
+    chol = torch.linalg.cholesky(gram)
+    u = torch.cholesky_solve(melw.reshape(-1, *melw.shape[-2:]), chol).reshape(melw.shape)
+    if method == "pinv":
+        return AF.banded_matmul(fbw, blocks, u, transpose=True).clamp_min(0).to(dtype)
+    s = AF.banded_matmul(fbw, blocks, u.clamp_min(0), transpose=True)
+    if n_iter <= 0:
+        return s.to(dtype)
+    step = 1.0 / _lipschitz(fb)
+    y = s
+    t = 1.0
+    for _ in range(n_iter):
+        grad = AF.banded_matmul(fbw, blocks, AF.banded_matmul(fbw, blocks, y) - melw, transpose=True)
+        s_new = (y - step * grad).clamp_min(0)
+        t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        y = s_new + ((t - 1) / t_new) * (s_new - s)
+        s, t = s_new, t_new
+    return s.to(dtype)
+
+
+def initial_phase(
+    mag: torch.Tensor, cfg: MelConfig, init: Init = "pghi", seed: int = 0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Unit-modulus complex ``(B, F, T)`` starting phase for :func:`griffin_lim`.
+
+    ``"pghi"`` integrates phase gradients estimated from the magnitude
+    (:mod:`audiovae.audio.pghi`, computed on the CPU); ``"random"`` is uniform;
+    ``"zeros"`` is zero phase.
+    """
+    cdtype = torch.complex128 if mag.dtype == torch.float64 else torch.complex64
+    if init == "zeros":
+        return torch.ones(mag.shape, dtype=cdtype, device=mag.device)
+    if init == "random":
+        if generator is None:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+        ph = torch.rand(mag.shape, generator=generator, dtype=mag.dtype) * (2 * math.pi)
+        return torch.polar(torch.ones_like(ph), ph).to(mag.device)
+    if init == "pghi":
+        from audiovae.audio.pghi import pghi
+
+        ph = pghi(mag.detach().cpu().numpy(), cfg.n_fft, cfg.hop_length, cfg.win_length, seed=seed)
+        k = np.arange(ph.shape[1])[None, :, None]
+        # time-invariant phase -> phase referenced to the start of the window (see functional.stft)
+        ph = ph - math.pi * k * cfg.win_length / cfg.n_fft
+        ph = torch.from_numpy(ph).to(device=mag.device, dtype=mag.dtype)
+        return torch.polar(torch.ones_like(ph), ph)
+    raise ValueError(f"unknown initial phase {init!r}; choose pghi, random or zeros")
+
+
+def griffin_lim(
+    mag: torch.Tensor,
+    cfg: MelConfig,
+    n_iter: int = 32,
+    momentum: float = 0.99,
+    init: Init | torch.Tensor = "pghi",
+    lengths: torch.Tensor | None = None,
+    length: int | None = None,
+    window: torch.Tensor | None = None,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Fast Griffin-Lim (Perraudin et al. 2013): magnitude ``(B, F, T)`` -> waveform ``(B, N)``.
+
+    ``N`` is ``length`` or ``(T - 1) * hop``. With per-item sample ``lengths``
+    ``(B,)``, each item of the batch is inverted exactly as it would be alone
+    (samples past its length are kept at zero in every iteration) and the output
+    is zero past each item's length. ``init`` names a starting phase (see
+    :func:`initial_phase`) or is a complex tensor. Runs on ``mag``'s device.
+    """
+    if mag.dim() != 3:
+        raise InvalidFeatureError(f"expected a magnitude of shape (B, F, T), got {tuple(mag.shape)}")
+    if mag.shape[1] != cfg.n_freqs:
+        raise InvalidFeatureError(f"expected {cfg.n_freqs} frequency bins for n_fft={cfg.n_fft}, got {mag.shape[1]}")
+    device, dtype = mag.device, mag.dtype
+    t = mag.shape[-1]
+    n = length if length is not None else (t - 1) * cfg.hop_length
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths, device=device)
+        n = max(n, int(lengths.max()))
+        sample_mask = (torch.arange(n, device=device)[None, :] < lengths[:, None]).to(dtype)
+        frame_mask = torch.arange(t, device=device)[None, :] < AF.num_frames(lengths, cfg.hop_length)[:, None]
+        mag = mag * frame_mask[:, None, :]
+    if window is None:
+        window = torch.hann_window(cfg.win_length, periodic=True, dtype=dtype, device=device)
+    env = AF.window_envelope(window, cfg.hop_length, t, n)
+    angles = init if isinstance(init, torch.Tensor) else initial_phase(mag, cfg, init, seed)
+    # Work in the FFT's own (B, T, F) layout; every op below is one pass over contiguous memory.
+    mag_tf = mag.transpose(1, 2).contiguous()
+    a = angles.transpose(1, 2).contiguous()
+    buf = torch.zeros(mag.shape[0], t, cfg.n_fft, dtype=dtype, device=device)
+    alpha = momentum / (1 + momentum)
+
+    def synth(a: torch.Tensor) -> torch.Tensor:
+        # mag * a / |a|, as real arithmetic on the complex tensor's (re, im) view
+        scale = mag_tf / (AF.magnitude(a) + 1e-16)
+        spec = torch.view_as_complex(torch.view_as_real(a) * scale.unsqueeze(-1))
+        y = AF.istft_frames(spec, window, cfg.n_fft, cfg.hop_length, n, env)
+        return y * sample_mask if lengths is not None else y
+
+    tprev = None
+    for _ in range(n_iter):
+        rebuilt = AF.stft_frames(synth(a), window, cfg.n_fft, cfg.hop_length, buf)
+        a = rebuilt if tprev is None else torch.add(rebuilt, tprev, alpha=-alpha)
+        tprev = rebuilt
+    return synth(a)
+
+
+class GriffinLimVocoder(nn.Module):
+    """Log-mel ``(B, n_mels, T)`` -> waveform ``(B, N)``: NNLS mel inversion + PGHI + fast Griffin-Lim.
+
+    Buffers (window, filterbank) follow ``.to(device)``. Defaults: 32 iterations,
+    momentum 0.99, phase-gradient heap integration for the starting phase.
+    ``forward(logmel, lengths=None, num_samples=None)``: ``lengths`` are valid
+    frames per item; the output has ``(frames - 1) * hop`` samples per item
+    unless ``num_samples`` ``(B,)`` gives the original lengths.
+    """
+
+    def __init__(
+        self,
+        config: MelConfig | None = None,
+        n_iter: int = 32,
+        momentum: float = 0.99,
+        init: Init = "pghi",
+        mel_inverse: MelInverse = "nnls",
+        nnls_iter: int = 30,
+    ):
+        super().__init__()
+        self.config = config or MelConfig()
+        self.n_iter, self.momentum, self.init = n_iter, momentum, init
+        self.mel_inverse, self.nnls_iter = mel_inverse, nnls_iter
+        cfg = self.config
+        self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
+        fb = AF.mel_filterbank(cfg, torch.float64)
+        self.blocks = AF.banded_blocks(fb)
+        self.register_buffer("fb", fb.float(), persistent=False)
+
+    def magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Linear STFT magnitude ``(B, F, T)`` estimated from log-mel ``(B, n_mels, T)``."""
+        check_logmel(logmel, self.config)
+        mel = torch.exp(logmel)
+        s = mel_to_linear(mel, self.fb.to(logmel.dtype), self.blocks, self.mel_inverse, self.nnls_iter)
+        return s.sqrt() if self.config.power == 2.0 else s
+
+    def forward(
+        self, logmel: torch.Tensor, lengths: torch.Tensor | None = None, num_samples: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        squeeze = logmel.dim() == 2
+        if squeeze:
+            logmel = logmel[None]
+        mag = self.magnitude(logmel)
+        hop = self.config.hop_length
+        sample_lengths = None
+        if num_samples is not None:
+            sample_lengths = torch.as_tensor(num_samples, device=logmel.device).reshape(-1)
+        elif lengths is not None:
+            sample_lengths = (torch.as_tensor(lengths, device=logmel.device).reshape(-1) - 1) * hop
+        length = int(sample_lengths.max()) if sample_lengths is not None else None
+        wave = griffin_lim(
+            mag, self.config, self.n_iter, self.momentum, self.init, sample_lengths, length, self.window.to(mag.dtype)
+        )
+        return wave[0] if squeeze else wave
+
+
+def check_logmel(logmel: torch.Tensor, cfg: MelConfig, source: str | None = None) -> None:
+    """Raise :class:`InvalidFeatureError` unless ``logmel`` is a finite ``(..., n_mels, T)`` array."""
+    if logmel.dim() not in (2, 3):
+        raise InvalidFeatureError(f"expected log-mel of shape (n_mels, T) or (B, n_mels, T), got {tuple(logmel.shape)}", source)
+    if logmel.shape[-2] != cfg.n_mels:
+        raise InvalidFeatureError(
+            f"expected {cfg.n_mels} mel bins, got array of shape {tuple(logmel.shape)}", source
+        )
+    if logmel.shape[-1] < 1:
+        raise InvalidFeatureError("log-mel has no frames", source)
+    if not torch.isfinite(logmel).all():
+        raise InvalidFeatureError("log-mel contains NaN or infinite values", source)

@@ -1,0 +1,43 @@
+"""The package's own exception types.
+
+Every error a user can cause by handing us bad input is one of these, with a
+message that names the file (when there is one) and the problem, so the command
+line can print it on one line without a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class AudioVAEError(Exception):
+    """Base class of every error audiovae raises on purpose."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None):
+        self.path = None if path is None else os.fspath(path)
+        self.problem = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InvalidAudioError(AudioVAEError):
+    """An audio file or waveform that cannot be used (unreadable, empty, silent, NaN...)."""
+
+
+class InvalidFeatureError(AudioVAEError):
+    """A feature array or feature file of the wrong shape, dtype or content."""
+
+
+class ConfigError(AudioVAEError):
+    """A configuration that is inconsistent, unknown or cannot be parsed."""
+
+
+class CheckpointError(AudioVAEError):
+    """A model directory or checkpoint that is missing, foreign or tampered with."""
+
+
+class DataError(AudioVAEError):
+    """A data set or feature cache that cannot be used."""
+
+
+class TrainingError(AudioVAEError):
+    """Training cannot go on (for example the loss became NaN)."""

@@ -1,0 +1,1 @@
+"""Tasks: each a library function first, wrapped by the command line."""

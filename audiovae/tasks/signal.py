@@ -1,0 +1,109 @@
+"""Signal tasks behind `audiovae mel`, `vocode` and `resynth`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from audiovae.audio.config import MelConfig
+from audiovae.audio.frontend import MelFrontend
+from audiovae.audio.io import find_audio_files, load_audio, save_audio
+from audiovae.audio.melfile import SUFFIX, load_mel, save_mel
+from audiovae.audio.metrics import resynthesis_metrics
+from audiovae.audio.vocoder import GriffinLimVocoder
+from audiovae.errors import AudioVAEError
+
+
+def _expand(inputs: Iterable[Path], pattern_suffixes: tuple[str, ...] | None) -> list[Path]:
+    out: list[Path] = []
+    for p in inputs:
+        p = Path(p)
+        if p.is_dir():
+            if pattern_suffixes is None:
+                out.extend(find_audio_files(p))
+            else:
+                out.extend(sorted(q for q in p.rglob("*") if q.is_file() and q.name.endswith(pattern_suffixes)))
+        else:
+            out.append(p)
+    return out
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suf in (SUFFIX, ".npy"):
+        if name.endswith(suf):
+            return name[: -len(suf)]
+    return path.stem
+
+
+def mel_files(
+    inputs: Iterable[Path], out_dir: Path, cfg: MelConfig, strict: bool = False, progress: bool = False
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Write ``out_dir/<stem>.mel.npz`` for each audio input; return (written, [(bad path, problem)])."""
+    files = _expand(inputs, None)
+    fe = MelFrontend(cfg)
+    ok, bad = [], []
+    for path in tqdm(files, desc="log-mel", unit="file", disable=not progress or len(files) < 2):
+        try:
+            wave, _ = load_audio(path, cfg.sample_rate, min_samples=cfg.hop_length)
+            with torch.no_grad():
+                logmel = fe(torch.from_numpy(wave)[None])[0].numpy()
+            ok.append(save_mel(Path(out_dir) / f"{_stem(path)}{SUFFIX}", logmel, cfg, len(wave), str(path)))
+        except AudioVAEError as exc:
+            if strict:
+                raise
+            bad.append((exc.path or str(path), exc.problem))
+    return ok, bad
+
+
+def vocode_files(
+    mels: Iterable[Path],
+    out_dir: Path,
+    n_iter: int = 32,
+    init: str = "pghi",
+    momentum: float = 0.99,
+    config: MelConfig | None = None,
+    strict: bool = False,
+    progress: bool = False,
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Write ``out_dir/<stem>.wav`` for each log-mel file, with the configuration stored in it."""
+    files = _expand(mels, (SUFFIX, ".npy"))
+    ok, bad = [], []
+    vocoders: dict[MelConfig, GriffinLimVocoder] = {}
+    for path in tqdm(files, desc="vocode", unit="file", disable=not progress or len(files) < 2):
+        try:
+            logmel, cfg, num_samples = load_mel(path, config)
+            voc = vocoders.get(cfg) or vocoders.setdefault(cfg, GriffinLimVocoder(cfg, n_iter, momentum, init))
+            with torch.no_grad():
+                wave = voc(torch.from_numpy(logmel)[None], num_samples=None if num_samples is None else [num_samples])[0]
+            ok.append(save_audio(Path(out_dir) / f"{_stem(path)}.wav", wave.numpy(), cfg.sample_rate))
+        except AudioVAEError as exc:
+            if strict:
+                raise
+            bad.append((exc.path or str(path), exc.problem))
+    return ok, bad
+
+
+def resynthesize(input: Path, output: Path, cfg: MelConfig, n_iter: int = 32, init: str = "pghi") -> dict:
+    """wav -> log-mel -> wav; write ``output`` and return metrics of the pair."""
+    wave, sr = load_audio(input, cfg.sample_rate, min_samples=cfg.hop_length)
+    x = torch.from_numpy(wave)[None]
+    with torch.no_grad():
+        logmel = MelFrontend(cfg)(x)
+        t0 = time.perf_counter()
+        y = GriffinLimVocoder(cfg, n_iter=n_iter, init=init)(logmel, num_samples=[x.shape[-1]])
+        dt = time.perf_counter() - t0
+    save_audio(output, y[0].numpy(), sr)
+    return {
+        "metrics": resynthesis_metrics(x[0], y[0], sr),
+        "seconds": x.shape[-1] / sr,
+        "vocoder_seconds": dt,
+    }
+
+
+_ = np
