@@ -156,13 +156,23 @@ def stft(wave: torch.Tensor, window: torch.Tensor, n_fft: int, hop_length: int) 
     return stft_frames(wave, window, n_fft, hop_length).transpose(-1, -2)
 
 
-def window_envelope(window: torch.Tensor, hop_length: int, n_frames: int, length: int) -> torch.Tensor:
-    """Sum of squared shifted windows over the output samples ``(length,)``, clamped away from 0."""
+def window_envelope(
+    window: torch.Tensor, hop_length: int, n_frames: int, length: int, frame_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sum of squared shifted windows over the output samples, clamped away from 0.
+
+    Returns ``(length,)``, or ``(B, length)`` when ``frame_mask`` ``(B, n_frames)``
+    says which frames exist for each item (a padded batch: an item's envelope
+    must not count the frames it would not have alone).
+    """
     win = window.shape[-1]
     sq = (window * window).reshape(1, 1, win).expand(1, n_frames, win)
-    env = overlap_add(sq, hop_length).reshape(-1)
+    if frame_mask is not None:
+        sq = sq * frame_mask.to(window.dtype)[..., None]
+    env = overlap_add(sq, hop_length)
+    env = env.reshape(-1) if frame_mask is None else env
     left = win // 2
-    env = env[left : left + length]
+    env = env[..., left : left + length]
     if env.shape[-1] < length:
         env = F.pad(env, (0, length - env.shape[-1]))
     return env.clamp_min(torch.finfo(env.dtype).tiny ** 0.5)

@@ -183,9 +183,16 @@ def _pghi_item(mag, ph, n_fft, hop, lam, tol, seed):
 
 
 @numba.njit(cache=True, parallel=True)
-def _pghi_batch(mag, ph, n_fft, hop, lam, tol, seed):
+def _pghi_batch(mag, ph, n_frames, n_fft, hop, lam, tol, seed):
     for b in numba.prange(mag.shape[0]):
-        _pghi_item(mag[b], ph[b], n_fft, hop, lam, tol, seed + b)
+        n_t = n_frames[b]
+        item = np.ascontiguousarray(mag[b, :, :n_t])
+        out = np.empty_like(item)
+        _pghi_item(item, out, n_fft, hop, lam, tol, seed)
+        ph[b, :, :n_t] = out
+        for i in range(mag.shape[1]):
+            for j in range(n_t, mag.shape[2]):
+                ph[b, i, j] = _hash_phase(seed, i * mag.shape[2] + j)
 
 
 def pghi(
@@ -195,9 +202,12 @@ def pghi(
     win_length: int,
     tol: float = 1e-5,
     seed: int = 0,
+    n_frames: np.ndarray | None = None,
 ) -> np.ndarray:
     """Phase ``(B, F, T)`` (float64) for magnitudes ``mag`` ``(B, F, T)``, time-invariant convention.
 
+    ``n_frames`` ``(B,)`` limits item ``b`` to its first ``n_frames[b]`` frames, so a
+    padded batch gives each item the phase it would get alone.
     ``tol`` is relative to each item's maximum magnitude; coefficients below it
     get a deterministic pseudo-random phase (from ``seed`` and the item index).
     Multiply by ``exp(-1j * pi * k * win_length / n_fft)`` to move to the
@@ -208,5 +218,8 @@ def pghi(
         raise ValueError(f"expected magnitudes (B, F, T), got shape {mag.shape}")
     phase = np.empty_like(mag)
     lam = HANN_LAMBDA * win_length**2
-    _pghi_batch(mag, phase, int(n_fft), int(hop_length), float(lam), float(tol), int(seed))
+    if n_frames is None:
+        n_frames = np.full(mag.shape[0], mag.shape[2], np.int64)
+    n_frames = np.clip(np.asarray(n_frames, np.int64).reshape(-1), 1, mag.shape[2])
+    _pghi_batch(mag, phase, n_frames, int(n_fft), int(hop_length), float(lam), float(tol), int(seed))
     return phase

@@ -65,12 +65,18 @@ def mel_to_linear(
 
 
 def initial_phase(
-    mag: torch.Tensor, cfg: MelConfig, init: Init = "pghi", seed: int = 0, generator: torch.Generator | None = None
+    mag: torch.Tensor,
+    cfg: MelConfig,
+    init: Init = "pghi",
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+    n_frames: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Unit-modulus complex ``(B, F, T)`` starting phase for :func:`griffin_lim`.
 
     ``"pghi"`` integrates phase gradients estimated from the magnitude
-    (:mod:`audiovae.audio.pghi`, computed on the CPU); ``"random"`` is uniform;
+    (:mod:`audiovae.audio.pghi`, computed on the CPU; ``n_frames`` ``(B,)`` keeps
+    each item of a padded batch to its own frames); ``"random"`` is uniform;
     ``"zeros"`` is zero phase.
     """
     cdtype = torch.complex128 if mag.dtype == torch.float64 else torch.complex64
@@ -84,7 +90,8 @@ def initial_phase(
     if init == "pghi":
         from audiovae.audio.pghi import pghi
 
-        ph = pghi(mag.detach().cpu().numpy(), cfg.n_fft, cfg.hop_length, cfg.win_length, seed=seed)
+        nf = None if n_frames is None else torch.as_tensor(n_frames).cpu().numpy()
+        ph = pghi(mag.detach().cpu().numpy(), cfg.n_fft, cfg.hop_length, cfg.win_length, seed=seed, n_frames=nf)
         k = np.arange(ph.shape[1])[None, :, None]
         # time-invariant phase -> phase referenced to the start of the window (see functional.stft)
         ph = ph - math.pi * k * cfg.win_length / cfg.n_fft
@@ -119,16 +126,18 @@ def griffin_lim(
     device, dtype = mag.device, mag.dtype
     t = mag.shape[-1]
     n = length if length is not None else (t - 1) * cfg.hop_length
+    n_frames = None
     if lengths is not None:
         lengths = torch.as_tensor(lengths, device=device)
         n = max(n, int(lengths.max()))
         sample_mask = (torch.arange(n, device=device)[None, :] < lengths[:, None]).to(dtype)
-        frame_mask = torch.arange(t, device=device)[None, :] < AF.num_frames(lengths, cfg.hop_length)[:, None]
+        n_frames = AF.num_frames(lengths, cfg.hop_length).clamp_max(t)
+        frame_mask = torch.arange(t, device=device)[None, :] < n_frames[:, None]
         mag = mag * frame_mask[:, None, :]
     if window is None:
         window = torch.hann_window(cfg.win_length, periodic=True, dtype=dtype, device=device)
-    env = AF.window_envelope(window, cfg.hop_length, t, n)
-    angles = init if isinstance(init, torch.Tensor) else initial_phase(mag, cfg, init, seed)
+    env = AF.window_envelope(window, cfg.hop_length, t, n, None if n_frames is None else frame_mask)
+    angles = init if isinstance(init, torch.Tensor) else initial_phase(mag, cfg, init, seed, n_frames=n_frames)
     # Work in the FFT's own (B, T, F) layout; every op below is one pass over contiguous memory.
     mag_tf = mag.transpose(1, 2).contiguous()
     a = angles.transpose(1, 2).contiguous()

@@ -1,0 +1,78 @@
+"""Metrics against independent computations; configuration round trips and overrides."""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import pytest
+import scipy.fft
+import torch
+
+from audiovae.audio.config import MelConfig
+from audiovae.audio.metrics import (
+    log_spectral_distance,
+    mel_cepstral_distortion,
+    mel_cepstrum,
+    spectral_convergence,
+    stoi,
+)
+from audiovae.config import apply_overrides, from_dict, load_yaml, save_yaml
+from audiovae.errors import ConfigError
+
+
+def test_spectral_metrics_closed_form():
+    s = torch.rand(2, 100, 30) + 0.1
+    assert torch.allclose(spectral_convergence(s, s), torch.zeros(2))
+    # scaling by 2: SC = ||S - 2S|| / ||S|| = 1, LSD = 20 log10 2 dB
+    assert torch.allclose(spectral_convergence(s, 2 * s), torch.ones(2))
+    assert torch.allclose(log_spectral_distance(s, 2 * s), torch.full((2,), 20 * np.log10(2.0)).float(), atol=1e-4)
+
+
+def test_mel_cepstrum_matches_librosa_and_scipy():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(8000)
+    ref_mel = librosa.feature.melspectrogram(y=x, sr=16000, n_fft=1024, hop_length=256, n_mels=80, power=2.0, pad_mode="constant")
+    ref = scipy.fft.dct(np.log(np.maximum(ref_mel, 1e-10)), type=2, norm="ortho", axis=0)[:25]
+    ours = mel_cepstrum(torch.from_numpy(x)[None], 16000)[0].numpy()
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_mcd_zero_for_identical_and_grows_with_noise():
+    rng = np.random.default_rng(1)
+    t = np.arange(16000) / 16000
+    x = torch.from_numpy(np.sin(2 * np.pi * 300 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t)))[None]
+    assert float(mel_cepstral_distortion(x, x, 16000)[0]) < 1e-6
+    n1 = x + 0.01 * torch.from_numpy(rng.standard_normal(x.shape))
+    n2 = x + 0.1 * torch.from_numpy(rng.standard_normal(x.shape))
+    assert 0 < float(mel_cepstral_distortion(x, n1, 16000)[0]) < float(mel_cepstral_distortion(x, n2, 16000)[0])
+
+
+def test_stoi_identity(speech):
+    wave, sr = speech
+    x = torch.from_numpy(wave)[None]
+    assert float(stoi(x, x, sr)[0]) > 0.999
+
+
+def test_melconfig_yaml_round_trip_and_overrides(tmp_path):
+    cfg = MelConfig(sample_rate=16000, n_mels=80, fmax=7600.0)
+    save_yaml(tmp_path / "c.yaml", cfg.to_dict())
+    back = from_dict(MelConfig, load_yaml(tmp_path / "c.yaml"))
+    assert back == cfg
+    over = apply_overrides(cfg, ["n_mels=64", "fmax=null", "power=2"])
+    assert over.n_mels == 64 and over.fmax is None and over.power == 2.0
+    with pytest.raises(ConfigError, match="unknown"):
+        apply_overrides(cfg, ["n_mel=64"])
+    with pytest.raises(ConfigError, match="expects int"):
+        apply_overrides(cfg, ["n_mels=many"])
+    with pytest.raises(ConfigError, match="unknown MelConfig field"):
+        from_dict(MelConfig, {"bogus": 1})
+
+
+@pytest.mark.parametrize(
+    "kwargs,problem",
+    [({"sample_rate": 10}, "sample_rate"), ({"win_length": 4096}, "win_length"), ({"fmax": 20000.0}, "fmax"),
+     ({"power": 3.0}, "power"), ({"hop_length": 0}, "hop_length")],
+)
+def test_melconfig_rejects_nonsense(kwargs, problem):
+    with pytest.raises(ConfigError, match=problem):
+        MelConfig(**kwargs)
