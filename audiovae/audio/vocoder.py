@@ -31,37 +31,51 @@ def mel_to_linear(
     """Non-negative ``S`` ``(B, F, T)`` with ``fb @ S ~= mel`` for ``mel`` ``(B, M, T)``.
 
     ``"nnls"`` solves ``min ||fb S - mel||^2, S >= 0`` per frame: it starts from
-    ``S0 = fb^T u`` with ``u`` the clamped solution of ``(fb fb^T) u = mel``
-    (the minimum-norm solution whenever ``u >= 0``, and ``fb >= 0`` keeps ``S0``
-    non-negative), then runs ``n_iter`` steps of accelerated projected gradient
-    (FISTA) with the banded filterbank. ``"pinv"`` is the clamped
-    pseudo-inverse alone (torchaudio's ``InverseMelScale`` without its relu
-    artefacts is close to it).
+    the clamped minimum-norm solution ``max(fb^T (fb fb^T)^-1 mel, 0)`` (a
+    256x256 Cholesky solve per frame) and runs ``n_iter`` steps of accelerated
+    projected gradient (FISTA) with the banded filterbank. ``"pinv"`` is the
+    clamped minimum-norm solution alone.
     """
     if blocks is None:
         blocks = AF.banded_blocks(fb)
     dtype = mel.dtype
     work = torch.float64 if dtype == torch.float64 else torch.float32
     fbw = fb.to(work)
-    melw = mel.to(work).clamp_min(0)
     gram = (fb.double() @ fb.double().T).to(work)
     chol = torch.linalg.cholesky(gram)
-    u = torch.cholesky_solve(melw.reshape(-1, *melw.shape[-2:]), chol).reshape(melw.shape)
-    if method == "pinv":
-        return AF.banded_matmul(fbw, blocks, u, transpose=True).clamp_min(0).to(dtype)
-    s = AF.banded_matmul(fbw, blocks, u.clamp_min(0), transpose=True)
-    if n_iter <= 0:
-        return s.to(dtype)
     step = 1.0 / _lipschitz(fb)
+    lead = mel.shape[:-2]
+    mel3 = mel.reshape(-1, *mel.shape[-2:]).to(work).clamp_min(0)
+    # A few items at a time, so the iterates stay in cache (the loop is memory-bound).
+    chunk = mel3.shape[0] if mel.device.type != "cpu" else 2
+    outs = []
+    flush = torch.set_flush_denormal(True)  # silent frames drive iterates to slow subnormals
+    try:
+        for i in range(0, mel3.shape[0], chunk):
+            outs.append(_mel_to_linear_chunk(mel3[i : i + chunk], fbw, blocks, chol, step, method, n_iter))
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    return torch.cat(outs, 0).reshape(*lead, fb.shape[1], mel.shape[-1]).to(dtype)
+
+
+def _mel_to_linear_chunk(melw, fbw, blocks, chol, step, method, n_iter):
+    u = torch.cholesky_solve(melw, chol)
+    if method == "pinv":
+        return AF.banded_matmul(fbw, blocks, u, transpose=True).clamp_min_(0)
+    if method != "nnls":
+        raise ValueError(f"unknown mel inversion {method!r}; choose nnls or pinv")
+    # start from the clamped minimum-norm solution fb^T (fb fb^T)^-1 mel
+    s = AF.banded_matmul(fbw, blocks, u, transpose=True).clamp_min_(0)
     y = s
     t = 1.0
     for _ in range(n_iter):
         grad = AF.banded_matmul(fbw, blocks, AF.banded_matmul(fbw, blocks, y) - melw, transpose=True)
-        s_new = (y - step * grad).clamp_min(0)
+        s_new = torch.add(y, grad, alpha=-step).clamp_min_(0)
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
-        y = s_new + ((t - 1) / t_new) * (s_new - s)
+        y = torch.add(s_new, s_new - s, alpha=(t - 1) / t_new)
         s, t = s_new, t_new
-    return s.to(dtype)
+    return s
 
 
 def initial_phase(

@@ -1,0 +1,213 @@
+"""The VAE core every model extends: Gaussian posterior, reparameterisation, ELBO, IWAE.
+
+A subclass provides ``encoder_params(x) -> (mu, logvar)`` and
+``decoder_params(z, size) -> params`` (raw decoder output that its
+:class:`~audiovae.models.likelihoods.Likelihood` turns into ``p(x | z)``).
+Everything else - the bounds, sampling, reconstruction, masks for padded
+sequences - lives here once.
+
+Conventions: data ``x`` has its channel axis at dim 1 (frames ``(B, D)``,
+sequences ``(B, n_mels, T)``, images ``(B, C, H, W)``); the latent ``z`` too
+(``(B, d)`` or ``(B, d, T')``). All bounds are in nats per item.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from audiovae.models.likelihoods import Likelihood
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass
+class ELBOOutput:
+    """One ELBO evaluation. Per-item tensors are ``(B,)``; nats."""
+
+    elbo: torch.Tensor  # recon - kl
+    recon: torch.Tensor  # single-sample estimate of E_q[log p(x|z)]
+    kl: torch.Tensor  # KL(q(z|x) || p(z)), closed form
+    loss: torch.Tensor  # scalar to minimise: mean over items of -(recon - beta * max(kl, free bits))
+    kl_per_unit: torch.Tensor  # (latent_dim,) KL per latent channel, mean over items
+    n_dims: torch.Tensor  # (B,) data dimensions per item (for per-dim / bits-per-dim figures)
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+
+class Decoded:
+    """``p(x | z)``: a likelihood with its parameters."""
+
+    def __init__(self, likelihood: Likelihood, params: torch.Tensor):
+        self.likelihood, self.params = likelihood, params
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.likelihood.log_prob(x, self.params)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.likelihood.mean(self.params)
+
+    def sample(self) -> torch.Tensor:
+        return self.likelihood.sample(self.params)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """Element-wise ``KL(N(mu, exp(logvar)) || N(0, 1))``."""
+    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
+
+
+class BaseVAE(nn.Module):
+    """Base class of every VAE in audiovae (see module docstring)."""
+
+    name: str = "vae"
+
+    def __init__(self, config, likelihood: Likelihood):
+        super().__init__()
+        self.config = config
+        self.likelihood = likelihood
+
+    # --- what a subclass provides ---------------------------------------------------------
+    def encoder_params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def decoder_params(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def latent_size(self, size: int) -> int:
+        """Latent length for an input of length ``size`` (sequence models override)."""
+        return size
+
+    def prior_shape(self, n: int, size: int | None = None) -> tuple[int, ...]:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.config.latent_dim)
+
+    # --- the core ---------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> Normal:
+        """The posterior ``q(z | x)`` as a diagonal Normal."""
+        mu, logvar = self.encoder_params(x)
+        return Normal(mu, torch.exp(0.5 * logvar))
+
+    def decode(self, z: torch.Tensor, size: int | None = None) -> Decoded:
+        """``p(x | z)``; ``size`` is the output length for sequence models."""
+        return Decoded(self.likelihood, self.decoder_params(z, size))
+
+    def _size(self, x: torch.Tensor) -> int | None:
+        return x.shape[-1] if x.dim() == 3 and self.is_sequence else None
+
+    is_sequence: bool = False
+
+    def masks(self, x: torch.Tensor, lengths: torch.Tensor | None, z_like: torch.Tensor):
+        """Masks for padded sequences: data ``(B, 1, T)`` and latent ``(B, 1, T')``, or ``None``."""
+        if lengths is None or not self.is_sequence:
+            return None, None
+        lengths = lengths.to(x.device)
+        t = torch.arange(x.shape[-1], device=x.device)
+        dmask = (t[None, :] < lengths[:, None]).unsqueeze(1).to(x.dtype)
+        zl = torch.tensor([self.latent_size(int(n)) for n in lengths], device=x.device)
+        tz = torch.arange(z_like.shape[-1], device=x.device)
+        zmask = (tz[None, :] < zl[:, None]).unsqueeze(1).to(x.dtype)
+        return dmask, zmask
+
+    @staticmethod
+    def _sum_items(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is not None:
+            v = v * mask
+        return v.flatten(1).sum(1)
+
+    def elbo(
+        self,
+        x: torch.Tensor,
+        beta: float = 1.0,
+        free_bits: float = 0.0,
+        lengths: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
+    ) -> ELBOOutput:
+        """Single-sample ELBO with the reparameterisation trick.
+
+        ``beta`` weighs the KL in ``loss`` (not in ``elbo``, which is always the
+        true bound). ``free_bits`` (nats per latent variable, Kingma et al. 2016)
+        stops the loss from pushing each latent variable's batch-mean KL below
+        it. ``eps`` fixes the standard-normal noise (same shape as ``mu``).
+        """
+        mu, logvar = self.encoder_params(x)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * eps
+        dec = self.decode(z, self._size(x))
+        dmask, zmask = self.masks(x, lengths, mu)
+        recon = self._sum_items(dec.log_prob(x), dmask)
+        kl_el = gaussian_kl(mu, logvar)
+        if zmask is not None:
+            kl_el = kl_el * zmask
+        kl = kl_el.flatten(1).sum(1)
+        if free_bits > 0:
+            kl_for_loss = kl_el.mean(0).clamp_min(free_bits)
+            if zmask is not None:
+                kl_for_loss = kl_for_loss * (zmask.mean(0) > 0)
+            kl_term = kl_for_loss.sum()
+        else:
+            kl_term = kl.mean()
+        loss = -(recon.mean() - beta * kl_term)
+        kl_unit = kl_el.mean(0)
+        kl_unit = kl_unit.flatten(1).sum(1) if kl_unit.dim() > 1 else kl_unit
+        n_dims = self._sum_items(torch.ones_like(x[:, :1]).expand_as(x), dmask)
+        return ELBOOutput(recon - kl, recon, kl, loss, kl_unit, n_dims, mu, logvar)
+
+    @torch.no_grad()
+    def iwae_bound(
+        self, x: torch.Tensor, k: int = 64, lengths: torch.Tensor | None = None, chunk: int = 64
+    ) -> torch.Tensor:
+        """Importance-weighted bound (Burda et al. 2015) ``(B,)`` in nats:
+        ``log (1/k) sum_i p(x, z_i) / q(z_i | x)``, ``z_i ~ q(z | x)``. Equals the
+        ELBO's expectation at ``k = 1`` and rises towards ``log p(x)`` with ``k``."""
+        mu, logvar = self.encoder_params(x)
+        std = torch.exp(0.5 * logvar)
+        dmask, zmask = self.masks(x, lengths, mu)
+        size = self._size(x)
+        logws = []
+        done = 0
+        while done < k:
+            kc = min(chunk, k - done)
+            eps = torch.randn((kc, *mu.shape), dtype=mu.dtype, device=mu.device)
+            z = mu + std * eps  # (kc, B, ...)
+            zf = z.reshape(kc * mu.shape[0], *mu.shape[1:])
+            dec = self.decode(zf, size)
+            xr = x.unsqueeze(0).expand(kc, *x.shape).reshape(kc * x.shape[0], *x.shape[1:])
+            lp = dec.log_prob(xr).reshape(kc, *x.shape)
+            if dmask is not None:
+                lp = lp * dmask
+            log_px = lp.flatten(2).sum(2)
+            log_pz = -0.5 * (z.square() + LOG_2PI)
+            log_qz = -0.5 * (eps.square() + LOG_2PI) - 0.5 * logvar
+            lw = log_pz - log_qz
+            if zmask is not None:
+                lw = lw * zmask
+            logws.append(log_px + lw.flatten(2).sum(2))
+            done += kc
+        logw = torch.cat(logws, 0)
+        return torch.logsumexp(logw, 0) - math.log(k)
+
+    @torch.no_grad()
+    def sample(self, n: int, size: int | None = None, temperature: float = 1.0, mean: bool = True) -> torch.Tensor:
+        """``n`` samples: ``z ~ N(0, temperature^2 I)``, then the mean (or a sample) of ``p(x | z)``."""
+        device = next(self.parameters()).device
+        z = temperature * torch.randn(self.prior_shape(n, size), device=device)
+        dec = self.decode(z, size)
+        return dec.mean if mean else dec.sample()
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean of ``p(x | z = E[q(z | x)])``: the posterior-mean reconstruction."""
+        mu, _ = self.encoder_params(x)
+        return self.decode(mu, self._size(x)).mean
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
