@@ -117,8 +117,10 @@ class ImageDataset(Dataset):
             return torch.from_numpy(self.fixed[idx])
         x = self.images[idx].astype(np.float32) / np.float32(255)
         if self.binarize == "dynamic":
-            seed = int(keys[0][1]) if isinstance(keys[0], (tuple, list)) else 0
-            x = (np.random.default_rng(seed).random(x.shape, dtype=np.float32) < x).astype(np.float32)
+            # one Bernoulli draw per item from the item's own seed
+            seeds = [int(k[1]) if isinstance(k, (tuple, list)) else int(k) for k in keys]
+            u = np.stack([np.random.default_rng(sd).random(x.shape[1:], dtype=np.float32) for sd in seeds])
+            x = (u < x).astype(np.float32)
         elif self.signed:
             x = x * 2 - 1
         return torch.from_numpy(x)

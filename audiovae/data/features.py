@@ -135,7 +135,7 @@ def extract(
     skipped: list[tuple[str, str]] = []
     if todo:
         ds = _AudioFiles([f for f, _ in todo], [u for _, u in todo], cfg)
-        loader = DataLoader(ds, batch_size=None, num_workers=workers, persistent_workers=False)
+        loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity)
         with open(meta_path, "a", encoding="utf-8") as meta_fh:
             for uid, src, res, problem in tqdm(loader, total=len(ds), desc="extract", unit="file", disable=not progress):
                 if res is None:
@@ -150,6 +150,10 @@ def extract(
                 meta_fh.flush()
                 meta[uid] = rec
     return _assemble(out, cfg, ids, meta, skipped, val_fraction)
+
+
+def _identity(item):
+    return item
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:

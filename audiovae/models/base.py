@@ -135,11 +135,14 @@ class BaseVAE(nn.Module):
         ``beta`` weighs the KL in ``loss`` (not in ``elbo``, which is always the
         true bound). ``free_bits`` (nats per latent variable, Kingma et al. 2016)
         stops the loss from pushing each latent variable's batch-mean KL below
-        it. ``eps`` fixes the standard-normal noise (same shape as ``mu``).
+        it. ``eps`` fixes the standard-normal noise: a tensor shaped like ``mu``
+        or a function of that shape returning one.
         """
         mu, logvar = self.encoder_params(x)
         if eps is None:
             eps = torch.randn_like(mu)
+        elif callable(eps):
+            eps = eps(mu.shape).to(device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps
         dec = self.decode(z, self._size(x))
         dmask, zmask = self.masks(x, lengths, mu)
@@ -160,6 +163,11 @@ class BaseVAE(nn.Module):
         kl_unit = kl_unit.flatten(1).sum(1) if kl_unit.dim() > 1 else kl_unit
         n_dims = self._sum_items(torch.ones_like(x[:, :1]).expand_as(x), dmask)
         return ELBOOutput(recon - kl, recon, kl, loss, kl_unit, n_dims, mu, logvar)
+
+    def forward(self, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0,
+                lengths: torch.Tensor | None = None, eps=None) -> ELBOOutput:
+        """Same as :meth:`elbo` (so DistributedDataParallel sees a forward call)."""
+        return self.elbo(x, beta, free_bits, lengths, eps)
 
     @torch.no_grad()
     def iwae_bound(

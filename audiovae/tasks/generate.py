@@ -1,0 +1,116 @@
+"""Reconstruct, sample and interpolate audio with a trained mel VAE: a model directory is all it needs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae.audio.frontend import MelFrontend
+from audiovae.audio.io import load_audio
+from audiovae.audio.vocoder import GriffinLimVocoder
+from audiovae.errors import ConfigError
+from audiovae.training.checkpoint import LoadedModel, load_model_dir
+
+
+@dataclass
+class MelModel:
+    """A loaded mel VAE with its front end, normaliser and vocoder, all from the model directory."""
+
+    loaded: LoadedModel
+    frontend: MelFrontend
+    vocoder: GriffinLimVocoder
+
+    @classmethod
+    def load(cls, model_dir: str | os.PathLike, vocoder_iters: int = 32) -> "MelModel":
+        from audiovae.tasks.evaluate import resolve_model_dir
+
+        loaded = load_model_dir(resolve_model_dir(model_dir))
+        if loaded.mel is None or loaded.normalizer is None:
+            raise ConfigError(f"{loaded.path} is a {loaded.name!r} model, not a mel VAE")
+        return cls(loaded, MelFrontend(loaded.mel), GriffinLimVocoder(loaded.mel, n_iter=vocoder_iters))
+
+    @property
+    def model(self):
+        return self.loaded.model
+
+    @property
+    def sample_rate(self) -> int:
+        return self.loaded.mel.sample_rate
+
+    def features(self, wave: np.ndarray) -> torch.Tensor:
+        """Normalised log-mel ``(1, n_mels, T)`` of a waveform ``(N,)``."""
+        with torch.no_grad():
+            return self.loaded.normalizer(self.frontend(torch.from_numpy(wave)[None]))
+
+    def _frames_in(self, feats: torch.Tensor) -> torch.Tensor:
+        """Model input from ``(1, n_mels, T)``: sequences as they are, frames (with context) for the dense VAE."""
+        if self.loaded.name == "conv":
+            return feats
+        ctx = int(self.loaded.config["model_config"].get("context", 0))
+        x = feats[0].T  # (T, n_mels)
+        idx = torch.arange(x.shape[0])[:, None] + torch.arange(-ctx, ctx + 1)[None, :]
+        win = x[idx.clamp(0, x.shape[0] - 1)]  # (T, W, n_mels)
+        return win.permute(0, 2, 1).reshape(x.shape[0], -1)
+
+    def _frames_out(self, y: torch.Tensor) -> torch.Tensor:
+        if self.loaded.name == "conv":
+            return y
+        ctx = int(self.loaded.config["model_config"].get("context", 0))
+        n_mels = self.loaded.mel.n_mels
+        centre = y.reshape(y.shape[0], n_mels, 2 * ctx + 1)[:, :, ctx]  # (T, n_mels)
+        return centre.T[None]
+
+    def to_audio(self, feats: torch.Tensor, num_samples: int | None = None) -> np.ndarray:
+        """Normalised log-mel ``(1, n_mels, T)`` -> waveform ``(N,)`` via the model's MelConfig."""
+        with torch.no_grad():
+            logmel = self.loaded.normalizer.inverse(feats)
+            wave = self.vocoder(logmel, num_samples=None if num_samples is None else [num_samples])
+        return wave[0].numpy()
+
+    @torch.no_grad()
+    def reconstruct(self, wave: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """``(audio, input features, reconstructed features)`` for a waveform."""
+        feats = self.features(wave)
+        rec = self._frames_out(self.model.reconstruct(self._frames_in(feats)))
+        return self.to_audio(rec, len(wave)), feats, rec
+
+    @torch.no_grad()
+    def sample(self, n: int, seconds: float, temperature: float = 1.0) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """``n`` utterances from the prior: ``[(audio, features (1, n_mels, T))]``."""
+        frames = max(4, int(seconds * self.loaded.mel.frame_rate))
+        out = []
+        for _ in range(n):
+            if self.loaded.name == "conv":
+                feats = self.model.sample(1, size=frames, temperature=temperature)
+            else:  # a dense VAE has no model of time: independent frames from the prior
+                feats = self._frames_out(self.model.sample(frames, temperature=temperature))
+            out.append((self.to_audio(feats), feats))
+        return out
+
+    @torch.no_grad()
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 5) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """Decode ``(1 - t) z_a + t z_b`` for ``steps`` values of t in [0, 1] (posterior means; shorter length)."""
+        fa, fb = self.features(a), self.features(b)
+        t_len = min(fa.shape[-1], fb.shape[-1])
+        za = self.model.encoder_params(self._frames_in(fa[..., :t_len]))[0]
+        zb = self.model.encoder_params(self._frames_in(fb[..., :t_len]))[0]
+        out = []
+        for t in np.linspace(0, 1, steps):
+            z = (1 - t) * za + t * zb
+            feats = self._frames_out(self.model.decode(z, t_len if self.loaded.name == "conv" else None).mean)
+            out.append((self.to_audio(feats), feats))
+        return out
+
+
+def reconstruct_file(model_dir: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Reconstruct an audio file through a trained model and write it."""
+    from audiovae.audio.io import save_audio
+
+    mm = MelModel.load(model_dir)
+    wave, sr = load_audio(audio, mm.sample_rate, min_samples=mm.loaded.mel.win_length)
+    y, _, _ = mm.reconstruct(wave)
+    return save_audio(out, y, sr)
