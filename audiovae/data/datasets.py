@@ -50,9 +50,10 @@ class FrameDataset(Dataset):
 class SequenceDataset(Dataset):
     """Normalised log-mel sequences ``(n_mels, L)`` of one split, with their valid lengths.
 
-    ``segment=None`` gives whole utterances; ``segment=L`` gives a crop of ``L``
-    frames at a position drawn from the item's seed (shorter utterances are
-    padded and report their true length).
+    ``segment=None`` gives whole utterances; ``segment=L`` gives crops of ``L``
+    frames at positions drawn from the item's seed (shorter utterances are
+    padded and report their true length). An utterance of ``n`` frames counts
+    as ``max(1, n // L)`` items, so an epoch covers about every frame once.
     """
 
     def __init__(self, cache: FeatureCache, split: str, segment: int | None = None):
@@ -60,15 +61,19 @@ class SequenceDataset(Dataset):
         self.recs = cache.utterances(split)
         if not self.recs:
             raise DataError(f"no utterances in the {split!r} split", cache.path)
+        if segment is None:
+            self.items = list(range(len(self.recs)))
+        else:
+            self.items = [i for i, r in enumerate(self.recs) for _ in range(max(1, r["frames"] // segment))]
         self.mean = cache.mean.astype(np.float32)[:, None]
         self.std = cache.std.astype(np.float32)[:, None]
 
     def __len__(self) -> int:
-        return len(self.recs)
+        return len(self.items)
 
     def __getitem__(self, key) -> tuple[torch.Tensor, int]:
         i, seed = key if isinstance(key, (tuple, list)) else (key, 0)
-        rec = self.recs[i]
+        rec = self.recs[self.items[i]]
         n = rec["frames"]
         start, length = 0, n
         if self.segment is not None:

@@ -170,37 +170,43 @@ class BaseVAE(nn.Module):
         return self.elbo(x, beta, free_bits, lengths, eps)
 
     @torch.no_grad()
+    def log_weights(
+        self, x: torch.Tensor, k: int = 64, lengths: torch.Tensor | None = None, chunk: int = 64
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` posterior samples per item: ``(log p(x|z_i), log w_i)``, each ``(k, B)``, with
+        ``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)``."""
+        mu, logvar = self.encoder_params(x)
+        std = torch.exp(0.5 * logvar)
+        dmask, zmask = self.masks(x, lengths, mu)
+        size = self._size(x)
+        pxs, lws = [], []
+        done = 0
+        while done < k:
+            kc = min(chunk, k - done)
+            eps = torch.randn((kc, *mu.shape), dtype=mu.dtype, device=mu.device)
+            z = mu + std * eps  # (kc, B, ...)
+            dec = self.decode(z.reshape(kc * mu.shape[0], *mu.shape[1:]), size)
+            xr = x.unsqueeze(0).expand(kc, *x.shape).reshape(kc * x.shape[0], *x.shape[1:])
+            lp = dec.log_prob(xr).reshape(kc, *x.shape)
+            if dmask is not None:
+                lp = lp * dmask
+            log_px = lp.flatten(2).sum(2)
+            lw = -0.5 * z.square() + 0.5 * eps.square() + 0.5 * logvar  # log p(z) - log q(z|x)
+            if zmask is not None:
+                lw = lw * zmask
+            pxs.append(log_px)
+            lws.append(log_px + lw.flatten(2).sum(2))
+            done += kc
+        return torch.cat(pxs, 0), torch.cat(lws, 0)
+
+    @torch.no_grad()
     def iwae_bound(
         self, x: torch.Tensor, k: int = 64, lengths: torch.Tensor | None = None, chunk: int = 64
     ) -> torch.Tensor:
         """Importance-weighted bound (Burda et al. 2015) ``(B,)`` in nats:
         ``log (1/k) sum_i p(x, z_i) / q(z_i | x)``, ``z_i ~ q(z | x)``. Equals the
         ELBO's expectation at ``k = 1`` and rises towards ``log p(x)`` with ``k``."""
-        mu, logvar = self.encoder_params(x)
-        std = torch.exp(0.5 * logvar)
-        dmask, zmask = self.masks(x, lengths, mu)
-        size = self._size(x)
-        logws = []
-        done = 0
-        while done < k:
-            kc = min(chunk, k - done)
-            eps = torch.randn((kc, *mu.shape), dtype=mu.dtype, device=mu.device)
-            z = mu + std * eps  # (kc, B, ...)
-            zf = z.reshape(kc * mu.shape[0], *mu.shape[1:])
-            dec = self.decode(zf, size)
-            xr = x.unsqueeze(0).expand(kc, *x.shape).reshape(kc * x.shape[0], *x.shape[1:])
-            lp = dec.log_prob(xr).reshape(kc, *x.shape)
-            if dmask is not None:
-                lp = lp * dmask
-            log_px = lp.flatten(2).sum(2)
-            log_pz = -0.5 * (z.square() + LOG_2PI)
-            log_qz = -0.5 * (eps.square() + LOG_2PI) - 0.5 * logvar
-            lw = log_pz - log_qz
-            if zmask is not None:
-                lw = lw * zmask
-            logws.append(log_px + lw.flatten(2).sum(2))
-            done += kc
-        logw = torch.cat(logws, 0)
+        _, logw = self.log_weights(x, k, lengths, chunk)
         return torch.logsumexp(logw, 0) - math.log(k)
 
     @torch.no_grad()

@@ -36,10 +36,13 @@ def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 
     ex = extract(out / "corpus", out / "features", cfg, workers=0, val_fraction=0.15, progress=progress)
     log(f"      {ex.n_utterances} utterances, {ex.n_frames} frames ({ex.n_frames / cfg.frame_rate:.0f} s)")
     log(f"[3/5] training a ConvVAE for at most {minutes:g} min / {max_steps} steps")
+    segment = 64
+    index = json.loads((out / "features" / "index.json").read_text())
+    n_items = sum(max(1, r["frames"] // segment) for r in index if r["split"] == "train")
     tcfg = TrainConfig(model="conv", model_config={"channels": channels, "latent_dim": latent_dim, "downsample": 4},
-                       batch_size=16, lr=2e-3, max_steps=max_steps, max_minutes=minutes, segment_frames=64,
+                       batch_size=max(1, min(16, n_items)), lr=2e-3, max_steps=max_steps, max_minutes=minutes, segment_frames=segment,
                        kl_warmup="linear", kl_warmup_steps=max(1, max_steps // 3), lr_warmup_steps=50,
-                       checkpoint_every=100, free_bits=0.05, val_batches=20)
+                       checkpoint_every=100, free_bits=0.05, val_batches=20, val_every=50)
     summary = train(out / "features", out / "run", tcfg, progress=progress)
     log("[4/5] evaluating (IWAE bound with k=16 on the validation utterances)")
     ev = evaluate(out / "run", out / "features", k=16, progress=progress)
@@ -47,7 +50,12 @@ def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 
     mm = MelModel.load(out / "run", vocoder_iters=vocoder_iters)
     frame_rate = cfg.frame_rate
     files: dict[str, list[str]] = {"reconstructions": [], "samples": [], "interpolation": [], "pictures": []}
-    val = [r for r in json.loads((out / "features" / "index.json").read_text()) if r["split"] == "val"]
+    val_all = [r for r in index if r["split"] == "val"]
+    # one utterance per voice first, so the reconstructions show different speakers
+    voices: dict[str, dict] = {}
+    for r in val_all:
+        voices.setdefault(Path(r["source"]).stem.split("_")[0], r)
+    val = list(voices.values()) + [r for r in val_all if r not in voices.values()]
     for rec in val[:3]:
         wave, sr = load_audio(rec["source"], cfg.sample_rate)
         y, feats, rfeats = mm.reconstruct(wave)

@@ -62,8 +62,12 @@ def evaluate(
     """ELBO, IWAE bound (``k`` samples), KL, reconstruction term, active units, parameters, throughput.
 
     ``split``: ``val`` for feature caches, ``test`` for image folders by default.
-    All bounds are nats per item (``iwae`` >= ``elbo``, both lower bounds on
-    log p(x)); ``iwae_stderr`` is the standard error of the mean over items.
+    All bounds are nats per item, estimated from the same ``k`` posterior
+    samples per item: ``elbo`` is the mean of the log importance weights,
+    ``iwae`` their log-mean-exp, so ``iwae >= elbo`` always; ``recon`` is the
+    mean log-likelihood over those samples and ``kl`` the closed-form KL
+    (``elbo ~= recon - kl`` up to Monte-Carlo error). ``iwae_stderr`` is the
+    standard error of the mean over items.
     Images also get ``bits_per_dim`` (from the IWAE bound) and ``elbo_bits_per_dim``.
     """
     loaded = load_model_dir(resolve_model_dir(run_dir))
@@ -89,10 +93,13 @@ def evaluate(
         t0 = time.perf_counter()
         out = model.elbo(batch.x, lengths=batch.lengths)
         t_elbo += time.perf_counter() - t0
-        iw = model.iwae_bound(batch.x, k=k, lengths=batch.lengths, chunk=max(1, min(k, 4096 // max(1, batch.x.shape[0]))))
+        # ELBO and IWAE from the same k samples: mean(log w) <= logmeanexp(log w) holds exactly
+        log_px, logw = model.log_weights(batch.x, k=k, lengths=batch.lengths,
+                                         chunk=max(1, min(k, 4096 // max(1, batch.x.shape[0]))))
+        iw = torch.logsumexp(logw, 0) - math.log(k)
         count += batch.x.shape[0]
-        sums["elbo"] += float(out.elbo.sum())
-        sums["recon"] += float(out.recon.sum())
+        sums["elbo"] += float(logw.mean(0).sum())
+        sums["recon"] += float(log_px.mean(0).sum())
         sums["kl"] += float(out.kl.sum())
         sums["iwae"] += float(iw.sum())
         sums["iwae_sq"] += float(iw.double().square().sum())

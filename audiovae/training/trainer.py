@@ -233,6 +233,8 @@ def train(
     bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.model}", unit="step",
                disable=not (progress and is_main), dynamic_ncols=True)
     model.train()
+    if step == 0:
+        run_validation()  # the untrained model's figures: the baseline every curve starts from
     stopped_early = False
     t_start = t_last = time.perf_counter()
     while step < cfg.max_steps and epoch < cfg.max_epochs and not stopped_early:
@@ -254,7 +256,7 @@ def train(
                 res = ddp(batch.x, beta, cfg.free_bits, batch.lengths, _noise(cfg.seed, step, rank, world))
             loss = res.loss.float()
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {float(loss)} at step {step + 1}; stopped before the update, the last "
+                raise TrainingError(f"loss became {loss.item()} at step {step + 1}; stopped before the update, the last "
                                     f"checkpoint in {out} is intact (try a lower lr or grad_clip)")
             opt.zero_grad(set_to_none=True)
             loss.backward()

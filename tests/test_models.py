@@ -1,0 +1,124 @@
+"""The VAE core: closed-form KL vs Monte Carlo, IWAE vs ELBO, gradients, likelihoods, shapes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.distributions import Bernoulli, Normal
+
+from audiovae.errors import ConfigError
+from audiovae.models import available, build_model, gaussian_kl
+from audiovae.models.likelihoods import BernoulliLikelihood, DiscretizedLogisticLikelihood, GaussianLikelihood
+
+
+def test_kl_matches_monte_carlo():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(4, 6), torch.randn(4, 6) * 0.7
+    closed = gaussian_kl(mu, logvar).sum(1)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    z = q.sample((200_000,))
+    log_ratio = (q.log_prob(z) - Normal(0.0, 1.0).log_prob(z)).sum(-1)  # (S, 4)
+    mc, se = log_ratio.mean(0), log_ratio.std(0) / math.sqrt(z.shape[0])
+    assert torch.all((mc - closed).abs() < 4 * se + 1e-3), (mc, closed, se)
+    # and against torch's own closed form
+    torch.testing.assert_close(closed, torch.distributions.kl_divergence(q, Normal(0.0, 1.0)).sum(1))
+
+
+@pytest.fixture(scope="module")
+def dense_and_data():
+    torch.manual_seed(1)
+    model = build_model("dense", {"n_mels": 16, "hidden": [32], "latent_dim": 4})
+    x = torch.randn(48, 16)
+    return model, x
+
+
+def test_iwae_at_least_elbo_and_rising_with_k(dense_and_data):
+    model, x = dense_and_data
+    torch.manual_seed(2)
+    elbo = torch.stack([model.elbo(x).elbo.detach() for _ in range(200)]).mean(0)  # E[ELBO] per item
+    iw = {k: model.iwae_bound(x, k=k).mean() for k in (1, 10, 100, 1000)}
+    assert abs(float(iw[1]) - float(elbo.mean())) < 0.5  # IWAE_1 is the ELBO (in expectation)
+    assert float(iw[10]) > float(elbo.mean())
+    assert float(iw[1]) < float(iw[10]) < float(iw[100]) < float(iw[1000])
+
+
+def test_reparameterised_gradient_reaches_encoder(dense_and_data):
+    model, x = dense_and_data
+    model.zero_grad()
+    out = model.elbo(x)
+    out.recon.mean().backward()  # the reconstruction term alone: gradient must flow through z
+    enc_grad = sum(float(p.grad.abs().sum()) for p in model.encoder.parameters())
+    assert enc_grad > 0
+    # no gradient would reach the encoder if z were sampled without reparameterisation
+    model.zero_grad()
+    mu, logvar = model.encoder_params(x)
+    z = Normal(mu, torch.exp(0.5 * logvar)).sample()
+    model.decode(z).log_prob(x).sum().backward()
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0 for p in model.encoder.parameters())
+
+
+def test_likelihoods_against_torch():
+    torch.manual_seed(3)
+    x, m = torch.randn(5, 7, 3), torch.randn(5, 7, 3)
+    g = GaussianLikelihood(7, learn_scale=True)
+    with torch.no_grad():
+        g.log_scale.copy_(torch.linspace(-1, 1, 7))
+    ref = Normal(m, torch.exp(torch.linspace(-1, 1, 7)).view(1, 7, 1)).log_prob(x)
+    torch.testing.assert_close(g.log_prob(x, m), ref)
+    xb, logits = torch.bernoulli(torch.rand(5, 1, 4, 4)), torch.randn(5, 1, 4, 4)
+    torch.testing.assert_close(BernoulliLikelihood().log_prob(xb, logits), Bernoulli(logits=logits).log_prob(xb))
+
+
+def test_discretized_logistic_is_normalised():
+    torch.manual_seed(4)
+    lik = DiscretizedLogisticLikelihood()
+    params = torch.cat([torch.randn(1, 3, 2, 2) * 2, torch.randn(1, 3, 2, 2) * 2 - 3], dim=1)  # means, log-scales
+    levels = torch.arange(256, dtype=torch.float32) / 255 * 2 - 1
+    x = levels.view(256, 1, 1, 1).expand(256, 3, 2, 2)
+    lp = lik.log_prob(x, params.expand(256, 6, 2, 2))
+    total = torch.logsumexp(lp, dim=0).exp()
+    torch.testing.assert_close(total, torch.ones_like(total), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("t", [1, 2, 7, 33, 101])
+def test_conv_vae_any_length(t):
+    model = build_model("conv", {"n_mels": 256, "channels": 32, "latent_dim": 8, "downsample": 4})
+    x = torch.randn(2, 256, t)
+    mu, _ = model.encoder_params(x)
+    assert mu.shape == (2, 8, -(-t // 4))
+    assert model.reconstruct(x).shape == x.shape
+    out = model.elbo(x)
+    assert torch.isfinite(out.elbo).all() and out.n_dims[0] == 256 * t
+
+
+def test_conv_vae_lengths_mask_padding():
+    model = build_model("conv", {"n_mels": 256, "channels": 32, "latent_dim": 8})
+    x = torch.randn(2, 256, 40)
+    lengths = torch.tensor([40, 17])
+    out = model.elbo(x, lengths=lengths, eps=torch.zeros(2, 8, 10))
+    assert out.n_dims.tolist() == [256 * 40, 256 * 17]
+    # the padded item's KL counts only its ceil(17 / 4) = 5 latent frames
+    mu, logvar = model.encoder_params(x)
+    torch.testing.assert_close(out.kl[1], gaussian_kl(mu[1, :, :5], logvar[1, :, :5]).sum())
+
+
+def test_registry_and_params():
+    assert {"dense", "conv", "mnist", "cifar"} <= set(available())
+    for name in available():
+        m = build_model(name)
+        assert m.num_params() == sum(p.numel() for p in m.parameters()) > 0
+    assert build_model("mnist").num_params() < 1_720_000  # a tenth of pythae's 17.2 M benchmark VAE
+    with pytest.raises(ConfigError, match="unknown model"):
+        build_model("transformer")
+    with pytest.raises(ConfigError, match="unknown"):
+        build_model("dense", {"latent": 3})
+
+
+def test_image_models_shapes():
+    for name, x in (("mnist", torch.bernoulli(torch.rand(3, 1, 28, 28))), ("cifar", torch.rand(3, 3, 32, 32) * 2 - 1)):
+        m = build_model(name)
+        assert m.reconstruct(x).shape == x.shape
+        assert m.sample(2).shape == (2, *x.shape[1:])
+        assert torch.isfinite(m.elbo(x).elbo).all()

@@ -1,0 +1,371 @@
+"""Feature extraction, training (dense, conv, image), exact resume after SIGKILL, checkpoints, DDP, evaluate."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import pickle
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from audiovae.cli import cli
+from audiovae.data.features import FeatureCache, extract
+from audiovae.errors import CheckpointError, ConfigError, TrainingError
+from audiovae.tasks.evaluate import evaluate
+from audiovae.training import TrainConfig, train
+from audiovae.training.checkpoint import load_model_dir, load_trainer_state
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+SMALL_DENSE = {"hidden": [64], "latent_dim": 8}
+
+
+@pytest.fixture(scope="module")
+def feats(speech_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("feats")
+    extract(speech_dir, out, workers=0, val_fraction=0.34, progress=False)
+    return out
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path / "model.safetensors"))
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "audiovae", *args]
+
+
+# --- extraction -------------------------------------------------------------------------------
+
+def test_extract_cache_contents(feats, speech_dir):
+    cache = FeatureCache(feats)
+    assert cache.feats.shape[1] == 256 and isinstance(cache.feats, np.memmap)
+    assert len(cache.index) == 6 and {r["split"] for r in cache.index} == {"train", "val"}
+    # statistics are the train split's per-bin mean/std
+    train = np.concatenate([cache.logmel(r) for r in cache.utterances("train")], axis=1)
+    np.testing.assert_allclose(cache.mean, train.mean(1), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cache.std, train.std(1), rtol=1e-3, atol=1e-4)
+    # each utterance equals the front end run on its file
+    from audiovae import MelFrontend
+
+    rec = cache.index[0]
+    wave, _ = sf.read(rec["source"], dtype="float32")
+    np.testing.assert_allclose(cache.logmel(rec), MelFrontend(cache.mel_config)(torch.from_numpy(wave)[None])[0].numpy(), atol=1e-5)
+
+
+def test_extract_skips_bad_files_and_resumes(speech_dir, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(speech_dir, src)
+    (src / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
+    (src / "empty.flac").write_bytes(b"")
+    out = tmp_path / "f"
+    res = extract(src, out, workers=2, progress=False)
+    assert res.n_utterances == 6 and len(res.skipped) == 2
+    report = (out / "report.txt").read_text()
+    assert "broken.wav" in report and "empty.flac" in report
+    # simulate an interrupted run: two utterances were never written, the assembled files never made
+    parts = sorted((out / "parts").glob("*.npy"))
+    for p in parts[:2]:
+        p.unlink()
+    (out / "feats.f32").unlink()
+    before = {p.name: p.stat().st_mtime_ns for p in parts[2:]}
+    res = extract(src, out, workers=0, progress=False)
+    assert res.n_utterances == 6
+    assert {p.name: p.stat().st_mtime_ns for p in parts[2:]} == before  # finished files were not redone
+    # another configuration is never silently reused
+    from audiovae import MelConfig
+
+    with pytest.raises(ConfigError, match="different configuration"):
+        extract(src, out, MelConfig(n_mels=80), workers=0, progress=False)
+    with pytest.raises(Exception, match="strict|broken|readable"):
+        extract(src, tmp_path / "g", workers=0, strict=True, progress=False)
+
+
+# --- training -------------------------------------------------------------------------------------
+
+def _first_last_val(run: Path) -> tuple[float, float]:
+    rows = [ln.split(",") for ln in (run / "validation.csv").read_text().splitlines()[1:]]
+    return float(rows[0][2]), float(rows[-1][2])
+
+
+def test_dense_vae_learns_without_collapse(feats, tmp_path):
+    run = tmp_path / "dense"
+    cfg = TrainConfig(model="dense", model_config={"latent_dim": 16}, batch_size=64, max_steps=150, val_every=25,
+                      kl_warmup_steps=50, lr_warmup_steps=10, checkpoint_every=1000)
+    train(feats, run, cfg, progress=False)
+    first, last = _first_last_val(run)
+    assert last > first + 50  # nats per frame of 256 bins
+    ev = evaluate(run, feats, k=8, progress=False)
+    assert ev["active_units"] >= 4 and ev["iwae"] >= ev["elbo"]
+
+
+def test_conv_vae_learns_without_collapse(feats, tmp_path):
+    run = tmp_path / "conv"
+    cfg = TrainConfig(model="conv", model_config={"channels": 64, "latent_dim": 8}, batch_size=4, segment_frames=48,
+                      max_steps=120, val_every=30, kl_warmup_steps=40, lr_warmup_steps=10, lr=2e-3, checkpoint_every=1000)
+    train(feats, run, cfg, progress=False)
+    first, last = _first_last_val(run)
+    assert last > first
+    ev = evaluate(run, feats, k=4, progress=False)
+    assert ev["active_units"] >= 2 and ev["iwae"] >= ev["elbo"]
+    # a model directory alone reconstructs audio: copy it away from the data and use it
+    alone = tmp_path / "alone"
+    shutil.copytree(run / "best", alone)
+    from audiovae.tasks.generate import MelModel
+
+    mm = MelModel.load(alone)
+    wave, _ = sf.read(json.loads((feats / "index.json").read_text())[0]["source"], dtype="float32")
+    y, x_feats, r_feats = mm.reconstruct(wave)
+    assert y.shape == wave.shape and np.isfinite(y).all() and np.abs(y).max() > 1e-3
+    corr = np.corrcoef(x_feats.flatten().numpy(), r_feats.flatten().numpy())[0, 1]
+    assert corr > 0.5, corr
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def fashion_subset(tmp_path_factory) -> Path:
+    if not FASHION.exists():
+        msg = "dataset-fashion-mnist is not installed (the README's test command installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from audiovae.data.images import read_idx
+
+    out = tmp_path_factory.mktemp("fmnist")
+    tx, ty = read_idx(FASHION / "train-images-idx3-ubyte.gz"), read_idx(FASHION / "train-labels-idx1-ubyte.gz")
+    vx, vy = read_idx(FASHION / "t10k-images-idx3-ubyte.gz"), read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
+    _write_idx(out / "train-images-idx3-ubyte.gz", tx[:3000])
+    _write_idx(out / "train-labels-idx1-ubyte.gz", ty[:3000])
+    _write_idx(out / "t10k-images-idx3-ubyte.gz", vx[:300])
+    _write_idx(out / "t10k-labels-idx1-ubyte.gz", vy[:300])
+    return out
+
+
+def test_image_vae_lowers_test_nll(fashion_subset, tmp_path):
+    run = tmp_path / "img"
+    cfg = TrainConfig(model="mnist", batch_size=64, max_steps=2, kl_warmup="none", lr_warmup_steps=0, lr=1e-3,
+                      checkpoint_every=1000)
+    train(fashion_subset, run, cfg, progress=False)
+    before = evaluate(run / "best", fashion_subset, k=10, progress=False)
+    shutil.rmtree(run)
+    train(fashion_subset, run, TrainConfig(**{**cfg.__dict__, "max_steps": 200}), progress=False)
+    after = evaluate(run / "best", fashion_subset, k=10, progress=False)
+    assert after["nll"] < before["nll"] - 100, (before["nll"], after["nll"])
+    assert after["bits_per_dim"] == pytest.approx(after["nll"] / (784 * np.log(2)))
+    assert after["iwae"] >= after["elbo"]
+
+
+def test_cifar_reader_and_logistic_training(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    base = rng.integers(0, 256, size=(1, 3072))
+    for name in ["data_batch_1", "data_batch_2", "test_batch"]:
+        data = np.clip(base + rng.integers(-20, 20, size=(64, 3072)), 0, 255).astype(np.uint8)
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"data": data, b"labels": list(rng.integers(0, 10, 64))}, fh)
+    run = tmp_path / "run"
+    train(folder, run, TrainConfig(model="cifar", batch_size=16, max_steps=30, kl_warmup="none", lr_warmup_steps=0,
+                                   lr=2e-3, checkpoint_every=1000), progress=False)
+    rows = [ln.split(",") for ln in (run / "metrics.csv").read_text().splitlines()[1:]]
+    assert float(rows[-1][2]) < float(rows[0][2])  # loss fell
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    with open(folder / "data_batch_3", "wb") as fh:
+        pickle.dump({b"data": Evil(), b"labels": []}, fh)
+    from audiovae.data.images import load_image_folder
+    from audiovae.errors import DataError
+
+    with pytest.raises(DataError, match="refusing"):
+        load_image_folder(folder)
+    assert not (tmp_path / "pwned").exists()
+
+
+# --- resume, checkpoints ---------------------------------------------------------------------------
+
+RESUME_ARGS = ["--model", "dense", "batch_size=32", "model_config.hidden=[64]", "model_config.latent_dim=8",
+               "checkpoint_every=5", "val_every=10", "kl_warmup_steps=20", "lr_warmup_steps=5"]
+
+
+def test_resume_after_sigkill_is_bit_exact(feats, tmp_path):
+    ref = tmp_path / "ref"
+    subprocess.run(_cli("train", str(feats), "-o", str(ref), "--max-steps", "60", *RESUME_ARGS), check=True,
+                   capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cli("train", str(feats), "-o", str(run), "--max-steps", "60", *RESUME_ARGS),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    killed_at = None
+    while time.time() < deadline and proc.poll() is None:
+        state = run / "trainer_state.pt"
+        if state.exists():
+            try:
+                step = int(load_trainer_state(state)["step"])
+            except CheckpointError:
+                step = 0
+            if step >= 15:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_at = step
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None and killed_at < 60, "the run finished before it could be killed"
+    res = subprocess.run(_cli("train", str(feats), "-o", str(run), "--resume"), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    a, b = _weights(ref), _weights(run)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the uninterrupted one"
+    assert (ref / "metrics.csv").read_text() .count("\n") == (run / "metrics.csv").read_text().count("\n")
+
+
+def test_checkpoint_write_is_atomic(feats, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=4, checkpoint_every=2)
+    train(feats, run, cfg, progress=False)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.suffix in (".safetensors", ".yaml", ".pt")}
+    import safetensors.torch
+
+    def crash(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(safetensors.torch, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(feats, run, None, resume=True, max_steps=8, progress=False)
+    after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.suffix in (".safetensors", ".yaml", ".pt")}
+    assert after["model.safetensors"] == before["model.safetensors"]
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
+    load_model_dir(run)  # still a consistent model directory
+
+
+def test_tampered_or_foreign_checkpoints_are_refused(feats, tmp_path):
+    run = tmp_path / "run"
+    train(feats, run, TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=2), progress=False)
+    load_model_dir(run)
+    # 1. a flipped byte in the weights
+    for w in (run / "model.safetensors", run / "best" / "model.safetensors"):
+        data = bytearray(w.read_bytes())
+        data[-3] ^= 0xFF
+        w.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_model_dir(run)
+    res = CliRunner().invoke(cli, ["evaluate", str(run), str(feats), "--k", "2"])
+    assert res.exit_code == 1 and "checksum" in res.output and "Traceback" not in res.output
+
+    # 2. a pickle that would run code, in place of the trainer state
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"step": 1, "evil": Evil()}, run / "trainer_state.pt")
+    with pytest.raises(CheckpointError, match="refusing"):
+        train(feats, run, None, resume=True, progress=False)
+    assert not (tmp_path / "pwned").exists()
+
+    # 3. a foreign file with a matching checksum is still not loaded as weights
+    import hashlib
+
+    import yaml
+
+    w.write_bytes(pickle.dumps(Evil()))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["weights_sha256"] = hashlib.sha256(w.read_bytes()).hexdigest()
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(CheckpointError, match="safetensors"):
+        load_model_dir(run)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(feats, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    from audiovae.models.base import BaseVAE
+
+    real = BaseVAE.elbo
+    calls = {"n": 0}
+
+    def poisoned(self, x, *a, **k):
+        out = real(self, x, *a, **k)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(BaseVAE, "elbo", poisoned)
+    cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=2, val_every=100)
+    with pytest.raises(TrainingError, match="nan"):
+        train(feats, run, cfg, progress=False)
+    state = load_trainer_state(run / "trainer_state.pt")
+    assert int(state["step"]) == 4
+    loaded = load_model_dir(run)
+    for k, v in loaded.model.state_dict().items():
+        assert torch.equal(v, state["model"][k])
+    res = CliRunner().invoke(cli, ["train", str(feats), "-o", str(tmp_path / "r2"), "--model", "dense", "lr=1e30",
+                                   "grad_clip=0", "batch_size=32", "--max-steps", "50"])
+    assert res.exit_code in (0, 1) and "Traceback" not in res.output
+
+
+def test_two_process_ddp_matches_one_process(feats, tmp_path):
+    common = ["--model", "dense", "model_config.hidden=[64]", "model_config.latent_dim=8", "--max-steps", "6",
+              "checkpoint_every=100", "val_every=100", "lr_warmup_steps=0", "device=cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "audiovae",
+                          "train", str(feats), "-o", str(tmp_path / "ddp"), "batch_size=16", *common],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run(_cli("train", str(feats), "-o", str(tmp_path / "one"), "batch_size=32", *common),
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
+    moved = _weights(tmp_path / "one")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    assert any(not torch.equal(moved[k], torch.zeros_like(moved[k])) for k in moved)
+
+
+def test_evaluate_json(feats, tmp_path):
+    run = tmp_path / "run"
+    train(feats, run, TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=10), progress=False)
+    res = CliRunner().invoke(cli, ["evaluate", str(run), str(feats), "--k", "16", "--json", str(tmp_path / "e.json")])
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    for key in ("elbo", "iwae", "k", "kl", "recon", "active_units", "latent_dim", "params"):
+        assert key in data
+    assert data["k"] == 16 and data["latent_dim"] == 8 and data["iwae"] >= data["elbo"]
+    assert data["elbo"] == pytest.approx(data["recon"] - data["kl"], rel=2e-2)
+    assert "IWAE bound" in res.output
+
+
+def test_demo_end_to_end_small(tmp_path):
+    from audiovae.tasks.demo import run_demo
+
+    res = run_demo(tmp_path / "demo", utterances=12, minutes=1.0, max_steps=12, channels=32, latent_dim=4,
+                   vocoder_iters=4, log=lambda *_: None, progress=False)
+    out = tmp_path / "demo"
+    wavs = [out / p for group in ("reconstructions", "samples", "interpolation") for p in res["files"][group]]
+    assert len(wavs) >= 6
+    for w in wavs:
+        y, sr = sf.read(w)
+        assert sr == 22050 and len(y) > 2000 and np.abs(y).max() > 1e-3
+    for p in res["files"]["pictures"]:
+        assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "ConvVAE" in (out / "SUMMARY.md").read_text()
