@@ -54,7 +54,7 @@ def cli() -> None:
     """
 
 
-@cli.command("mel")
+@cli.command("mel", short_help="Audio files -> log-mel files (.mel.npz) with their configuration.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Folder for the .mel.npz files.")
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
@@ -74,7 +74,7 @@ def mel_cmd(inputs, out_dir, config, overrides, strict):
     _summary(ok, bad, "log-mel file")
 
 
-@cli.command("vocode")
+@cli.command("vocode", short_help="Log-mel files -> audio with the Griffin-Lim vocoder.")
 @click.argument("mels", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Folder for the .wav files.")
 @click.option("--iters", default=32, show_default=True, type=click.IntRange(0, 10000), help="Griffin-Lim iterations.")
@@ -98,7 +98,7 @@ def vocode_cmd(mels, out_dir, iters, init, momentum, config, strict):
     _summary(ok, bad, "wav file")
 
 
-@cli.command("resynth")
+@cli.command("resynth", short_help="wav -> log-mel -> wav, with quality metrics.")
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
 @click.option("--iters", default=32, show_default=True, type=click.IntRange(0, 10000), help="Griffin-Lim iterations.")
@@ -137,7 +137,7 @@ def _summary(ok: list, bad: list, what: str) -> None:
         sys.exit(1)
 
 
-@cli.command("extract")
+@cli.command("extract", short_help="Audio folder -> feature cache for training.")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Feature cache folder.")
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
@@ -165,7 +165,7 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
             _fail(f"{src}: {problem}")
 
 
-@cli.command("train", context_settings={"ignore_unknown_options": False})
+@cli.command("train", short_help="Train a VAE on a feature cache or image folder.")
 @click.argument("data", type=click.Path(path_type=Path))
 @click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--model", "model_name", default=None, help="Registered model: dense, conv, mnist or cifar.")
@@ -204,7 +204,7 @@ def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
                    f"run in {out_dir}")
 
 
-@cli.command("evaluate")
+@cli.command("evaluate", short_help="ELBO, IWAE bound, KL and active units of a model.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--k", "k", default=64, show_default=True, type=click.IntRange(1), help="Importance samples for the IWAE bound.")
@@ -227,7 +227,7 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out):
         click.echo(f"wrote {json_out}")
 
 
-@cli.command("reconstruct")
+@cli.command("reconstruct", short_help="Pass an audio file through a trained mel VAE.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("audio", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
@@ -239,7 +239,7 @@ def reconstruct_cmd(run_dir, audio, output):
     click.echo(f"wrote {reconstruct_file(run_dir, audio, output)}")
 
 
-@cli.command("sample")
+@cli.command("sample", short_help="Generate audio from a mel VAE's prior.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path))
 @click.option("-n", "n", default=4, show_default=True, type=click.IntRange(1), help="How many samples.")
@@ -260,7 +260,7 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
 
 
-@cli.command("demo")
+@cli.command("demo", short_help="The whole pipeline on a built-in corpus (start here).")
 @click.option("-o", "--out-dir", default="demo_out", show_default=True, type=click.Path(path_type=Path))
 @click.option("--minutes", default=3.0, show_default=True, type=click.FloatRange(0.05), help="Training time limit.")
 @click.option("--utterances", default=96, show_default=True, type=click.IntRange(4), help="Size of the synthetic corpus.")

@@ -129,3 +129,23 @@ def test_initial_phase_is_unit_modulus():
         torch.testing.assert_close(a.abs(), torch.ones_like(mag))
     with pytest.raises(ValueError):
         initial_phase(mag, CFG, "bogus")
+
+
+def test_real_read_speech_resampled_and_resynthesised():
+    """Real speech (pocketsphinx-testdata, LibriVox, 16 kHz) through resampling, the front end and the vocoder."""
+    import os
+    from pathlib import Path
+
+    from audiovae.audio.io import load_audio
+
+    path = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
+    if not path.exists():
+        msg = "pocketsphinx-testdata is not installed (the README's test command installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    wave, sr = load_audio(path, sample_rate=CFG.sample_rate)
+    assert sr == 22050
+    x = torch.from_numpy(wave)[None]
+    y = GriffinLimVocoder(CFG)(MelFrontend(CFG)(x), num_samples=[x.shape[-1]])
+    assert float(stoi(x, y, sr)[0]) > 0.9

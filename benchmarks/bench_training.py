@@ -1,0 +1,136 @@
+"""Training throughput, the trainer's overhead against a bare PyTorch loop, loader vs step time.
+
+    python benchmarks/bench_training.py            # README table
+    python benchmarks/bench_training.py --steps 30 # quicker
+
+For the dense and conv mel VAEs (on the built-in synthetic corpus) the same
+model, batches, noise and optimiser run (a) through `audiovae.training.train`
+(progress bar, CSV logging, one checkpoint) and (b) through a hand-written loop
+measured in the same run. Also: parameters and training throughput of every
+registered model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import table  # noqa: E402
+
+from audiovae.data.datasets import SeededBatchSampler  # noqa: E402
+from audiovae.data.features import extract  # noqa: E402
+from audiovae.data.synth import make_corpus  # noqa: E402
+from audiovae.models import build_model  # noqa: E402
+from audiovae.training import TrainConfig, train  # noqa: E402
+from audiovae.training.data import load_train_data  # noqa: E402
+from audiovae.training.schedules import kl_weight, learning_rate  # noqa: E402
+from audiovae.training.trainer import _noise, resolve_config  # noqa: E402
+
+
+def bare_loop(data_path: Path, cfg: TrainConfig) -> float:
+    """The same training, hand-written: returns seconds for cfg.max_steps steps."""
+    data = load_train_data(data_path, cfg.model, cfg.context, cfg.segment_frames)
+    cfg = resolve_config(cfg, data)
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.model, cfg.model_config)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    step, epoch = 0, 0
+    t0 = time.perf_counter()
+    while step < cfg.max_steps:
+        loader = DataLoader(data.train, batch_sampler=SeededBatchSampler(len(data.train), cfg.batch_size, cfg.seed, epoch),
+                            collate_fn=data.collate)
+        for batch in loader:
+            for g in opt.param_groups:
+                g["lr"] = learning_rate(step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps)
+            out = model(batch.x, kl_weight(step, cfg.beta, cfg.kl_warmup, cfg.kl_warmup_steps), 0.0, batch.lengths,
+                        _noise(cfg.seed, step, 0, 1))
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            if step >= cfg.max_steps:
+                break
+        epoch += 1
+    return time.perf_counter() - t0
+
+
+def trainer_run(data_path: Path, cfg: TrainConfig, out: Path) -> tuple[float, float, float]:
+    """Seconds for cfg.max_steps steps through the trainer (setup excluded), mean data and step seconds."""
+    train(data_path, out, cfg, progress=True)
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    data_s = float(np.mean([float(r["data_s"]) for r in rows]))
+    step_s = float(np.mean([float(r["step_s"]) for r in rows]))
+    total = float(sum(1.0 / float(r["items_per_s"]) * 0 + float(r["data_s"]) + float(r["step_s"]) for r in rows))
+    return total, data_s, step_s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp())
+    make_corpus(tmp / "corpus", 96)
+    extract(tmp / "corpus", tmp / "feats", workers=0, progress=False)
+    hop_s = 256 / 22050
+    rows = []
+    for name, cfg in (
+        ("dense", TrainConfig(model="dense", batch_size=256, max_steps=args.steps, val_every=10**9, val_batches=1,
+                              checkpoint_every=10**9)),
+        ("conv", TrainConfig(model="conv", batch_size=16, segment_frames=128, max_steps=args.steps, val_every=10**9,
+                             val_batches=1, checkpoint_every=10**9)),
+    ):
+        bare = bare_loop(tmp / "feats", cfg)
+        t0 = time.perf_counter()
+        total, data_s, step_s = trainer_run(tmp / "feats", cfg, tmp / f"run_{name}")
+        wall = time.perf_counter() - t0
+        per_step_bare = bare / args.steps
+        per_step_trainer = total / args.steps
+        frames = cfg.batch_size * (1 if name == "dense" else cfg.segment_frames)
+        unit = f"{frames / per_step_trainer:,.0f} frames/s" if name == "dense" else f"{frames * hop_s / per_step_trainer:,.1f} audio s/s"
+        rows.append((name, f"{per_step_bare * 1000:.1f} ms", f"{per_step_trainer * 1000:.1f} ms",
+                     f"{(per_step_trainer / per_step_bare - 1) * 100:+.1f}%", f"{data_s * 1000:.2f} ms",
+                     f"{step_s * 1000:.1f} ms", unit, f"{wall:.1f} s"))
+    print(table(rows, ("model", "bare loop/step", "trainer/step", "overhead", "loader wait", "compute", "throughput",
+                       "trainer wall (with setup, validation, checkpoint)")))
+
+    # every registered model: parameters and training throughput on random data of its shape
+    prow = []
+    for name, x, unit in (
+        ("dense", torch.randn(256, 256), ("frames/s", 1)),
+        ("conv", torch.randn(16, 256, 128), ("audio s/s", 128 * hop_s)),
+        ("mnist", torch.bernoulli(torch.rand(128, 1, 28, 28)), ("images/s", 1)),
+        ("cifar", torch.rand(64, 3, 32, 32) * 2 - 1, ("images/s", 1)),
+    ):
+        model = build_model(name)
+        opt = torch.optim.AdamW(model.parameters(), 1e-3)
+        n = 10
+        for i in range(n + 2):
+            if i == 2:
+                t0 = time.perf_counter()
+            loss = model.elbo(x).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        dt = (time.perf_counter() - t0) / n
+        prow.append((name, f"{model.num_params():,}", f"{x.shape[0]}", f"{dt * 1000:.0f} ms",
+                     f"{x.shape[0] * unit[1] / dt:,.1f} {unit[0]}"))
+    print()
+    print(table(prow, ("model", "parameters", "batch", "train step", "training throughput")))
+    _ = math
+
+
+if __name__ == "__main__":
+    main()
