@@ -149,3 +149,31 @@ def test_real_read_speech_resampled_and_resynthesised():
     x = torch.from_numpy(wave)[None]
     y = GriffinLimVocoder(CFG)(MelFrontend(CFG)(x), num_samples=[x.shape[-1]])
     assert float(stoi(x, y, sr)[0]) > 0.9
+
+
+def test_fused_cpu_kernels_equal_torch_path(speech_dir, monkeypatch):
+    """The numba-fused CPU path of the vocoder and of the front end compute what the torch path computes."""
+    import soundfile as sf
+
+    from audiovae.audio import frontend as frontend_mod
+    from audiovae.audio import vocoder as vocoder_mod
+
+    waves = [torch.from_numpy(sf.read(speech_dir / f"utt0{i}.wav", dtype="float32")[0])[: 7000 + 4000 * i] for i in range(3)]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.zeros(3, int(lengths.max()))
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 2e-4)):
+        x = batch.to(dtype)
+        fe = MelFrontend(CFG).to(dtype)
+        fused_mel = fe(x, lengths)
+        monkeypatch.setattr(frontend_mod, "use_cpu_kernels", False)
+        torch.testing.assert_close(fe(x, lengths), fused_mel, rtol=tol, atol=tol)
+        monkeypatch.setattr(frontend_mod, "use_cpu_kernels", True)
+        mag = GriffinLimVocoder(CFG).to(dtype).magnitude(fused_mel)
+        fused = griffin_lim(mag, CFG, n_iter=5, lengths=lengths)
+        monkeypatch.setattr(vocoder_mod, "use_cpu_kernels", False)
+        plain = griffin_lim(mag, CFG, n_iter=5, lengths=lengths)
+        monkeypatch.setattr(vocoder_mod, "use_cpu_kernels", True)
+        assert fused.dtype == dtype
+        torch.testing.assert_close(fused, plain, rtol=tol * 10, atol=tol * 10)

@@ -11,6 +11,9 @@ from audiovae.audio import functional as AF
 from audiovae.audio.config import MelConfig
 
 
+use_cpu_kernels = True  # the fused numba kernel on CPU; tests compare it with the torch path
+
+
 class MelFrontend(nn.Module):
     """Waveform ``(B, N)`` -> log-mel ``(B, n_mels, T)`` with ``T = 1 + N // hop``.
 
@@ -35,7 +38,17 @@ class MelFrontend(nn.Module):
         fb = AF.mel_filterbank(cfg, torch.float64)
         self.register_buffer("fb", fb, persistent=False)
         self.blocks = AF.banded_blocks(fb)
+        self._csr = None
         self.to(torch.float32)
+
+    @property
+    def csr(self):
+        """The filterbank by frequency bin, for the fused CPU kernel (built on first use)."""
+        if self._csr is None:
+            from audiovae.audio._cpu_kernels import MelCSR
+
+            self._csr = MelCSR(self.fb)
+        return self._csr
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid frames per item for waveform ``lengths`` ``(B,)``."""
@@ -45,7 +58,8 @@ class MelFrontend(nn.Module):
         """Linear mel spectrogram ``(B, n_mels, T)`` (before the log)."""
         window = self.window.to(wave.dtype)
         fb = self.fb.to(wave.dtype)
-        return AF.melspectrogram(wave, self.config, lengths, window, fb, self.blocks)
+        csr = self.csr if (wave.device.type == "cpu" and use_cpu_kernels) else None
+        return AF.melspectrogram(wave, self.config, lengths, window, fb, self.blocks, csr=csr)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if not torch.is_floating_point(wave):

@@ -203,6 +203,7 @@ def melspectrogram(
     fb: torch.Tensor | None = None,
     blocks: list[Block] | None = None,
     chunk: int = 2,
+    csr=None,
 ) -> torch.Tensor:
     """Mel spectrogram ``(B, n_mels, T)`` of ``wave`` ``(B, N)`` (linear, not log).
 
@@ -212,10 +213,13 @@ def melspectrogram(
     With ``lengths`` ``(B,)``, samples past each item's length are ignored and
     item ``b`` gets exactly the ``1 + lengths[b] // hop`` frames it would get
     alone; later frames are zero. The batch is processed ``chunk`` items at a
-    time so the spectrogram of a chunk stays in cache.
+    time so the spectrogram of a chunk stays in cache. ``csr`` (a
+    :class:`~audiovae.audio._cpu_kernels.MelCSR`) switches a CPU run to the
+    fused magnitude-and-mel kernel.
     """
     if wave.dim() == 1:
-        return melspectrogram(wave[None], cfg, None if lengths is None else lengths.reshape(1), window, fb, blocks, chunk)[0]
+        return melspectrogram(wave[None], cfg, None if lengths is None else lengths.reshape(1), window, fb, blocks, chunk,
+                              csr)[0]
     if wave.dim() != 2:
         raise ValueError(f"expected a waveform of shape (B, N), got {tuple(wave.shape)}")
     dtype, device = wave.dtype, wave.device
@@ -229,15 +233,26 @@ def melspectrogram(
         lengths = torch.as_tensor(lengths, device=device)
         mask = torch.arange(wave.shape[-1], device=device)[None, :] < lengths[:, None]
         wave = wave * mask
+    fused = device.type == "cpu" and csr is not None
     if device.type != "cpu":
         chunk = wave.shape[0]
+    chunk = max(1, chunk)
+    n_frames = 1 + wave.shape[-1] // cfg.hop_length
+    buf = torch.zeros(min(chunk, wave.shape[0]), n_frames, cfg.n_fft, dtype=dtype, device=device)
     outs = []
-    for i in range(0, wave.shape[0], max(1, chunk)):
-        spec = stft(wave[i : i + chunk], window, cfg.n_fft, cfg.hop_length)
+    for i in range(0, wave.shape[0], chunk):
+        part = wave[i : i + chunk]
+        spec = stft_frames(part, window, cfg.n_fft, cfg.hop_length, buf[: part.shape[0]])  # (b, T, F)
+        if fused:
+            # |X| (or |X|^2) and the mel product in one pass over the spectrum
+            from audiovae.audio._cpu_kernels import magnitude_mel
+
+            outs.append(magnitude_mel(spec, csr, cfg.power))
+            continue
         mag = magnitude(spec)
         if cfg.power == 2.0:
             mag = mag.square()
-        outs.append(banded_matmul(fb, blocks, mag))
+        outs.append(banded_matmul(fb, blocks, mag.transpose(-1, -2)))
     mel = torch.cat(outs, 0)
     if lengths is not None:
         frames = num_frames(lengths, cfg.hop_length)

@@ -152,11 +152,13 @@ def griffin_lim(
         window = torch.hann_window(cfg.win_length, periodic=True, dtype=dtype, device=device)
     env = AF.window_envelope(window, cfg.hop_length, t, n, None if n_frames is None else frame_mask)
     angles = init if isinstance(init, torch.Tensor) else initial_phase(mag, cfg, init, seed, n_frames=n_frames)
-    # Work in the FFT's own (B, T, F) layout; every op below is one pass over contiguous memory.
+    # Work in the FFT's own (B, T, F) layout; every step below is one pass over contiguous memory.
     mag_tf = mag.transpose(1, 2).contiguous()
     a = angles.transpose(1, 2).contiguous()
     buf = torch.zeros(mag.shape[0], t, cfg.n_fft, dtype=dtype, device=device)
     alpha = momentum / (1 + momentum)
+    if device.type == "cpu" and use_cpu_kernels:
+        return _griffin_lim_cpu(mag_tf, a, cfg, n_iter, alpha, window, env, lengths, n, buf)
 
     def synth(a: torch.Tensor) -> torch.Tensor:
         # mag * a / |a|, as real arithmetic on the complex tensor's (re, im) view
@@ -171,6 +173,29 @@ def griffin_lim(
         a = rebuilt if tprev is None else torch.add(rebuilt, tprev, alpha=-alpha)
         tprev = rebuilt
     return synth(a)
+
+
+use_cpu_kernels = True  # fused numba kernels on CPU; the torch path runs everywhere (tests compare both)
+
+
+def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n, buf):
+    """The same iteration as the torch path, with the elementwise steps fused (see _cpu_kernels)."""
+    from audiovae.audio import _cpu_kernels as K
+
+    b = mag_tf.shape[0]
+    inv_env = (1.0 / env).expand(b, n).contiguous() if env.dim() == 1 else (1.0 / env).contiguous()
+    n_valid = (lengths.to(torch.int64) if lengths is not None else torch.full((b,), n, dtype=torch.int64)).contiguous()
+    window = window.contiguous()
+    spec = K.gl_spectral(angles, None, mag_tf, 0.0)  # mag * angles / |angles|
+    tprev = None
+    for _ in range(n_iter):
+        frames = torch.fft.irfft(spec, n=cfg.n_fft)
+        K.gl_resynth(frames, window, cfg.hop_length, inv_env, n_valid, buf, n)
+        rebuilt = torch.fft.rfft(buf)
+        spec = K.gl_spectral(rebuilt, tprev, mag_tf, alpha)
+        tprev = rebuilt
+    frames = torch.fft.irfft(spec, n=cfg.n_fft)
+    return K.gl_resynth(frames, window, cfg.hop_length, inv_env, n_valid, buf, n)
 
 
 class GriffinLimVocoder(nn.Module):

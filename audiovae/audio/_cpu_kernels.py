@@ -1,0 +1,119 @@
+"""Fused CPU kernels (numba) for the memory-bound steps of the front end.
+
+On a CPU the front end is limited by memory traffic, not arithmetic: computing
+``|X|`` and then a (banded) matrix product reads the spectrum twice and writes
+an intermediate as large as the spectrum. Here one pass over the FFT output
+computes each bin's magnitude and adds it into the (at most two) mel bands
+that contain the bin. Other devices use the equivalent torch operations.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _magnitude_mel(spec, indptr, cols, weights, power2, out):
+    """spec: (N, F, 2) real view of complex frames; out: (N, M) zeroed. CSR by frequency bin."""
+    n, f = spec.shape[0], spec.shape[1]
+    for t in numba.prange(n):
+        for k in range(f):
+            re = spec[t, k, 0]
+            im = spec[t, k, 1]
+            p = re * re + im * im
+            m = p if power2 else np.sqrt(p)
+            for j in range(indptr[k], indptr[k + 1]):
+                out[t, cols[j]] += weights[j] * m
+
+
+class MelCSR:
+    """The mel filterbank ``(M, F)`` stored by frequency bin, for :func:`magnitude_mel`."""
+
+    def __init__(self, fb: torch.Tensor):
+        fb_t = fb.detach().cpu().double().numpy().T  # (F, M)
+        nz = fb_t != 0
+        self.indptr = np.concatenate([[0], np.cumsum(nz.sum(1))]).astype(np.int64)
+        rows, cols = np.nonzero(nz)
+        self.cols = cols.astype(np.int64)
+        self.w64 = fb_t[rows, cols]
+        self.w32 = self.w64.astype(np.float32)
+        self.n_mels = fb.shape[0]
+
+
+def magnitude_mel(spec_frames: torch.Tensor, csr: MelCSR, power: float) -> torch.Tensor:
+    """Complex ``(B, T, F)`` frames -> mel ``(B, M, T)`` of ``|X|`` (power 1) or ``|X|^2`` (power 2)."""
+    b, t, f = spec_frames.shape
+    ri = torch.view_as_real(spec_frames.contiguous()).reshape(b * t, f, 2).numpy()
+    w = csr.w64 if ri.dtype == np.float64 else csr.w32
+    out = np.zeros((b * t, csr.n_mels), dtype=ri.dtype)
+    _magnitude_mel(ri, csr.indptr, csr.cols, w, power == 2.0, out)
+    return torch.from_numpy(out).reshape(b, t, csr.n_mels).transpose(1, 2)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _gl_spectral(rebuilt, tprev, mag, alpha, spec):
+    """Fast Griffin-Lim's spectral step, one pass: ``a = R - alpha P``; ``spec = mag * a / |a|``.
+
+    All arrays are ``(B * T, F)``; complex ones as ``(..., 2)`` real views.
+    """
+    n, f = mag.shape
+    for t in numba.prange(n):
+        for k in range(f):
+            re = rebuilt[t, k, 0] - alpha * tprev[t, k, 0]
+            im = rebuilt[t, k, 1] - alpha * tprev[t, k, 1]
+            s = mag[t, k] / (np.sqrt(re * re + im * im) + 1e-16)
+            spec[t, k, 0] = re * s
+            spec[t, k, 1] = im * s
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _gl_resynth(frames, window, hop, inv_env, n_valid, buf, y_out):
+    """Overlap-add + envelope + length mask, then re-frame and window, one item per thread.
+
+    frames: (B, T, n_fft) inverse FFTs (only the first ``win`` samples are used);
+    inv_env: (B, L) 1 / window-square envelope; n_valid: (B,) valid samples;
+    buf: (B, T, n_fft) whose first ``win`` columns receive the next windowed frames;
+    y_out: (B, L) the signal.
+    """
+    b_n, t_n = frames.shape[0], frames.shape[1]
+    win = window.shape[0]
+    half = win // 2
+    length = y_out.shape[1]
+    for b in numba.prange(b_n):
+        total = (t_n - 1) * hop + win
+        acc = np.zeros(total, frames.dtype)
+        for t in range(t_n):
+            base = t * hop
+            for i in range(win):
+                acc[base + i] += frames[b, t, i] * window[i]
+        nv = n_valid[b]
+        for i in range(length):
+            j = i + half
+            v = acc[j] * inv_env[b, i] if (j < total and i < nv) else 0.0
+            y_out[b, i] = v
+        for t in range(t_n):
+            start = t * hop - half
+            for i in range(win):
+                s = start + i
+                buf[b, t, i] = y_out[b, s] * window[i] if 0 <= s < length else 0.0
+
+
+def gl_spectral(rebuilt: torch.Tensor, tprev: torch.Tensor | None, mag: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``mag * a / |a|`` with ``a = rebuilt - alpha * tprev`` for complex ``(B, T, F)`` CPU tensors."""
+    b, t, f = rebuilt.shape
+    r = torch.view_as_real(rebuilt).reshape(b * t, f, 2).numpy()
+    p = r if tprev is None else torch.view_as_real(tprev).reshape(b * t, f, 2).numpy()
+    out = torch.empty_like(rebuilt)
+    o = torch.view_as_real(out).reshape(b * t, f, 2).numpy()
+    _gl_spectral(r, p, mag.reshape(b * t, f).numpy(), 0.0 if tprev is None else alpha, o)
+    return out
+
+
+def gl_resynth(frames: torch.Tensor, window: torch.Tensor, hop: int, inv_env: torch.Tensor, n_valid: torch.Tensor,
+               buf: torch.Tensor, length: int) -> torch.Tensor:
+    """Signal ``(B, length)`` from inverse-FFT frames; also fills ``buf`` with its windowed frames."""
+    y = torch.empty(frames.shape[0], length, dtype=frames.dtype)
+    _gl_resynth(frames.numpy(), window.numpy(), hop, inv_env.numpy(), n_valid.numpy(), buf.numpy(), y.numpy())
+    return y
