@@ -202,7 +202,7 @@ def melspectrogram(
     window: torch.Tensor | None = None,
     fb: torch.Tensor | None = None,
     blocks: list[Block] | None = None,
-    chunk: int = 2,
+    chunk: int = 1,
     csr=None,
 ) -> torch.Tensor:
     """Mel spectrogram ``(B, n_mels, T)`` of ``wave`` ``(B, N)`` (linear, not log).
@@ -242,13 +242,16 @@ def melspectrogram(
     outs = []
     for i in range(0, wave.shape[0], chunk):
         part = wave[i : i + chunk]
-        spec = stft_frames(part, window, cfg.n_fft, cfg.hop_length, buf[: part.shape[0]])  # (b, T, F)
         if fused:
             # |X| (or |X|^2) and the mel product in one pass over the spectrum
-            from audiovae.audio._cpu_kernels import magnitude_mel
+            from audiovae.audio import _cpu_kernels as K
 
-            outs.append(magnitude_mel(spec, csr, cfg.power))
+            b = buf[: part.shape[0]]
+            torch.mul(frame(part, window.shape[-1], cfg.hop_length), window, out=b[..., : window.shape[-1]])
+            # torch's FFT here: on 1-2 items scipy's thread start-up costs more than it saves
+            outs.append(K.magnitude_mel(torch.fft.rfft(b), csr, cfg.power))
             continue
+        spec = stft_frames(part, window, cfg.n_fft, cfg.hop_length, buf[: part.shape[0]])  # (b, T, F)
         mag = magnitude(spec)
         if cfg.power == 2.0:
             mag = mag.square()

@@ -13,8 +13,9 @@ magnitude ``log s`` are tied by
 A Hann window of length L is close to a Gaussian with ``lam = 0.25645 L^2``.
 Both derivatives come from finite differences of ``log s``; the phase is then
 integrated outward from the largest coefficient with the trapezoidal rule,
-always continuing from the largest coefficient already reached (a max-heap), so
-integration runs along ridges where the estimates are reliable. Coefficients
+always continuing from the largest coefficient already reached (a max-priority
+queue; here a bucket queue on the quantised log-magnitude), so integration runs
+along ridges where the estimates are reliable. Coefficients
 below ``tol`` times the item's maximum get random phase and are skipped.
 
 The heap loop is compiled with numba (installed with librosa) and runs items of
@@ -29,44 +30,6 @@ import numba
 import numpy as np
 
 HANN_LAMBDA = 0.25645
-
-
-@numba.njit(cache=True, nogil=True)
-def _heap_push(keys, idx, size, key, i):
-    pos = size
-    keys[pos] = key
-    idx[pos] = i
-    while pos > 0:
-        parent = (pos - 1) >> 1
-        if keys[parent] >= keys[pos]:
-            break
-        keys[parent], keys[pos] = keys[pos], keys[parent]
-        idx[parent], idx[pos] = idx[pos], idx[parent]
-        pos = parent
-    return size + 1
-
-
-@numba.njit(cache=True, nogil=True)
-def _heap_pop(keys, idx, size):
-    top = idx[0]
-    size -= 1
-    keys[0] = keys[size]
-    idx[0] = idx[size]
-    pos = 0
-    while True:
-        left = 2 * pos + 1
-        if left >= size:
-            break
-        child = left
-        right = left + 1
-        if right < size and keys[right] > keys[left]:
-            child = right
-        if keys[pos] >= keys[child]:
-            break
-        keys[pos], keys[child] = keys[child], keys[pos]
-        idx[pos], idx[child] = idx[child], idx[pos]
-        pos = child
-    return top, size
 
 
 @numba.njit(cache=True, nogil=True)
@@ -137,13 +100,18 @@ def _pghi_item(mag, ph, n_fft, hop, lam, tol, seed):
             q = n_bins - 1 - min(n_bins - 1, max(0, int((ls[p] - lmin) / width)))
             order[counts[q]] = p
             counts[q] += 1
+    # Integration order: always continue from the largest coefficient reached so far. A bucket
+    # queue on the quantised log-magnitude (4096 levels over the tol..max range, < 0.003 nats
+    # apart) gives that order in O(1) per step instead of a binary heap's O(log n).
     phf = ph.reshape(n)
-    keys = np.empty(n, np.float64)
-    idx = np.empty(n, np.int64)
-    size = 0
+    head = np.full(n_bins, -1, np.int64)
+    nxt = np.empty(n, np.int64)
+    top = -1
     ptr = 0
     while True:
-        if size == 0:
+        while top >= 0 and head[top] < 0:
+            top -= 1
+        if top < 0:
             while ptr < m_left and done[order[ptr]]:
                 ptr += 1
             if ptr >= m_left:
@@ -151,8 +119,13 @@ def _pghi_item(mag, ph, n_fft, hop, lam, tol, seed):
             start = order[ptr]
             done[start] = True
             phf[start] = 0.0
-            size = _heap_push(keys, idx, size, ls[start], start)
-        cur, size = _heap_pop(keys, idx, size)
+            q = min(n_bins - 1, max(0, int((ls[start] - lmin) / width)))
+            nxt[start] = head[q]
+            head[q] = start
+            top = q
+            continue
+        cur = head[top]
+        head[top] = nxt[cur]
         k = cur // n_t
         m = cur - k * n_t
         for step in range(4):
@@ -179,7 +152,11 @@ def _pghi_item(mag, ph, n_fft, hop, lam, tol, seed):
             if not done[nb]:
                 phf[nb] = phf[cur] + delta
                 done[nb] = True
-                size = _heap_push(keys, idx, size, ls[nb], nb)
+                q = min(n_bins - 1, max(0, int((ls[nb] - lmin) / width)))
+                nxt[nb] = head[q]
+                head[q] = nb
+                if q > top:
+                    top = q
 
 
 @numba.njit(cache=True, parallel=True)

@@ -189,12 +189,12 @@ def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n
     spec = K.gl_spectral(angles, None, mag_tf, 0.0)  # mag * angles / |angles|
     tprev = None
     for _ in range(n_iter):
-        frames = torch.fft.irfft(spec, n=cfg.n_fft)
+        frames = K.irfft(spec, n=cfg.n_fft)
         K.gl_resynth(frames, window, cfg.hop_length, inv_env, n_valid, buf, n)
-        rebuilt = torch.fft.rfft(buf)
+        rebuilt = K.rfft(buf)
         spec = K.gl_spectral(rebuilt, tprev, mag_tf, alpha)
         tprev = rebuilt
-    frames = torch.fft.irfft(spec, n=cfg.n_fft)
+    frames = K.irfft(spec, n=cfg.n_fft)
     return K.gl_resynth(frames, window, cfg.hop_length, inv_env, n_valid, buf, n)
 
 

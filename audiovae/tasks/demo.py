@@ -106,7 +106,8 @@ def _summary_md(out: Path, ex, summary: dict, ev: dict, files: dict, seconds: fl
         f"3. `run/`: a ConvVAE trained for {summary['step']} steps; `run/best/` holds the best validation checkpoint.",
         "4. Validation figures (nats per utterance; higher is better):",
         "",
-        f"   - ELBO {ev['elbo']:.1f}, IWAE bound (k={ev['k']}) {ev['iwae']:.1f} +- {ev['iwae_stderr']:.1f}",
+        f"   - ELBO {ev['elbo']:.1f}, IWAE bound (k={ev['k']}) {ev['iwae']:.1f}"
+        + (f" +- {ev['iwae_stderr']:.1f} (standard error over {ev['items']} utterances)" if ev["iwae_stderr"] else ""),
         f"   - per dimension: ELBO {ev['elbo_per_dim']:.3f} nats",
         f"   - KL {ev['kl']:.1f} nats, active latent units {ev['active_units']} of {ev['latent_dim']}",
         f"   - {ev['params']:,} parameters",

@@ -119,7 +119,7 @@ def evaluate(
         "k": k,
         "elbo": sums["elbo"] / count,
         "iwae": mean_iw,
-        "iwae_stderr": math.sqrt(var_iw / max(1, count - 1)) if count > 1 else float("nan"),
+        "iwae_stderr": math.sqrt(var_iw / (count - 1)) if count > 1 else None,
         "recon": sums["recon"] / count,
         "kl": sums["kl"] / count,
         "elbo_per_dim": sums["elbo"] / sums["dims"],
@@ -153,7 +153,7 @@ def format_table(res: dict) -> str:
     ]
     lines = []
     for key, label in labels:
-        if key in res:
+        if res.get(key) is not None:
             v = res[key]
             lines.append(f"  {label:<36} {v:,.4f}" if isinstance(v, float) else f"  {label:<36} {v:,}")
     return f"{res['model']} model at {res['model_dir']}\n" + "\n".join(lines)

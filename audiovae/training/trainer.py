@@ -281,8 +281,9 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}", refresh=False)
             t_last = now
-            if cfg.max_minutes and now - t_start > 60 * cfg.max_minutes:
-                timeout = torch.tensor([1.0 if is_main else 0.0])
+            if cfg.max_minutes:
+                # rank 0's clock decides, so every rank stops after the same step
+                timeout = torch.tensor([1.0 if is_main and now - t_start > 60 * cfg.max_minutes else 0.0])
                 if world > 1:
                     dist.broadcast(timeout, 0)
                 if timeout[0]:
@@ -300,7 +301,8 @@ def train(
             batch_in_epoch = 0
             if not cfg.val_every:
                 stopped_early = run_validation()
-            checkpoint()
+            if stopped_early:
+                checkpoint()
     bar.close()
     checkpoint(final=True)
     summary = {"step": step, "epoch": epoch, "best_val_elbo": best, "stopped_early": stopped_early, "out_dir": str(out)}
