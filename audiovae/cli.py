@@ -264,7 +264,7 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed):
 @click.option("-o", "--out-dir", default="demo_out", show_default=True, type=click.Path(path_type=Path))
 @click.option("--minutes", default=3.0, show_default=True, type=click.FloatRange(0.05), help="Training time limit.")
 @click.option("--utterances", default=96, show_default=True, type=click.IntRange(4), help="Size of the synthetic corpus.")
-@click.option("--max-steps", default=1500, show_default=True, type=click.IntRange(1))
+@click.option("--max-steps", default=3000, show_default=True, type=click.IntRange(1), help="Training step limit.")
 @friendly_errors
 def demo_cmd(out_dir, minutes, utterances, max_steps):
     """The whole pipeline on a built-in speech-like corpus: synthesise, extract, train a ConvVAE, listen.

@@ -22,7 +22,7 @@ from audiovae.training.trainer import train
 from audiovae.utils import atomic_write_text
 
 
-def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 3.0, max_steps: int = 1500,
+def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 3.0, max_steps: int = 3000,
              channels: int = 128, latent_dim: int = 16, vocoder_iters: int = 32, log=print, progress: bool = True) -> dict:
     """Synthesise a corpus, extract 256-bin features, train a ConvVAE, and write audio, pictures and a summary."""
     out = Path(out_dir)
