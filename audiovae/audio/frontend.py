@@ -30,9 +30,12 @@ class MelFrontend(nn.Module):
         logmel = fe(torch.randn(4, 22050))  # (4, 256, 87)
     """
 
-    def __init__(self, config: MelConfig | None = None):
+    def __init__(self, config: MelConfig | None = None, fused: bool = True):
         super().__init__()
         self.config = config or MelConfig()
+        # fused=False keeps to torch operations on CPU too (e.g. in forked DataLoader workers, where
+        # numba's GNU-OpenMP threading layer refuses to run once the parent process has used it)
+        self.fused = fused
         cfg = self.config
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True, dtype=torch.float64), persistent=False)
         fb = AF.mel_filterbank(cfg, torch.float64)
@@ -58,7 +61,7 @@ class MelFrontend(nn.Module):
         """Linear mel spectrogram ``(B, n_mels, T)`` (before the log)."""
         window = self.window.to(wave.dtype)
         fb = self.fb.to(wave.dtype)
-        csr = self.csr if (wave.device.type == "cpu" and use_cpu_kernels) else None
+        csr = self.csr if (wave.device.type == "cpu" and use_cpu_kernels and self.fused) else None
         return AF.melspectrogram(wave, self.config, lengths, window, fb, self.blocks, csr=csr)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

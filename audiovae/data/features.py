@@ -75,8 +75,13 @@ class _AudioFiles(Dataset):
 
     def __getitem__(self, i: int):
         if self.fe is None:
-            torch.set_num_threads(1)
-            self.fe = MelFrontend(self.cfg)
+            from torch.utils.data import get_worker_info
+
+            in_worker = get_worker_info() is not None
+            if in_worker:
+                torch.set_num_threads(1)
+            # a forked worker must not start numba's parallel kernels (see MelFrontend's `fused`)
+            self.fe = MelFrontend(self.cfg, fused=not in_worker)
         try:
             wave, _ = load_audio(self.files[i], self.cfg.sample_rate, min_samples=self.cfg.win_length)
         except AudioVAEError as exc:
