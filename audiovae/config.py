@@ -10,7 +10,7 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 
-from audiovae.errors import ConfigError
+from audiovae.errors import AudioVAEError, ConfigError
 from audiovae.utils import atomic_write_text
 
 T = TypeVar("T")
@@ -110,17 +110,17 @@ def save_yaml(path: str | os.PathLike, data: dict) -> None:
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
 
 
-def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping, raising :class:`ConfigError` naming the file on any problem."""
+def load_yaml(path: str | os.PathLike, error: type[AudioVAEError] = ConfigError) -> dict:
+    """Read a YAML mapping, raising ``error`` (a :class:`ConfigError` by default) naming the file on any problem."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("file not found", path)
+        raise error("file not found", path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"not valid YAML ({exc.__class__.__name__})", path) from None
+        raise error(f"not valid YAML ({exc.__class__.__name__})", path) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError("expected a mapping at the top level", path)
+        raise error("expected a mapping at the top level", path)
     return data

@@ -9,7 +9,6 @@ Prints times, quality figures and ratios (peer / ours: above 1 means we are fast
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -138,6 +137,5 @@ def _timed(fn):
     return time.perf_counter() - t0, (out,)
 
 
-_ = math
 if __name__ == "__main__":
     main()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 import tempfile
 import time
@@ -129,7 +128,6 @@ def main() -> None:
                      f"{x.shape[0] * unit[1] / dt:,.1f} {unit[0]}"))
     print()
     print(table(prow, ("model", "parameters", "batch", "train step", "training throughput")))
-    _ = math
 
 
 if __name__ == "__main__":

@@ -59,6 +59,11 @@ def test_save_audio_is_atomic(tmp_path, monkeypatch):
         save_audio(p, _tone(freq=100), 22050)
     assert p.read_bytes() == before
     assert [q.name for q in tmp_path.iterdir()] == ["out.wav"]  # no temporary left behind
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask  # the mode an ordinary open() gives, not mkstemp's 0600
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, str]]:

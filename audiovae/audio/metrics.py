@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from audiovae.audio import functional as AF
@@ -143,4 +142,3 @@ __all__ = [
     "have_stoi",
     "resynthesis_metrics",
 ]
-_ = np

@@ -8,7 +8,6 @@ file cannot run code.
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import pickle
 import struct
@@ -121,4 +120,3 @@ def load_image_folder(path: str | os.PathLike) -> ImageSet:
     raise DataError("not an image folder (expected MNIST IDX files or CIFAR-10 python batches)", path)
 
 
-_ = io

@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -106,4 +105,3 @@ def resynthesize(input: Path, output: Path, cfg: MelConfig, n_iter: int = 32, in
     }
 
 
-_ = np

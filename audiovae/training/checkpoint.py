@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from audiovae.audio.config import MelConfig
 from audiovae.audio.normalize import Normalizer
-from audiovae.config import save_yaml
+from audiovae.config import load_yaml, save_yaml
 from audiovae.errors import CheckpointError
 
 FORMAT = "audiovae-model/1"
@@ -91,11 +90,8 @@ def read_model_config(path: str | os.PathLike) -> dict:
         raise CheckpointError("not a model directory (no such folder)", path)
     if not cfg_path.is_file():
         raise CheckpointError("not a model directory (no config.yaml)", path)
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"config.yaml is not valid YAML ({exc.__class__.__name__})", cfg_path) from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+    cfg = load_yaml(cfg_path, CheckpointError)
+    if cfg.get("format") != FORMAT:
         raise CheckpointError(f"config.yaml is not an audiovae model configuration (format {FORMAT!r} expected)", cfg_path)
     return cfg
 
@@ -159,5 +155,3 @@ def load_trainer_state(path: str | os.PathLike) -> dict:
             path,
         ) from None
 
-
-_ = save_yaml

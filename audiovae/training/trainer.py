@@ -16,7 +16,6 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -31,7 +30,7 @@ from audiovae.errors import CheckpointError, ConfigError, TrainingError
 from audiovae.models.registry import build_model, make_config
 from audiovae.training.checkpoint import load_trainer_state, save_model_dir, save_trainer_state
 from audiovae.training.config import TrainConfig
-from audiovae.training.data import Batch, TrainData, load_train_data
+from audiovae.training.data import TrainData, load_train_data
 from audiovae.training.schedules import kl_weight, learning_rate
 from audiovae.utils import atomic_write_text
 
@@ -325,4 +324,3 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tb"))
 
 
-_ = asdict
