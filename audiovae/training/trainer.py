@@ -195,7 +195,7 @@ def train(
     amp = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16) if cfg.amp else nullcontext()
     extra = {"train": to_dict(cfg), "data": str(data_path)}
 
-    def checkpoint(final: bool = False) -> None:
+    def checkpoint() -> None:
         if not is_main:
             return
         save_trainer_state(out / "trainer_state.pt", {
@@ -303,7 +303,7 @@ def train(
             if stopped_early:
                 checkpoint()
     bar.close()
-    checkpoint(final=True)
+    checkpoint()
     summary = {"step": step, "epoch": epoch, "best_val_elbo": best, "stopped_early": stopped_early, "out_dir": str(out)}
     if is_main:
         train_log.close()
