@@ -17,8 +17,12 @@ Init = Literal["pghi", "random", "zeros"]
 MelInverse = Literal["nnls", "pinv"]
 
 
-def _lipschitz(fb: torch.Tensor) -> float:
-    return float(torch.linalg.matrix_norm(fb.double(), ord=2) ** 2)
+def mel_solver(fb: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """What :func:`mel_to_linear` needs from a filterbank, computed once: the Cholesky factor of
+    ``fb fb^T`` (float64) and the projected-gradient step ``1 / ||fb||_2^2``."""
+    fb64 = fb.detach().double()
+    chol = torch.linalg.cholesky(fb64 @ fb64.T)
+    return chol, 1.0 / float(torch.linalg.matrix_norm(fb64, ord=2) ** 2)
 
 
 def mel_to_linear(
@@ -27,6 +31,7 @@ def mel_to_linear(
     blocks: list[AF.Block] | None = None,
     method: MelInverse = "nnls",
     n_iter: int = 20,
+    solver: tuple[torch.Tensor, float] | None = None,
 ) -> torch.Tensor:
     """Non-negative ``S`` ``(B, F, T)`` with ``fb @ S ~= mel`` for ``mel`` ``(B, M, T)``.
 
@@ -36,16 +41,16 @@ def mel_to_linear(
     projected gradient (FISTA) with the banded filterbank: on 16 clips of
     speech the relative mel residual goes from 1.9e-3 (the clamped start) to
     2e-4 after 20 steps and 6e-5 after 30. ``"pinv"`` is the clamped
-    minimum-norm solution alone.
+    minimum-norm solution alone. ``solver`` is :func:`mel_solver`'s result, to
+    avoid recomputing it on every call.
     """
     if blocks is None:
         blocks = AF.banded_blocks(fb)
     dtype = mel.dtype
     work = torch.float64 if dtype == torch.float64 else torch.float32
     fbw = fb.to(work)
-    gram = (fb.double() @ fb.double().T).to(work)
-    chol = torch.linalg.cholesky(gram)
-    step = 1.0 / _lipschitz(fb)
+    chol, step = solver if solver is not None else mel_solver(fb)
+    chol = chol.to(device=mel.device, dtype=work)
     lead = mel.shape[:-2]
     mel3 = mel.reshape(-1, *mel.shape[-2:]).to(work).clamp_min(0)
     # A few items at a time, so the iterates stay in cache (the loop is memory-bound).
@@ -228,12 +233,15 @@ class GriffinLimVocoder(nn.Module):
         fb = AF.mel_filterbank(cfg, torch.float64)
         self.blocks = AF.banded_blocks(fb)
         self.register_buffer("fb", fb.float(), persistent=False)
+        chol, self._step = mel_solver(fb)
+        self.register_buffer("chol", chol, persistent=False)
 
     def magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
         """Linear STFT magnitude ``(B, F, T)`` estimated from log-mel ``(B, n_mels, T)``."""
         check_logmel(logmel, self.config)
         mel = torch.exp(logmel)
-        s = mel_to_linear(mel, self.fb.to(logmel.dtype), self.blocks, self.mel_inverse, self.nnls_iter)
+        s = mel_to_linear(mel, self.fb.to(logmel.dtype), self.blocks, self.mel_inverse, self.nnls_iter,
+                          (self.chol, self._step))
         return s.sqrt() if self.config.power == 2.0 else s
 
     def forward(
