@@ -172,7 +172,8 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Run folder (becomes a model directory).")
 @click.option("--config", type=click.Path(dir_okay=False), help="TrainConfig YAML.")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
-@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR from its last checkpoint.")
+@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR from its last checkpoint (the same command "
+              "line with --resume added; only --max-steps / max_minutes may change).")
 @friendly_errors
 def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
     """Train a VAE on a feature cache (`audiovae extract`) or an image folder (MNIST IDX / CIFAR-10).
@@ -180,28 +181,65 @@ def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
     Any TrainConfig field can be set as KEY=VALUE, model fields as
     model_config.KEY=VALUE (e.g. beta=0.5 kl_warmup=cyclical model_config.latent_dim=16).
     Launch with `torchrun --nproc_per_node=N -m audiovae train ...` for DistributedDataParallel.
-    """
-    from audiovae.config import apply_overrides, from_dict, load_yaml, to_dict
-    from audiovae.models.registry import make_config
-    from audiovae.training import TrainConfig, train
 
+    However the run ends (--max-steps, max_minutes=M, early stopping, Ctrl-C or
+    SIGTERM) it validates at its last step and saves, so OUT_DIR/best is never
+    older than the last validation. A second Ctrl-C stops at once.
+    """
+    from audiovae.training import train
+
+    cfg, given = _train_config(config, model_name, overrides)
     if resume:
-        if overrides or config or model_name:
-            raise click.UsageError("--resume continues with the saved configuration; only --max-steps may change")
-        summary = train(data, out_dir, None, resume=True, max_steps=max_steps)
+        summary = train(data, out_dir, None, resume=True, max_steps=max_steps, given=given)
     else:
-        cfg = from_dict(TrainConfig, load_yaml(config), config) if config else TrainConfig()
-        model_over = [o for o in overrides if o.startswith("model=")]
-        if model_name:
-            model_over.append(f"model={model_name}")
-        cfg = apply_overrides(cfg, model_over)
-        # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
-        cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})
-        cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model=")])
         summary = train(data, out_dir, cfg, max_steps=max_steps)
     if int(__import__("os").environ.get("RANK", "0")) == 0:
-        click.echo(f"trained {summary['step']} steps; best validation ELBO {summary['best_val_elbo']:.2f} nats/item; "
-                   f"run in {out_dir}")
+        how = ("interrupted; resume with --resume" if summary.get("interrupted")
+               else "stopped at the time limit" if summary.get("time_limit")
+               else "stopped early" if summary.get("stopped_early") else "done")
+        click.echo(f"trained {summary['step']} steps ({how}); best validation ELBO {summary['best_val_elbo']:.2f} "
+                   f"nats/item; run in {out_dir}")
+        if summary.get("interrupted"):
+            sys.exit(130)
+
+
+def _train_config(config: str | None, model_name: str | None, overrides: tuple[str, ...]):
+    """The TrainConfig a command line asks for, and the fields it sets explicitly (dotted keys -> values)."""
+    from audiovae.config import apply_overrides, from_dict, load_yaml, to_dict
+    from audiovae.models.registry import make_config
+    from audiovae.training import TrainConfig
+
+    base = from_dict(TrainConfig, load_yaml(config), config) if config else TrainConfig()
+    model_over = [o for o in overrides if o.startswith("model=")]
+    if model_name:
+        model_over.append(f"model={model_name}")
+    cfg = apply_overrides(base, model_over)
+    # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
+    cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})
+    cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model=")])
+    flat = _flatten(to_dict(cfg))
+    keys = set()
+    if config:
+        keys |= set(_flatten(load_yaml(config)))
+    if model_name or model_over:
+        keys.add("model")
+    keys |= {o.split("=", 1)[0].strip() for o in overrides}
+    return cfg, {k: flat[k] for k in keys if k in flat}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+_CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
+                           help="best: the run's best/ (best validation ELBO); last: the latest weights.")
+_DEVICE = click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
 
 
 @cli.command("evaluate", short_help="ELBO, IWAE bound, KL and active units of a model.")
@@ -212,15 +250,24 @@ def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate only the first N items.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures as JSON.")
+@_CHECKPOINT
+@_DEVICE
 @friendly_errors
-def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out):
-    """ELBO, IWAE bound, KL, reconstruction term and active units of a trained model (RUN_DIR/best if present)."""
+def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoint, device):
+    """ELBO, IWAE bound, KL, reconstruction term and active units of a trained model on DATA.
+
+    Feature models use the normalisation saved with the model (not the cache's) and
+    report densities of log-mel features, so figures are comparable across caches.
+    """
     import json
 
     from audiovae.tasks.evaluate import evaluate, format_table
+    from audiovae.training.checkpoint import describe, load_model_dir, resolve_model_dir
     from audiovae.utils import atomic_write_text
 
-    res = evaluate(run_dir, data, k=k, split=split, limit=limit, batch_size=batch_size)
+    click.echo(describe(load_model_dir(resolve_model_dir(run_dir, checkpoint))))
+    res = evaluate(run_dir, data, k=k, split=split, limit=limit, batch_size=batch_size, checkpoint=checkpoint,
+                   device=device)
     click.echo(format_table(res))
     if json_out:
         atomic_write_text(json_out, json.dumps(res, indent=2))
@@ -231,12 +278,17 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out):
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("audio", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
+@_CHECKPOINT
+@_DEVICE
 @friendly_errors
-def reconstruct_cmd(run_dir, audio, output):
+def reconstruct_cmd(run_dir, audio, output, checkpoint, device):
     """Pass an audio file through a trained mel VAE and the vocoder (the model directory is all it needs)."""
-    from audiovae.tasks.generate import reconstruct_file
+    from audiovae.tasks.generate import MelModel, reconstruct_file
+    from audiovae.training.checkpoint import describe
 
-    click.echo(f"wrote {reconstruct_file(run_dir, audio, output)}")
+    mm = MelModel.load(run_dir, checkpoint=checkpoint, device=device)
+    click.echo(describe(mm.loaded))
+    click.echo(f"wrote {reconstruct_file(mm, audio, output)}")
 
 
 @cli.command("sample", short_help="Generate audio from a mel VAE's prior.")
@@ -246,16 +298,20 @@ def reconstruct_cmd(run_dir, audio, output):
 @click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Length of each sample.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0), help="Prior standard deviation.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@_CHECKPOINT
+@_DEVICE
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed):
+def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, device):
     """Draw utterances from a mel VAE's prior and vocode them to wav files."""
     import torch
 
     from audiovae.audio.io import save_audio
     from audiovae.tasks.generate import MelModel
+    from audiovae.training.checkpoint import describe
 
     torch.manual_seed(seed)
-    mm = MelModel.load(run_dir)
+    mm = MelModel.load(run_dir, checkpoint=checkpoint, device=device)
+    click.echo(describe(mm.loaded))
     for i, (y, _) in enumerate(mm.sample(n, seconds, temperature)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
 

@@ -31,23 +31,24 @@ from audiovae.data.features import extract  # noqa: E402
 from audiovae.data.synth import make_corpus  # noqa: E402
 from audiovae.models import build_model  # noqa: E402
 from audiovae.training import TrainConfig, train  # noqa: E402
-from audiovae.training.data import load_train_data  # noqa: E402
+from audiovae.data.source import open_data  # noqa: E402
 from audiovae.training.schedules import kl_weight, learning_rate  # noqa: E402
 from audiovae.training.trainer import _noise, resolve_config  # noqa: E402
 
 
 def bare_loop(data_path: Path, cfg: TrainConfig) -> float:
     """The same training, hand-written: returns seconds for cfg.max_steps steps."""
-    data = load_train_data(data_path, cfg.model, cfg.context, cfg.segment_frames)
+    data = open_data(data_path)
     cfg = resolve_config(cfg, data)
+    train_set, collate = data.dataset("train", cfg.model, context=cfg.context, segment=cfg.segment_frames, train=True)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, cfg.model_config)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     step, epoch = 0, 0
     t0 = time.perf_counter()
     while step < cfg.max_steps:
-        loader = DataLoader(data.train, batch_sampler=SeededBatchSampler(len(data.train), cfg.batch_size, cfg.seed, epoch),
-                            collate_fn=data.collate)
+        loader = DataLoader(train_set, batch_sampler=SeededBatchSampler(len(train_set), cfg.batch_size, cfg.seed, epoch),
+                            collate_fn=collate)
         for batch in loader:
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps)

@@ -9,28 +9,81 @@ uninterrupted one would.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from audiovae.data.features import FeatureCache
 from audiovae.errors import DataError
 
 
-class FrameDataset(Dataset):
-    """Normalised log-mel frames ``(n_mels * (2 * context + 1),)`` of one split (edges replicated)."""
+@dataclass
+class Batch:
+    """A collated batch: data ``x`` and, for padded sequences, the valid ``lengths (B,)``."""
 
-    def __init__(self, cache: FeatureCache, split: str, context: int = 0):
-        self.cache, self.context = cache, context
-        recs = cache.utterances(split)
+    x: torch.Tensor
+    lengths: torch.Tensor | None = None
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.x.to(device, non_blocking=True), None if self.lengths is None else self.lengths.to(device))
+
+
+def collate_tensors(items) -> Batch:
+    """Items that are already equal-shaped tensors (or a batch from ``__getitems__``)."""
+    return Batch(items if isinstance(items, torch.Tensor) else torch.stack(items))
+
+
+def collate_sequences(items: list[tuple[torch.Tensor, int]]) -> Batch:
+    """``(n_mels, L_i)`` sequences -> a :class:`Batch` of ``(B, n_mels, max L)`` (edge-padded) with lengths."""
+    return Batch(*pad_collate(items))
+
+
+def context_rows(pos: np.ndarray, lo: np.ndarray, hi: np.ndarray, context: int) -> np.ndarray:
+    """Row indices ``(B, 2 * context + 1)`` of the frames around ``pos``, edges replicated within ``[lo, hi]``."""
+    offs = np.arange(-context, context + 1)
+    return np.clip(pos[:, None] + offs[None, :], lo[:, None], hi[:, None])
+
+
+def _window_layout(rows: np.ndarray | torch.Tensor, b: int, w: int):
+    """``(B * W, n_mels)`` frames -> ``(B, n_mels * W)`` dense-model input: bin-major, then time."""
+    x = rows.reshape(b, w, -1)
+    x = x.transpose(0, 2, 1) if isinstance(x, np.ndarray) else x.transpose(1, 2)
+    return x.reshape(b, -1)
+
+
+def frames_with_context(logmel: torch.Tensor, context: int) -> torch.Tensor:
+    """One utterance ``(n_mels, T)`` -> dense-model inputs ``(T, n_mels * (2 * context + 1))``."""
+    t = logmel.shape[-1]
+    pos = np.arange(t)
+    rows = context_rows(pos, np.zeros(t, np.int64), np.full(t, t - 1), context)
+    x = logmel.T[torch.from_numpy(rows.reshape(-1))]
+    return _window_layout(x, t, 2 * context + 1)
+
+
+def centre_frames(y: torch.Tensor, n_mels: int, context: int) -> torch.Tensor:
+    """Dense-model outputs ``(T, n_mels * (2 * context + 1))`` -> the centre frames ``(1, n_mels, T)``."""
+    return y.reshape(y.shape[0], n_mels, 2 * context + 1)[:, :, context].T[None]
+
+
+class FrameDataset(Dataset):
+    """Normalised log-mel frames ``(n_mels * (2 * context + 1),)`` of some utterances (edges replicated).
+
+    ``frames``: ``(N, n_mels)`` (a memory map is fine); ``recs``: the utterances'
+    records (``offset``, ``frames``); ``mean``/``std``: the per-bin statistics to
+    normalise with.
+    """
+
+    def __init__(self, frames: np.ndarray, recs: list[dict], mean: np.ndarray, std: np.ndarray, context: int = 0,
+                 source: object = None):
         if not recs:
-            raise DataError(f"no utterances in the {split!r} split", cache.path)
-        starts = np.concatenate([np.arange(r["frames"]) + r["offset"] for r in recs])
-        lo = np.concatenate([np.full(r["frames"], r["offset"]) for r in recs])
-        hi = np.concatenate([np.full(r["frames"], r["offset"] + r["frames"] - 1) for r in recs])
-        self.frame, self.lo, self.hi = starts, lo, hi
-        self.mean = cache.mean.astype(np.float32)
-        self.std = cache.std.astype(np.float32)
+            raise DataError("no utterances in this split", source)
+        self.feats, self.context = frames, context
+        self.frame = np.concatenate([np.arange(r["frames"]) + r["offset"] for r in recs])
+        self.lo = np.concatenate([np.full(r["frames"], r["offset"]) for r in recs])
+        self.hi = np.concatenate([np.full(r["frames"], r["offset"] + r["frames"] - 1) for r in recs])
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -40,15 +93,13 @@ class FrameDataset(Dataset):
 
     def __getitems__(self, keys) -> torch.Tensor:
         idx = np.array([k[0] if isinstance(k, (tuple, list)) else k for k in keys])
-        offs = np.arange(-self.context, self.context + 1)
-        rows = np.clip(self.frame[idx, None] + offs[None, :], self.lo[idx, None], self.hi[idx, None])
-        x = (np.asarray(self.cache.feats[rows.reshape(-1)]) - self.mean) / self.std  # (B * W, n_mels)
-        x = x.reshape(len(idx), len(offs), -1).transpose(0, 2, 1)  # (B, n_mels, W)
-        return torch.from_numpy(np.ascontiguousarray(x.reshape(len(idx), -1)))
+        rows = context_rows(self.frame[idx], self.lo[idx], self.hi[idx], self.context)
+        x = (np.asarray(self.feats[rows.reshape(-1)]) - self.mean) / self.std  # (B * W, n_mels)
+        return torch.from_numpy(np.ascontiguousarray(_window_layout(x, len(idx), rows.shape[1]), dtype=np.float32))
 
 
 class SequenceDataset(Dataset):
-    """Normalised log-mel sequences ``(n_mels, L)`` of one split, with their valid lengths.
+    """Normalised log-mel sequences ``(n_mels, L)`` of some utterances, with their valid lengths.
 
     ``segment=None`` gives whole utterances; ``segment=L`` gives crops of ``L``
     frames at positions drawn from the item's seed (shorter utterances are
@@ -56,17 +107,17 @@ class SequenceDataset(Dataset):
     as ``max(1, n // L)`` items, so an epoch covers about every frame once.
     """
 
-    def __init__(self, cache: FeatureCache, split: str, segment: int | None = None):
-        self.cache, self.segment = cache, segment
-        self.recs = cache.utterances(split)
-        if not self.recs:
-            raise DataError(f"no utterances in the {split!r} split", cache.path)
+    def __init__(self, frames: np.ndarray, recs: list[dict], mean: np.ndarray, std: np.ndarray,
+                 segment: int | None = None, source: object = None):
+        if not recs:
+            raise DataError("no utterances in this split", source)
+        self.feats, self.recs, self.segment = frames, recs, segment
         if segment is None:
-            self.items = list(range(len(self.recs)))
+            self.items = list(range(len(recs)))
         else:
-            self.items = [i for i, r in enumerate(self.recs) for _ in range(max(1, r["frames"] // segment))]
-        self.mean = cache.mean.astype(np.float32)[:, None]
-        self.std = cache.std.astype(np.float32)[:, None]
+            self.items = [i for i, r in enumerate(recs) for _ in range(max(1, r["frames"] // segment))]
+        self.mean = np.asarray(mean, np.float32)[:, None]
+        self.std = np.asarray(std, np.float32)[:, None]
 
     def __len__(self) -> int:
         return len(self.items)
@@ -80,7 +131,7 @@ class SequenceDataset(Dataset):
             length = min(n, self.segment)
             if n > self.segment:
                 start = int(np.random.default_rng(seed).integers(0, n - self.segment + 1))
-        x = np.asarray(self.cache.feats[rec["offset"] + start : rec["offset"] + start + length]).T
+        x = np.asarray(self.feats[rec["offset"] + start : rec["offset"] + start + length]).T
         x = (x - self.mean) / self.std
         return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), length
 

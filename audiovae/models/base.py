@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -129,14 +130,18 @@ class BaseVAE(nn.Module):
         free_bits: float = 0.0,
         lengths: torch.Tensor | None = None,
         eps: torch.Tensor | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> ELBOOutput:
         """Single-sample ELBO with the reparameterisation trick.
 
         ``beta`` weighs the KL in ``loss`` (not in ``elbo``, which is always the
         true bound). ``free_bits`` (nats per latent variable, Kingma et al. 2016)
-        stops the loss from pushing each latent variable's batch-mean KL below
-        it. ``eps`` fixes the standard-normal noise: a tensor shaped like ``mu``
-        or a function of that shape returning one.
+        stops the loss from pushing a latent channel's KL, averaged over the
+        batch's items (and latent frames, for sequences), below it. ``eps``
+        fixes the standard-normal noise: a tensor shaped like ``mu`` or a
+        function of that shape returning one. ``reduce`` sums a tensor over the
+        processes of a distributed run, so the free-bits clamp sees the global
+        batch (2 processes x B items == 1 process x 2B items).
         """
         mu, logvar = self.encoder_params(x)
         if eps is None:
@@ -152,10 +157,7 @@ class BaseVAE(nn.Module):
             kl_el = kl_el * zmask
         kl = kl_el.flatten(1).sum(1)
         if free_bits > 0:
-            kl_for_loss = kl_el.mean(0).clamp_min(free_bits)
-            if zmask is not None:
-                kl_for_loss = kl_for_loss * (zmask.mean(0) > 0)
-            kl_term = kl_for_loss.sum()
+            kl_term = self._free_bits_kl(kl_el, zmask, free_bits, reduce)
         else:
             kl_term = kl.mean()
         loss = -(recon.mean() - beta * kl_term)
@@ -164,10 +166,31 @@ class BaseVAE(nn.Module):
         n_dims = self._sum_items(torch.ones_like(x[:, :1]).expand_as(x), dmask)
         return ELBOOutput(recon - kl, recon, kl, loss, kl_unit, n_dims, mu, logvar)
 
+    @staticmethod
+    def _free_bits_kl(kl_el: torch.Tensor, zmask: torch.Tensor | None, free_bits: float, reduce) -> torch.Tensor:
+        """``sum_u max(S_u, free_bits * N) / B``: ``S_u`` the KL of channel ``u`` summed over the batch's
+        items and valid latent frames, ``N`` the number of those frames, ``B`` the items.
+
+        Which channels are clamped is decided on the global batch (``reduce``);
+        the gradient of the others is that of ``S_u / B``, so averaging the
+        gradients over processes gives exactly the single-process gradient.
+        """
+        b = kl_el.shape[0]
+        per = kl_el if kl_el.dim() == 3 else kl_el.unsqueeze(-1)  # (B, d, T')
+        valid = torch.ones_like(per[:, :1]) if zmask is None else zmask.expand_as(per[:, :1])
+        s_u = per.sum(dim=(0, 2))  # (d,)
+        n = valid.sum()
+        s_glob, n_glob = s_u.detach(), n.detach()
+        if reduce is not None:
+            both = reduce(torch.cat([s_glob, n_glob.reshape(1)]))
+            s_glob, n_glob = both[:-1], both[-1]
+        above = s_glob > free_bits * n_glob
+        return torch.where(above, s_u, free_bits * n).sum() / b
+
     def forward(self, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0,
-                lengths: torch.Tensor | None = None, eps=None) -> ELBOOutput:
+                lengths: torch.Tensor | None = None, eps=None, reduce=None) -> ELBOOutput:
         """Same as :meth:`elbo` (so DistributedDataParallel sees a forward call)."""
-        return self.elbo(x, beta, free_bits, lengths, eps)
+        return self.elbo(x, beta, free_bits, lengths, eps, reduce)
 
     @torch.no_grad()
     def log_weights(

@@ -13,7 +13,8 @@ from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.io import load_audio
 from audiovae.audio.vocoder import GriffinLimVocoder
 from audiovae.errors import ConfigError
-from audiovae.training.checkpoint import LoadedModel, load_model_dir
+from audiovae.data.datasets import centre_frames, frames_with_context
+from audiovae.training.checkpoint import LoadedModel, load_model_dir, pick_device, resolve_model_dir
 
 
 @dataclass
@@ -25,51 +26,54 @@ class MelModel:
     vocoder: GriffinLimVocoder
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, vocoder_iters: int = 32) -> "MelModel":
-        from audiovae.tasks.evaluate import resolve_model_dir
-
-        loaded = load_model_dir(resolve_model_dir(model_dir))
+    def load(cls, model_dir: str | os.PathLike, vocoder_iters: int = 32, checkpoint: str = "best",
+             device: str = "auto") -> "MelModel":
+        """Load ``model_dir`` (a run folder: its ``best/`` or ``last`` weights) onto ``device``."""
+        dev = pick_device(device)
+        loaded = load_model_dir(resolve_model_dir(model_dir, checkpoint), map_location=dev)
         if loaded.mel is None or loaded.normalizer is None:
             raise ConfigError(f"{loaded.path} is a {loaded.name!r} model, not a mel VAE")
-        return cls(loaded, MelFrontend(loaded.mel), GriffinLimVocoder(loaded.mel, n_iter=vocoder_iters))
+        loaded.normalizer.to(dev)
+        return cls(loaded, MelFrontend(loaded.mel).to(dev), GriffinLimVocoder(loaded.mel, n_iter=vocoder_iters).to(dev))
 
     @property
     def model(self):
         return self.loaded.model
 
     @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
     def sample_rate(self) -> int:
         return self.loaded.mel.sample_rate
 
+    @property
+    def context(self) -> int:
+        return int(self.loaded.config["model_config"].get("context", 0))
+
     def features(self, wave: np.ndarray) -> torch.Tensor:
-        """Normalised log-mel ``(1, n_mels, T)`` of a waveform ``(N,)``."""
+        """Normalised log-mel ``(1, n_mels, T)`` of a waveform ``(N,)``, on the model's device."""
         with torch.no_grad():
-            return self.loaded.normalizer(self.frontend(torch.from_numpy(wave)[None]))
+            return self.loaded.normalizer(self.frontend(torch.from_numpy(wave)[None].to(self.device)))
 
     def _frames_in(self, feats: torch.Tensor) -> torch.Tensor:
         """Model input from ``(1, n_mels, T)``: sequences as they are, frames (with context) for the dense VAE."""
-        if self.loaded.name == "conv":
+        if self.model.is_sequence:
             return feats
-        ctx = int(self.loaded.config["model_config"].get("context", 0))
-        x = feats[0].T  # (T, n_mels)
-        idx = torch.arange(x.shape[0])[:, None] + torch.arange(-ctx, ctx + 1)[None, :]
-        win = x[idx.clamp(0, x.shape[0] - 1)]  # (T, W, n_mels)
-        return win.permute(0, 2, 1).reshape(x.shape[0], -1)
+        return frames_with_context(feats[0], self.context)
 
     def _frames_out(self, y: torch.Tensor) -> torch.Tensor:
-        if self.loaded.name == "conv":
+        if self.model.is_sequence:
             return y
-        ctx = int(self.loaded.config["model_config"].get("context", 0))
-        n_mels = self.loaded.mel.n_mels
-        centre = y.reshape(y.shape[0], n_mels, 2 * ctx + 1)[:, :, ctx]  # (T, n_mels)
-        return centre.T[None]
+        return centre_frames(y, self.loaded.mel.n_mels, self.context)
 
     def to_audio(self, feats: torch.Tensor, num_samples: int | None = None) -> np.ndarray:
         """Normalised log-mel ``(1, n_mels, T)`` -> waveform ``(N,)`` via the model's MelConfig."""
         with torch.no_grad():
             logmel = self.loaded.normalizer.inverse(feats)
             wave = self.vocoder(logmel, num_samples=None if num_samples is None else [num_samples])
-        return wave[0].numpy()
+        return wave[0].cpu().numpy()
 
     @torch.no_grad()
     def reconstruct(self, wave: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
@@ -84,7 +88,7 @@ class MelModel:
         frames = max(4, int(seconds * self.loaded.mel.frame_rate))
         out = []
         for _ in range(n):
-            if self.loaded.name == "conv":
+            if self.model.is_sequence:
                 feats = self.model.sample(1, size=frames, temperature=temperature)
             else:  # a dense VAE has no model of time: independent frames from the prior
                 feats = self._frames_out(self.model.sample(frames, temperature=temperature))
@@ -101,16 +105,16 @@ class MelModel:
         out = []
         for t in np.linspace(0, 1, steps):
             z = (1 - t) * za + t * zb
-            feats = self._frames_out(self.model.decode(z, t_len if self.loaded.name == "conv" else None).mean)
+            feats = self._frames_out(self.model.decode(z, t_len if self.model.is_sequence else None).mean)
             out.append((self.to_audio(feats), feats))
         return out
 
 
-def reconstruct_file(model_dir: str | os.PathLike, audio: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Reconstruct an audio file through a trained model and write it."""
+def reconstruct_file(model_dir: str | os.PathLike | MelModel, audio: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Reconstruct an audio file through a trained model (a run folder or a loaded :class:`MelModel`) and write it."""
     from audiovae.audio.io import save_audio
 
-    mm = MelModel.load(model_dir)
+    mm = model_dir if isinstance(model_dir, MelModel) else MelModel.load(model_dir)
     wave, sr = load_audio(audio, mm.sample_rate, min_samples=mm.loaded.mel.win_length)
     y, _, _ = mm.reconstruct(wave)
     return save_audio(out, y, sr)

@@ -6,9 +6,10 @@
 - ``trainer_state.pt`` holds plain tensors and numbers only (the model and
   optimiser state, step, epoch, position in the epoch, best validation figure)
   and is read with ``torch.load(weights_only=True)``, which refuses pickled objects.
-- Every file is written to a temporary name and renamed. The trainer state is
-  written first and is self-contained, so a run killed at any moment resumes
-  from a consistent state.
+- Every file is written to a temporary name and renamed; ``config.yaml`` and
+  ``model.safetensors`` as a set (see :func:`save_model_dir`). The trainer state
+  is written first and is self-contained, so a run killed at any moment resumes
+  from a consistent state, and the folder always loads as a model.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from audiovae.audio.config import MelConfig
 from audiovae.audio.normalize import Normalizer
 from audiovae.config import load_yaml, save_yaml
-from audiovae.errors import CheckpointError
+from audiovae.errors import CheckpointError, ConfigError
 
 FORMAT = "audiovae-model/1"
 
@@ -37,6 +38,9 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+PENDING = ".config.pending.yaml"
+
+
 def save_model_dir(
     out: str | os.PathLike,
     model: torch.nn.Module,
@@ -46,7 +50,16 @@ def save_model_dir(
     mel: MelConfig | None,
     extra: dict | None = None,
 ) -> Path:
-    """Write ``config.yaml`` and ``model.safetensors`` into ``out`` atomically (weights first)."""
+    """Write ``config.yaml`` and ``model.safetensors`` into ``out`` as one atomic set.
+
+    The two files belong together (the configuration holds the weights'
+    SHA-256), and two renames cannot happen at once. So the new configuration
+    is first written complete to ``.config.pending.yaml``, then the weights are
+    renamed into place, then the configuration. A kill between the two renames
+    leaves new weights whose configuration is the pending file, which
+    :func:`load_model_dir` recognises by the checksum: at any instant the
+    folder loads as either the old model or the new one.
+    """
     from safetensors.torch import save_file
 
     from audiovae.utils import atomic_path
@@ -59,17 +72,18 @@ def save_model_dir(
         tensors["normalizer.std"] = normalizer.std.detach().cpu().contiguous()
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        digest = sha256_file(tmp)
-    cfg = {
-        "format": FORMAT,
-        "model": model_name,
-        "model_config": model_config,
-        "mel": None if mel is None else mel.to_dict(),
-        "normalized": normalizer is not None,
-        "weights_sha256": digest,
-        **(extra or {}),
-    }
-    save_yaml(out / "config.yaml", cfg)
+        cfg = {
+            "format": FORMAT,
+            "model": model_name,
+            "model_config": model_config,
+            "mel": None if mel is None else mel.to_dict(),
+            "normalized": normalizer is not None,
+            "weights_sha256": sha256_file(tmp),
+            **(extra or {}),
+        }
+        save_yaml(out / PENDING, cfg)  # phase 1: the new set is complete on disk
+    # phase 2 (the weights' rename) happened as the block closed; phase 3:
+    os.replace(out / PENDING, out / "config.yaml")
     return out
 
 
@@ -83,11 +97,25 @@ class LoadedModel:
     path: Path
 
 
-def read_model_config(path: str | os.PathLike) -> dict:
+def read_model_config(path: str | os.PathLike, weights_sha256: str | None = None) -> dict:
+    """A model directory's configuration.
+
+    With ``weights_sha256`` (the checksum of the weights on disk), a save that
+    was killed between its two renames is recognised: the pending
+    configuration that matches the weights is the right one.
+    """
     path = Path(path)
     cfg_path = path / "config.yaml"
     if not path.is_dir():
         raise CheckpointError("not a model directory (no such folder)", path)
+    pending = path / PENDING
+    if weights_sha256 is not None and pending.is_file():
+        try:
+            cand = load_yaml(pending, CheckpointError)
+        except CheckpointError:
+            cand = {}
+        if cand.get("format") == FORMAT and cand.get("weights_sha256") == weights_sha256:
+            return cand
     if not cfg_path.is_file():
         raise CheckpointError("not a model directory (no config.yaml)", path)
     cfg = load_yaml(cfg_path, CheckpointError)
@@ -104,11 +132,13 @@ def load_model_dir(path: str | os.PathLike, map_location: str | torch.device = "
     from audiovae.models.registry import build_model
 
     path = Path(path)
-    cfg = read_model_config(path)
     weights = path / "model.safetensors"
     if not weights.is_file():
+        read_model_config(path)  # the clearer error for a folder that is no model directory at all
         raise CheckpointError("missing model.safetensors", path)
-    if sha256_file(weights) != cfg.get("weights_sha256"):
+    digest = sha256_file(weights)
+    cfg = read_model_config(path, digest)
+    if digest != cfg.get("weights_sha256"):
         raise CheckpointError(
             "model.safetensors does not match the checksum in config.yaml (modified, or from another run); refusing to load",
             weights,
@@ -126,7 +156,7 @@ def load_model_dir(path: str | os.PathLike, map_location: str | torch.device = "
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"weights do not fit the model in config.yaml ({str(exc).splitlines()[0]})", weights) from None
-    model.eval()
+    model.to(map_location).eval()
     normalizer = None
     if cfg.get("normalized"):
         if "normalizer.mean" not in tensors:
@@ -155,3 +185,42 @@ def load_trainer_state(path: str | os.PathLike) -> dict:
             path,
         ) from None
 
+
+
+def resolve_model_dir(path: str | os.PathLike, which: str = "best") -> Path:
+    """The model directory to use from a run folder.
+
+    ``best``: the run's ``best/`` (best validation ELBO; every run validates at
+    its last step, so it is never older than the last validation) when present,
+    else the folder itself. ``last``: the run folder's own, latest weights.
+    A model directory given directly (``run/best``) is used as it is.
+    """
+    if which not in ("best", "last"):
+        raise CheckpointError(f"checkpoint must be best or last, got {which!r}")
+    path = Path(path)
+    if which == "best" and (path / "best" / "model.safetensors").exists():
+        return path / "best"
+    return path
+
+
+def describe(loaded: "LoadedModel") -> str:
+    """One line naming the checkpoint in use: path, step and validation ELBO when known."""
+    bits = []
+    if "step" in loaded.config:
+        bits.append(f"step {loaded.config['step']}")
+    val = loaded.config.get("val") or {}
+    if "val_elbo" in val:
+        bits.append(f"validation ELBO {val['val_elbo']:.2f}")
+    return f"using {loaded.name} model {loaded.path}" + (f" ({', '.join(bits)})" if bits else "")
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; a clear error when CUDA is asked for but absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} asked for, but no CUDA device is available")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None

@@ -24,7 +24,8 @@ class TrainConfig:
     kl_cycle_ramp: float = 0.5  # cyclical: fraction of each cycle spent ramping up (Fu et al. 2019)
     free_bits: float = 0.0  # nats per latent variable (0 = off)
     seed: int = 0
-    amp: bool = False  # bfloat16 autocast (CPU) / float16 (CUDA)
+    amp: bool = False  # mixed precision (autocast)
+    amp_dtype: str = "auto"  # auto (bfloat16 where supported, else float16) | bfloat16 | float16 (with a GradScaler)
     num_workers: int = 0  # DataLoader workers
     segment_frames: int = 128  # conv: training crop length in frames
     context: int = 0  # dense: frames of context on each side

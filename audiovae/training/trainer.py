@@ -5,7 +5,12 @@ Determinism is by construction: the batches come from :class:`SeededBatchSampler
 reparameterisation noise of step ``s`` from a generator seeded with
 ``(seed, s)``. So a run resumed from its last checkpoint replays exactly what an
 uninterrupted run does, whatever the number of DataLoader workers, and two
-processes under DDP see together exactly the global batch one process would.
+processes under DDP see together exactly the global batch one process would
+(free bits included: the per-unit KL is reduced over ranks before the clamp).
+
+However a run ends (``max_steps``, ``max_minutes``, early stopping, Ctrl-C or
+SIGTERM), it validates at its last step and writes a checkpoint, so ``best/``
+is never older than the last validation.
 """
 
 from __future__ import annotations
@@ -14,53 +19,109 @@ import csv
 import json
 import math
 import os
+import signal
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from audiovae.audio.normalize import Normalizer
 from audiovae.config import from_dict, load_yaml, save_yaml, to_dict
 from audiovae.data.datasets import SeededBatchSampler
+from audiovae.data.source import DataSource, open_data
 from audiovae.errors import CheckpointError, ConfigError, TrainingError
 from audiovae.models.registry import build_model, make_config
-from audiovae.training.checkpoint import load_trainer_state, save_model_dir, save_trainer_state
+from audiovae.training.checkpoint import load_model_dir, load_trainer_state, save_model_dir, save_trainer_state
 from audiovae.training.config import TrainConfig
-from audiovae.training.data import TrainData, load_train_data
 from audiovae.training.schedules import kl_weight, learning_rate
 from audiovae.utils import atomic_write_text
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "elbo", "elbo_per_dim", "recon", "kl", "beta", "lr", "grad_norm",
                  "data_s", "step_s", "items_per_s"]
 VAL_COLUMNS = ["step", "epoch", "val_elbo", "val_elbo_per_dim", "val_recon", "val_kl", "active_units"]
+# settings that may differ when a run is resumed: how long it goes on, not what it computes
+RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_epochs", "early_stop_patience", "device", "num_workers")
 
 
 def _dist_info() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return rank, world
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def _device(cfg: TrainConfig, rank: int) -> torch.device:
     if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
+    if cfg.device not in ("auto", "cuda") and not cfg.device.startswith("cuda:"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError("device=cuda but no CUDA device is available")
     local = int(os.environ.get("LOCAL_RANK", rank))
     return torch.device("cuda", local % max(1, torch.cuda.device_count()))
 
 
-def resolve_config(cfg: TrainConfig, data: TrainData) -> TrainConfig:
+def amp_setup(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, "torch.amp.GradScaler | None"]:
+    """Autocast dtype and gradient scaler for ``cfg.amp``.
+
+    bfloat16 where the device supports it (CPU, recent GPUs): same exponent range
+    as float32, so no scaler. float16 (``amp_dtype=float16``, or a GPU without
+    bfloat16) underflows small gradients, so it comes with a :class:`torch.amp.GradScaler`.
+    """
+    if not cfg.amp:
+        return None, None
+    want = cfg.amp_dtype
+    if want == "auto":
+        bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        want = "bfloat16" if bf16_ok else "float16"
+    if want == "bfloat16":
+        return torch.bfloat16, None
+    if want == "float16":
+        return torch.float16, torch.amp.GradScaler(device.type)
+    raise ConfigError(f"amp_dtype must be auto, bfloat16 or float16, got {cfg.amp_dtype!r}")
+
+
+def resolve_config(cfg: TrainConfig, data: DataSource) -> TrainConfig:
     """Fill the model config with its defaults and with what the data fixes (n_mels, image size)."""
     fields = dict(cfg.model_config)
-    for k, v in data.model_fields.items():
+    for k, v in data.model_fields(cfg.model, cfg.context).items():
         if k in fields and fields[k] != v:
             raise ConfigError(f"model_config.{k}={fields[k]} does not fit the data ({k}={v})")
         fields[k] = v
     model_cfg = make_config(cfg.model, fields)
     return from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(model_cfg)})
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume_config(saved: TrainConfig, given: dict, source: str | os.PathLike) -> TrainConfig:
+    """The saved configuration with ``given`` (explicitly set fields, dotted keys) applied.
+
+    A field that differs from the saved run is refused, naming it and both
+    values, unless it only says how long the run goes on (``RESUMABLE_CHANGES``).
+    """
+    flat_saved = _flat(to_dict(saved))
+    data = to_dict(saved)
+    for key, value in given.items():
+        if key not in flat_saved and not key.startswith("model_config."):
+            raise ConfigError(f"unknown configuration key {key!r}")
+        if key in RESUMABLE_CHANGES:
+            data[key] = value
+            continue
+        if flat_saved.get(key) != value:
+            raise ConfigError(f"cannot resume with {key}={value!r}: the run was started with {key}="
+                              f"{flat_saved.get(key)!r} (resume with the same settings, or start a new run)", source)
+    return from_dict(TrainConfig, data, str(source))
 
 
 class _CSV:
@@ -97,9 +158,30 @@ def _noise(seed: int, step: int, rank: int, world: int) -> Callable:
     return make
 
 
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def log_jacobian(normalizer: Normalizer | None, n_dims: torch.Tensor | float) -> torch.Tensor | float:
+    """``log |d x_norm / d x|`` of ``n_dims`` feature values, to turn densities of normalised
+    features into densities of log-mel features: ``log p(logmel) = log p(x_norm) - sum log sigma``.
+
+    Every frame holds all ``n_mels`` bins, so the sum over an item's dimensions is
+    ``n_dims * mean(log sigma)``. Zero when there is no normaliser (images).
+    """
+    if normalizer is None:
+        return 0.0
+    return -n_dims * float(normalizer.std.double().log().mean())
+
+
 @torch.no_grad()
-def validate(model, loader, device, seed: int, max_batches: int) -> dict:
-    """Mean ELBO per item and per dimension, recon, KL and active units over the validation batches."""
+def validate(model, loader, device, seed: int, max_batches: int, normalizer: Normalizer | None = None) -> dict:
+    """Mean ELBO per item and per dimension, recon, KL and active units over the validation batches.
+
+    Feature models report densities of log-mel features (the normaliser's Jacobian added).
+    """
     model.eval()
     tot = {"elbo": 0.0, "recon": 0.0, "kl": 0.0, "dims": 0.0, "n": 0}
     mus = []
@@ -108,13 +190,13 @@ def validate(model, loader, device, seed: int, max_batches: int) -> dict:
             break
         batch = batch.to(device)
         out = model.elbo(batch.x, lengths=batch.lengths, eps=_noise(seed + 99991, i, 0, 1))
-        tot["elbo"] += float(out.elbo.sum())
-        tot["recon"] += float(out.recon.sum())
+        jac = float(log_jacobian(normalizer, out.n_dims.double().sum()))
+        tot["elbo"] += float(out.elbo.double().sum()) + jac
+        tot["recon"] += float(out.recon.double().sum()) + jac
         tot["kl"] += float(out.kl.sum())
         tot["dims"] += float(out.n_dims.sum())
         tot["n"] += out.elbo.shape[0]
-        mu = out.mu if out.mu.dim() == 2 else out.mu.transpose(1, 2).reshape(-1, out.mu.shape[1])
-        mus.append(mu.float().cpu())
+        mus.append(flatten_latents(out.mu).float().cpu())
     model.train()
     n = max(1, tot["n"])
     return {
@@ -126,11 +208,276 @@ def validate(model, loader, device, seed: int, max_batches: int) -> dict:
     }
 
 
+def flatten_latents(mu: torch.Tensor) -> torch.Tensor:
+    """Posterior means ``(B, d)`` or ``(B, d, T')`` -> rows ``(N, d)`` (one per item or latent frame)."""
+    return mu if mu.dim() == 2 else mu.transpose(1, 2).reshape(-1, mu.shape[1])
+
+
 def active_units(mu: torch.Tensor, threshold: float = 1e-2) -> int:
     """Latent units whose posterior mean varies across data: ``Var_x(E_q[z_u]) > threshold`` (Burda et al.)."""
     if mu.shape[0] < 2:
         return 0
     return int((mu.var(dim=0) > threshold).sum())
+
+
+@contextmanager
+def _graceful_stop() -> Iterator[dict]:
+    """The first Ctrl-C / SIGTERM asks the loop to stop after the current step (validate, checkpoint);
+    a second Ctrl-C interrupts at once."""
+    flag = {"stop": False}
+    if not _in_main_thread():  # signal handlers can only be set from the main thread
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["stop"] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class Trainer:
+    """One training run. :func:`train` builds it and calls :meth:`fit`; read top to bottom."""
+
+    def __init__(self, data: DataSource, data_path: str | os.PathLike, out: Path, cfg: TrainConfig,
+                 state: dict | None, normalizer: Normalizer | None, progress: bool):
+        self.rank, self.world = _dist_info()
+        self.is_main = self.rank == 0
+        self.data, self.out, self.cfg, self.normalizer = data, out, cfg, normalizer
+        self.device = _device(cfg, self.rank)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, cfg.model_config).to(self.device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.amp_dtype, self.scaler = amp_setup(cfg, self.device)
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best, self.bad_vals, self.last_val_step = -math.inf, 0, -1
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optimizer"])
+            self.step, self.epoch = int(state["step"]), int(state["epoch"])
+            self.batch_in_epoch = int(state["batch_in_epoch"])
+            self.best, self.bad_vals = float(state["best_val"]), int(state["bad_validations"])
+            self.last_val_step = int(state.get("last_val_step", -1))
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict({k: (v.item() if torch.is_tensor(v) else v) for k, v in state["scaler"].items()})
+        self.ddp = self.model
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.train_set, self.collate = data.dataset("train", cfg.model, normalizer, context=cfg.context,
+                                                    segment=cfg.segment_frames, train=True)
+        val_set, val_collate = data.dataset("val", cfg.model, normalizer, context=cfg.context, segment=cfg.segment_frames)
+        self.val_loader = DataLoader(val_set, collate_fn=val_collate, num_workers=0, batch_sampler=SeededBatchSampler(
+            len(val_set), cfg.batch_size, cfg.seed, 0, shuffle=False, drop_last=False))
+        self.extra = {"train": to_dict(cfg), "data": str(data_path)}
+        resumed = state is not None
+        if self.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_yaml(out / "train.yaml", to_dict(cfg))
+            self.train_log = _CSV(out / "metrics.csv", TRAIN_COLUMNS, self.step if resumed else None)
+            self.val_log = _CSV(out / "validation.csv", VAL_COLUMNS, self.step if resumed else None)
+            self.tb = _tensorboard(out)
+        self.bar = _Progress(cfg, self.step, f"train {cfg.model}", progress and self.is_main)
+
+    # --- checkpoints and validation -------------------------------------------------------------
+    def checkpoint(self) -> None:
+        if not self.is_main:
+            return
+        state = {
+            "model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+            "optimizer": self.opt.state_dict(),
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "best_val": self.best, "bad_validations": self.bad_vals, "last_val_step": self.last_val_step,
+        }
+        if self.scaler is not None:
+            state["scaler"] = {k: (torch.tensor(v) if isinstance(v, (int, float)) else v)
+                               for k, v in self.scaler.state_dict().items()}
+        save_trainer_state(self.out / "trainer_state.pt", state)
+        self._save_model(self.out, {"step": self.step})
+
+    def _save_model(self, where: Path, extra: dict) -> None:
+        save_model_dir(where, self.model, self.cfg.model, self.cfg.model_config, self.normalizer, self.data.mel,
+                       {**self.extra, **extra})
+
+    def validate(self) -> bool:
+        """Validate, keep the best model; return True when early stopping says stop."""
+        self.last_val_step = self.step
+        stop = torch.zeros(1)
+        if self.is_main:
+            v = validate(self.model, self.val_loader, self.device, self.cfg.seed, self.cfg.val_batches, self.normalizer)
+            self.val_log.write({"step": self.step, "epoch": self.epoch, **v})
+            if self.tb:
+                for k, val in v.items():
+                    self.tb.add_scalar(f"val/{k}", val, self.step)
+            if v["val_elbo"] > self.best:
+                self.best, self.bad_vals = v["val_elbo"], 0
+                self._save_model(self.out / "best", {"step": self.step, "val": v})
+            else:
+                self.bad_vals += 1
+            if self.cfg.early_stop_patience and self.bad_vals >= self.cfg.early_stop_patience:
+                stop[0] = 1
+            self.bar.note(f"val elbo {v['val_elbo']:.1f} au {v['active_units']}")
+        if self.world > 1:
+            dist.broadcast(stop, 0)
+        return bool(stop[0])
+
+    # --- one optimiser step -------------------------------------------------------------------
+    def train_step(self, batch) -> dict:
+        cfg = self.cfg
+        batch = batch.to(self.device)
+        beta = kl_weight(self.step, cfg.beta, cfg.kl_warmup, cfg.kl_warmup_steps, cfg.kl_cycle_ramp)
+        lr = learning_rate(self.step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+        with amp:
+            res = self.ddp(batch.x, beta, cfg.free_bits, batch.lengths, _noise(cfg.seed, self.step, self.rank, self.world),
+                           reduce=_all_reduce_sum if self.world > 1 else None)
+        loss = res.loss.float()
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; stopped before the update, the last "
+                                f"checkpoint in {self.out} is intact (try a lower lr or grad_clip)")
+        self.opt.zero_grad(set_to_none=True)
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+        if self.scaler is not None:
+            # float16: scaled backward; an inf/NaN gradient skips this update and lowers the scale
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            if not torch.isfinite(gnorm):
+                raise TrainingError(f"gradient became {float(gnorm)} at step {self.step + 1}; stopped before the "
+                                    f"update, the last checkpoint in {self.out} is intact")
+            self.opt.step()
+        return {"res": res, "loss": loss, "gnorm": gnorm, "beta": beta, "lr": lr}
+
+    def log_step(self, s: dict, t_data: float, t_step: float) -> None:
+        if not self.is_main:
+            return
+        res = s["res"]
+        n_items = res.elbo.shape[0] * self.world
+        jac = log_jacobian(self.normalizer, res.n_dims.double().mean())
+        row = {"step": self.step, "epoch": self.epoch, "loss": s["loss"].item(),
+               "elbo": float(res.elbo.detach().double().mean() + jac),
+               "elbo_per_dim": float((res.elbo.detach().double().sum() + jac * res.elbo.shape[0]) / res.n_dims.sum()),
+               "recon": float(res.recon.detach().double().mean() + jac), "kl": float(res.kl.detach().mean()),
+               "beta": s["beta"], "lr": s["lr"], "grad_norm": float(s["gnorm"]),
+               "data_s": t_data, "step_s": t_step - t_data, "items_per_s": n_items / max(1e-9, t_step)}
+        self.train_log.write(row)
+        if self.tb:
+            for k in ("loss", "elbo", "kl", "beta", "lr"):
+                self.tb.add_scalar(f"train/{k}", row[k], self.step)
+        self.bar.update(self.step, f"loss {row['loss']:.1f} kl {row['kl']:.1f}")
+
+    def _should_stop(self, flag: dict, t_start: float) -> bool:
+        """Ctrl-C/SIGTERM or the time limit; rank 0 decides so every rank stops after the same step."""
+        over = self.cfg.max_minutes and time.perf_counter() - t_start > 60 * self.cfg.max_minutes
+        stop = torch.tensor([1.0 if self.is_main and (flag["stop"] or over) else 0.0])
+        if self.world > 1:
+            dist.broadcast(stop, 0)
+        return bool(stop[0])
+
+    # --- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        cfg = self.cfg
+        self.model.train()
+        if self.step == 0:
+            self.validate()  # the untrained model's figures: the baseline every curve starts from
+        stopped_early = interrupted = False
+        t_start = time.perf_counter()
+        with _graceful_stop() as flag:
+            while self.step < cfg.max_steps and self.epoch < cfg.max_epochs and not (stopped_early or interrupted):
+                sampler = SeededBatchSampler(len(self.train_set), cfg.batch_size, cfg.seed, self.epoch,
+                                             self.batch_in_epoch, self.rank, self.world)
+                if sampler.num_batches() == 0:
+                    raise ConfigError(f"batch_size {cfg.batch_size} x {self.world} process(es) is larger than the "
+                                      f"training set ({len(self.train_set)} items)")
+                loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate,
+                                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+                t_wait = time.perf_counter()
+                for batch in loader:
+                    t_data = time.perf_counter() - t_wait
+                    s = self.train_step(batch)
+                    self.step += 1
+                    self.batch_in_epoch += 1
+                    self.log_step(s, t_data, time.perf_counter() - t_wait)
+                    interrupted = self._should_stop(flag, t_start)
+                    if cfg.val_every and self.step % cfg.val_every == 0:
+                        stopped_early = self.validate()
+                    if self.step % cfg.checkpoint_every == 0:
+                        self.checkpoint()
+                    if self.step >= cfg.max_steps or stopped_early or interrupted:
+                        break
+                    t_wait = time.perf_counter()
+                else:  # the epoch ran to its end
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    if not cfg.val_every:
+                        stopped_early = self.validate()
+            if self.last_val_step != self.step:
+                self.validate()  # whatever ended the run, best/ reflects its last weights too
+            self.checkpoint()
+        self.bar.close()
+        by_time = interrupted and not flag["stop"]
+        summary = {"step": self.step, "epoch": self.epoch, "best_val_elbo": self.best, "stopped_early": stopped_early,
+                   "interrupted": interrupted and flag["stop"], "time_limit": by_time, "out_dir": str(self.out)}
+        if self.is_main:
+            self.train_log.close()
+            self.val_log.close()
+            if self.tb:
+                self.tb.close()
+            atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
+        if self.world > 1:
+            dist.barrier()
+        return summary
+
+
+class _Progress:
+    """A progress bar over whichever limit binds: steps, or the time limit when it comes first."""
+
+    def __init__(self, cfg: TrainConfig, step: int, desc: str, enabled: bool):
+        self.cfg, self.start_step, self.desc = cfg, step, desc
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=cfg.max_steps, initial=step, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
+        self.extra = ""
+
+    def update(self, step: int, text: str) -> None:
+        if self.cfg.max_minutes and step > self.start_step:
+            elapsed = time.perf_counter() - self.t0
+            per_step = elapsed / (step - self.start_step)
+            fits = step + max(0.0, 60 * self.cfg.max_minutes - elapsed) / per_step
+            if fits < self.cfg.max_steps:  # the clock binds: count towards the steps that fit in time
+                self.bar.total = max(step, int(fits))
+                self.bar.set_description_str(f"{self.desc} ({self.cfg.max_minutes:g} min limit)", refresh=False)
+            else:
+                self.bar.total = self.cfg.max_steps
+                self.bar.set_description_str(self.desc, refresh=False)
+        self.bar.n = step
+        self.bar.set_postfix_str(f"{text} {self.extra}".strip(), refresh=False)
+        self.bar.refresh() if self.bar.n == self.bar.total else self.bar.update(0)
+
+    def note(self, text: str) -> None:
+        self.extra = text
+        self.bar.set_postfix_str(text, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def train(
@@ -140,25 +487,34 @@ def train(
     resume: bool = False,
     progress: bool = True,
     max_steps: int | None = None,
+    given: dict | None = None,
 ) -> dict:
     """Train ``cfg.model`` on ``data_path``; write the run into ``out_dir``; return a summary.
 
     ``out_dir`` becomes a model directory (the latest weights), with ``best/``
     (best validation ELBO), ``metrics.csv``, ``validation.csv``, ``train.yaml``
-    and ``trainer_state.pt``. With ``resume=True`` the run continues from
-    ``trainer_state.pt`` with the saved configuration (``max_steps`` may raise
-    the step limit) and ends exactly as an uninterrupted run would.
+    and ``trainer_state.pt``.
+
+    ``resume=True`` continues from ``trainer_state.pt`` with the saved
+    configuration. ``given`` (dotted keys -> values, what the user set
+    explicitly) must agree with it, except for how long the run goes on
+    (``max_steps``, ``max_minutes``...). A resumed run that keeps its
+    ``max_steps`` ends bit for bit as the uninterrupted run would. Raising
+    ``max_steps`` on resume continues training, but it is not the run that
+    would have been trained with the larger ``max_steps`` from the start: the
+    cosine learning-rate schedule is a function of ``max_steps``, so the steps
+    after the change follow the new schedule while the earlier ones followed
+    the old. The data must be the same: a feature cache whose configuration or
+    statistics differ from the run's is refused.
     """
     out = Path(out_dir)
     rank, world = _dist_info()
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and (cfg is None or cfg.device != "cpu") else "gloo"
-        dist.init_process_group(backend=backend)
     state = None
     if resume:
         if not (out / "train.yaml").exists():
             raise CheckpointError("nothing to resume (no train.yaml)", out)
-        cfg = from_dict(TrainConfig, load_yaml(out / "train.yaml"), str(out / "train.yaml"))
+        saved = from_dict(TrainConfig, load_yaml(out / "train.yaml"), str(out / "train.yaml"))
+        cfg = check_resume_config(saved, dict(given or {}), out / "train.yaml")
         state = load_trainer_state(out / "trainer_state.pt")
     else:
         cfg = cfg or TrainConfig()
@@ -166,154 +522,28 @@ def train(
             raise CheckpointError("already holds a training run; use --resume to continue it, or another folder", out)
     if max_steps is not None:
         cfg = from_dict(TrainConfig, {**to_dict(cfg), "max_steps": max_steps})
-    data = load_train_data(data_path, cfg.model, cfg.context, cfg.segment_frames)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+    data = open_data(data_path)
     cfg = resolve_config(cfg, data)
-    device = _device(cfg, rank)
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.model_config).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, epoch, batch_in_epoch = 0, 0, 0
-    best, bad_vals = -math.inf, 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step, epoch, batch_in_epoch = int(state["step"]), int(state["epoch"]), int(state["batch_in_epoch"])
-        best, bad_vals = float(state["best_val"]), int(state["bad_validations"])
-    ddp = model
-    if world > 1:
-        ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    is_main = rank == 0
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_yaml(out / "train.yaml", to_dict(cfg))
-    train_log = _CSV(out / "metrics.csv", TRAIN_COLUMNS, step if resume else None) if is_main else None
-    val_log = _CSV(out / "validation.csv", VAL_COLUMNS, step if resume else None) if is_main else None
-    tb = _tensorboard(out) if is_main else None
-    val_loader = DataLoader(data.val, batch_sampler=SeededBatchSampler(len(data.val), cfg.batch_size, cfg.seed, 0,
-                                                                       shuffle=False, drop_last=False),
-                            collate_fn=data.collate, num_workers=0)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16 if device.type == "cpu" else torch.float16) if cfg.amp else nullcontext()
-    extra = {"train": to_dict(cfg), "data": str(data_path)}
+    normalizer = data.stats
+    if resume:
+        normalizer = _check_resume_data(out, data)
+    return Trainer(data, data_path, out, cfg, state, normalizer, progress).fit()
 
-    def checkpoint() -> None:
-        if not is_main:
-            return
-        save_trainer_state(out / "trainer_state.pt", {
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(),
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-            "best_val": best, "bad_validations": bad_vals,
-        })
-        save_model_dir(out, model, cfg.model, cfg.model_config, data.normalizer, data.mel, {**extra, "step": step})
 
-    def run_validation() -> bool:
-        """Validate, keep the best model; return True when early stopping says stop."""
-        nonlocal best, bad_vals
-        stop = torch.zeros(1)
-        if is_main:
-            v = validate(model, val_loader, device, cfg.seed, cfg.val_batches)
-            val_log.write({"step": step, "epoch": epoch, **v})
-            if tb:
-                for k, val in v.items():
-                    tb.add_scalar(f"val/{k}", val, step)
-            if v["val_elbo"] > best:
-                best, bad_vals = v["val_elbo"], 0
-                save_model_dir(out / "best", model, cfg.model, cfg.model_config, data.normalizer, data.mel,
-                               {**extra, "step": step, "val": v})
-            else:
-                bad_vals += 1
-            if cfg.early_stop_patience and bad_vals >= cfg.early_stop_patience:
-                stop[0] = 1
-            bar.set_postfix_str(f"val elbo {v['val_elbo']:.1f} au {v['active_units']}", refresh=False)
-        if world > 1:
-            dist.broadcast(stop, 0)
-        return bool(stop[0])
-
-    bar = tqdm(total=cfg.max_steps, initial=step, desc=f"train {cfg.model}", unit="step",
-               disable=not (progress and is_main), dynamic_ncols=True)
-    model.train()
-    if step == 0:
-        run_validation()  # the untrained model's figures: the baseline every curve starts from
-    stopped_early = False
-    t_start = t_last = time.perf_counter()
-    while step < cfg.max_steps and epoch < cfg.max_epochs and not stopped_early:
-        sampler = SeededBatchSampler(len(data.train), cfg.batch_size, cfg.seed, epoch, batch_in_epoch, rank, world)
-        if sampler.num_batches() == 0:
-            raise ConfigError(f"batch_size {cfg.batch_size} x {world} process(es) is larger than the training set "
-                              f"({len(data.train)} items)")
-        loader = DataLoader(data.train, batch_sampler=sampler, collate_fn=data.collate, num_workers=cfg.num_workers,
-                            persistent_workers=False)
-        t_wait = time.perf_counter()
-        for batch in loader:
-            t_data = time.perf_counter() - t_wait
-            batch = batch.to(device)
-            beta = kl_weight(step, cfg.beta, cfg.kl_warmup, cfg.kl_warmup_steps, cfg.kl_cycle_ramp)
-            lr = learning_rate(step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with amp:
-                res = ddp(batch.x, beta, cfg.free_bits, batch.lengths, _noise(cfg.seed, step, rank, world))
-            loss = res.loss.float()
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at step {step + 1}; stopped before the update, the last "
-                                    f"checkpoint in {out} is intact (try a lower lr or grad_clip)")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            if not torch.isfinite(gnorm):
-                raise TrainingError(f"gradient became {float(gnorm)} at step {step + 1}; stopped before the update, "
-                                    f"the last checkpoint in {out} is intact")
-            opt.step()
-            step += 1
-            batch_in_epoch += 1
-            now = time.perf_counter()
-            if is_main:
-                n_items = res.elbo.shape[0] * world
-                row = {"step": step, "epoch": epoch, "loss": loss.item(), "elbo": float(res.elbo.detach().mean()),
-                       "elbo_per_dim": float(res.elbo.detach().sum() / res.n_dims.sum()), "recon": float(res.recon.detach().mean()),
-                       "kl": float(res.kl.detach().mean()), "beta": beta, "lr": lr, "grad_norm": float(gnorm),
-                       "data_s": t_data, "step_s": now - t_last - t_data, "items_per_s": n_items / max(1e-9, now - t_last)}
-                train_log.write(row)
-                if tb:
-                    for k in ("loss", "elbo", "kl", "beta", "lr"):
-                        tb.add_scalar(f"train/{k}", row[k], step)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}", refresh=False)
-            t_last = now
-            if cfg.max_minutes:
-                # rank 0's clock decides, so every rank stops after the same step
-                timeout = torch.tensor([1.0 if is_main and now - t_start > 60 * cfg.max_minutes else 0.0])
-                if world > 1:
-                    dist.broadcast(timeout, 0)
-                if timeout[0]:
-                    cfg = from_dict(TrainConfig, {**to_dict(cfg), "max_steps": step})
-            if cfg.val_every and step % cfg.val_every == 0:
-                stopped_early = run_validation()
-            if step % cfg.checkpoint_every == 0 or step >= cfg.max_steps or stopped_early:
-                checkpoint()
-            if step >= cfg.max_steps or stopped_early:
-                break
-            t_wait = time.perf_counter()
-        else:
-            # the epoch ran to its end
-            epoch += 1
-            batch_in_epoch = 0
-            if not cfg.val_every:
-                stopped_early = run_validation()
-            if stopped_early:
-                checkpoint()
-    bar.close()
-    checkpoint()
-    summary = {"step": step, "epoch": epoch, "best_val_elbo": best, "stopped_early": stopped_early, "out_dir": str(out)}
-    if is_main:
-        train_log.close()
-        val_log.close()
-        if tb:
-            tb.close()
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    if world > 1:
-        dist.barrier()
-    return summary
+def _check_resume_data(out: Path, data: DataSource) -> Normalizer | None:
+    """The run's saved normaliser; refuses data whose feature configuration or statistics differ."""
+    loaded = load_model_dir(out)
+    if data.mel is not None and loaded.mel is not None and data.mel != loaded.mel:
+        raise ConfigError("this data was made with another feature configuration than the run being resumed", data.path)
+    if loaded.normalizer is None:
+        return None
+    if data.stats is not None and not (torch.equal(loaded.normalizer.mean, data.stats.mean)
+                                       and torch.equal(loaded.normalizer.std, data.stats.std)):
+        raise ConfigError(f"the normalisation statistics of this data differ from those of the run in {out} (another "
+                          "cache, or a re-extracted one); resume on the data the run started on", data.path)
+    return loaded.normalizer
 
 
 def _tensorboard(out: Path):
@@ -322,5 +552,3 @@ def _tensorboard(out: Path):
     except Exception:
         return None
     return SummaryWriter(str(out / "tb"))
-
-

@@ -1,0 +1,225 @@
+"""One door for DATA: :func:`open_data` recognises what a path holds and opens it once.
+
+Every command that takes DATA (train, evaluate, encode, probe, repair, analyze,
+report) goes through here; no task works out the kind of a path on its own.
+
+Kinds:
+
+- ``features``: a feature cache from ``audiovae extract`` (``feats.f32`` + ``index.json``);
+  splits, speakers and labels come from its index.
+- ``frames``: a ``.npy`` array of log-mel frames ``(N, n_mels)`` (the article's ``data.npy``);
+  the last 10 % of the rows (by default) are the validation split.
+- ``mnist`` / ``cifar``: an image folder (MNIST-format IDX files, CIFAR-10 python batches);
+  splits ``train`` / ``val`` (the last ``min(5000, N // 10)`` training images) / ``test``.
+
+A :class:`DataSource` hands out datasets for a model (:meth:`DataSource.dataset`),
+normalised with the statistics *given* to it: the data's own training statistics
+when training, the model's saved ones when evaluating or generating.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from audiovae.audio.config import MelConfig
+from audiovae.audio.normalize import Normalizer, RunningStats
+from audiovae.data.datasets import Batch, FrameDataset, ImageDataset, SequenceDataset, collate_sequences, collate_tensors
+from audiovae.data.features import FeatureCache
+from audiovae.data.images import ImageSet, detect_image_folder, load_image_folder
+from audiovae.errors import ConfigError, DataError
+
+# which kind of data each registered model trains on
+MODEL_DATA: dict[str, tuple[str, ...]] = {
+    "dense": ("features", "frames"),
+    "conv": ("features",),
+    "mnist": ("mnist",),
+    "cifar": ("cifar",),
+}
+FEATURE_KINDS = ("features", "frames")
+
+
+@dataclass
+class DataSource:
+    """An opened DATA path. Build one with :func:`open_data`.
+
+    ``frames`` is ``(N, n_mels)`` (memory-mapped for caches), ``records`` the
+    utterances (``id``, ``offset``, ``frames``, ``split`` and whatever the index
+    holds: ``speaker``, ``label``, ``source``...). ``stats`` is the per-bin
+    normaliser of the training split (features only).
+    """
+
+    path: Path
+    kind: str
+    mel: MelConfig | None = None
+    stats: Normalizer | None = None
+    frames: np.ndarray | None = None
+    records: list[dict] = field(default_factory=list)
+    images: ImageSet | None = None
+    val_images: int = 0
+
+    # --- what the data holds ------------------------------------------------------------------
+    @property
+    def is_features(self) -> bool:
+        return self.kind in FEATURE_KINDS
+
+    @property
+    def seconds_per_frame(self) -> float | None:
+        return None if self.mel is None else self.mel.hop_length / self.mel.sample_rate
+
+    def splits(self) -> list[str]:
+        """The splits present, in the order train, val, test."""
+        if self.is_features:
+            have = {r["split"] for r in self.records}
+            return [s for s in ("train", "val", "test") if s in have]
+        return ["train", "val", "test"]
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits():
+            raise DataError(f"no {split!r} split here (splits: {', '.join(self.splits())})", self.path)
+
+    def utterances(self, split: str) -> list[dict]:
+        """The records of one split (features and frames)."""
+        if not self.is_features:
+            raise DataError(f"{self.kind} data has no utterances", self.path)
+        self._check_split(split)
+        return [r for r in self.records if r["split"] == split]
+
+    def logmel(self, rec: dict) -> np.ndarray:
+        """``(n_mels, T)`` log-mel of one utterance (a copy, not normalised)."""
+        return np.array(self.frames[rec["offset"] : rec["offset"] + rec["frames"]].T)
+
+    def _image_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        im = self.images
+        n_train = len(im.train_x) - self.val_images
+        if split == "train":
+            return im.train_x[:n_train], im.train_y[:n_train]
+        if split == "val":
+            return im.train_x[n_train:], im.train_y[n_train:]
+        if split == "test":
+            return im.test_x, im.test_y
+        raise DataError(f"no {split!r} split here (splits: train, val, test)", self.path)
+
+    def images_of(self, split: str) -> np.ndarray:
+        """Raw uint8 images of a split: ``(N, H, W)`` (MNIST-style) or ``(N, 3, H, W)`` (CIFAR)."""
+        return self._image_split(split)[0]
+
+    def labels(self, split: str, key: str = "label") -> np.ndarray | None:
+        """Labels of a split, one per item of :meth:`dataset` for images and per utterance for features.
+
+        Images: the class. Features: the ``key`` field of each utterance's record
+        (``label`` or ``speaker``), as an array of strings; ``None`` when no
+        utterance of the split has it.
+        """
+        if not self.is_features:
+            return self._image_split(split)[1]
+        recs = self.utterances(split)
+        if not any(key in r and r[key] not in (None, "") for r in recs):
+            return None
+        return np.array([str(r.get(key, "")) for r in recs])
+
+    # --- datasets for a model -----------------------------------------------------------------
+    def check_model(self, model: str) -> None:
+        """Raise :class:`ConfigError` when ``model`` does not train on this kind of data."""
+        want = MODEL_DATA.get(model)
+        if want is None:
+            raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODEL_DATA)}")
+        if self.kind not in want:
+            raise ConfigError(f"model {model!r} works on {' or '.join(want)} data, but {self.path} holds {self.kind} data")
+
+    def model_fields(self, model: str, context: int = 0) -> dict:
+        """Model-config fields that the data fixes (n_mels, image size...)."""
+        self.check_model(model)
+        if self.is_features:
+            return {"n_mels": self.mel.n_mels, **({"context": context} if model == "dense" else {})}
+        x = self.images.train_x
+        if self.kind == "mnist":
+            if x.ndim != 3:
+                raise DataError(f"MNIST-style images should be (N, H, W), got {x.shape}", self.path)
+            return {"image_channels": 1, "image_size": int(x.shape[-1])}
+        return {"image_channels": 3, "image_size": int(x.shape[-1])}
+
+    def dataset(
+        self,
+        split: str,
+        model: str,
+        normalizer: Normalizer | None = None,
+        *,
+        context: int = 0,
+        segment: int | None = None,
+        train: bool = False,
+    ) -> tuple[Dataset, Callable[[list], Batch]]:
+        """A dataset of ``split`` shaped for ``model`` and its collate function.
+
+        ``normalizer``: the statistics to normalise features with (default: this
+        data's own). ``context``: frames each side for the dense model.
+        ``segment``: crop length for the conv model (``None``: whole utterances).
+        ``train``: images are binarised afresh per item (MNIST-style) instead of once.
+        """
+        self.check_model(model)
+        if self.is_features:
+            norm = normalizer if normalizer is not None else self.stats
+            if norm.mean.shape[0] != self.mel.n_mels:
+                raise ConfigError(f"normalisation statistics have {norm.mean.shape[0]} bins, the data {self.mel.n_mels}",
+                                  self.path)
+            mean, std = norm.mean.cpu().numpy(), norm.std.cpu().numpy()
+            recs = self.utterances(split)
+            if model == "dense":
+                return FrameDataset(self.frames, recs, mean, std, context, self.path), collate_tensors
+            return SequenceDataset(self.frames, recs, mean, std, segment, self.path), collate_sequences
+        x, y = self._image_split(split)
+        if len(x) == 0:
+            raise DataError(f"the {split!r} split is empty", self.path)
+        if self.kind == "mnist":
+            return ImageDataset(x, y, binarize="dynamic" if train else "fixed"), collate_tensors
+        return ImageDataset(x, y, signed=True), collate_tensors
+
+
+def open_data(path: str | os.PathLike, val_images: int = 5000, val_fraction: float = 0.1) -> DataSource:
+    """Open any DATA path once and return a :class:`DataSource` (see the module docstring).
+
+    Raises :class:`DataError` naming the path when it is none of the known kinds.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError("no such file or directory", path)
+    if path.is_dir() and (path / "feats.f32").exists() and (path / "index.json").exists():
+        cache = FeatureCache(path)
+        return DataSource(path, "features", cache.mel_config, Normalizer(cache.mean, cache.std), cache.feats, cache.index)
+    if path.is_file() and path.suffix == ".npy":
+        return _open_frames(path, val_fraction)
+    if detect_image_folder(path):
+        images = load_image_folder(path)
+        return DataSource(path, images.kind, images=images, val_images=min(val_images, len(images.train_x) // 10))
+    raise DataError("not a feature cache (run `audiovae extract`), a frame array (.npy, (N, n_mels)) "
+                    "nor an image folder (MNIST IDX / CIFAR-10 batches)", path)
+
+
+def _open_frames(path: Path, val_fraction: float) -> DataSource:
+    """A ``(N, n_mels)`` float array of log-mel frames; the last ``val_fraction`` of rows validate."""
+    try:
+        frames = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"not a NumPy array file ({exc})", path) from None
+    if frames.ndim != 2 or frames.shape[0] < 2:
+        raise DataError(f"expected log-mel frames of shape (N, n_mels) with N >= 2, got {frames.shape}", path)
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise DataError(f"expected floating-point frames, got {frames.dtype}", path)
+    if not np.isfinite(np.asarray(frames[: min(len(frames), 100_000)])).all():
+        raise DataError("the frames contain NaN or infinite values", path)
+    n, n_mels = frames.shape
+    n_val = max(1, int(round(n * val_fraction)))
+    # contiguous blocks: neighbouring frames of one utterance stay on one side of the split
+    records = [{"id": "train", "offset": 0, "frames": n - n_val, "split": "train"},
+               {"id": "val", "offset": n - n_val, "frames": n_val, "split": "val"}]
+    stats = RunningStats(n_mels)
+    stats.update(np.asarray(frames[: n - n_val], np.float64).T)
+    mean, std = stats.finalize()
+    # the frames carry no configuration: the default one, with their number of bins
+    return DataSource(path, "frames", MelConfig(n_mels=n_mels), Normalizer(mean, std), frames, records)
