@@ -31,16 +31,42 @@ def test_learning_rate_schedule():
     assert learning_rate(50, 1.0, "constant", 10, 100) == 1.0
 
 
+def _grads(model, loss) -> dict[str, torch.Tensor]:
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
 def test_free_bits_keep_kl_gradient_off_below_threshold():
     torch.manual_seed(0)
     model = build_model("dense", {"n_mels": 8, "hidden": [16], "latent_dim": 3})
     x = torch.randn(32, 8)
-    eps = torch.zeros(32, 3)
-    plain = model.elbo(x, beta=1.0, eps=eps)
+    eps = torch.randn(32, 3)
+    recon_only = _grads(model, -model.elbo(x, beta=1.0, eps=eps).recon.mean())
     fb = model.elbo(x, beta=1.0, free_bits=100.0, eps=eps)  # every unit below the threshold
-    # the loss sees a constant KL of free_bits per unit, so only the reconstruction term has gradient
-    torch.testing.assert_close(fb.loss, -(plain.recon.mean()) + 3 * 100.0)
-    torch.testing.assert_close(fb.elbo, plain.elbo)  # the reported bound is unchanged
+    torch.testing.assert_close(fb.loss, -fb.recon.mean() + 3 * 100.0)  # a constant KL of free_bits per unit
+    fb_grads = _grads(model, fb.loss)
+    # the KL term contributes no gradient: the loss's gradient is the reconstruction's alone
+    assert fb_grads.keys() == recon_only.keys()
+    for n in fb_grads:
+        torch.testing.assert_close(fb_grads[n], recon_only[n])
+    # control: without free bits the KL does push the encoder, so the gradients differ
+    plain = _grads(model, model.elbo(x, beta=1.0, eps=eps).loss)
+    assert any(not torch.allclose(plain[n], recon_only[n]) for n in plain if n.startswith(("encoder", "to_stats")))
+    torch.testing.assert_close(fb.elbo, model.elbo(x, eps=eps).elbo)  # the reported bound is unchanged
+
+
+def test_free_bits_clamp_only_units_below_threshold():
+    torch.manual_seed(0)
+    model = build_model("dense", {"n_mels": 8, "hidden": [16], "latent_dim": 4})
+    x = torch.randn(64, 8) * 3
+    eps = torch.randn(64, 4)
+    out = model.elbo(x, eps=eps)
+    per_unit = out.kl_per_unit.detach()
+    thr = float(per_unit.median())
+    fb = model.elbo(x, free_bits=thr, eps=eps)
+    expected = -out.recon.mean() + torch.clamp(per_unit, min=thr).sum()
+    torch.testing.assert_close(fb.loss, expected)
 
 
 def test_early_stopping_and_amp(tmp_path, speech_dir):
