@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import pickle
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -28,7 +26,6 @@ from audiovae.tasks.evaluate import evaluate
 from audiovae.training import TrainConfig, train
 from audiovae.training.checkpoint import load_model_dir, load_trainer_state
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 SMALL_DENSE = {"hidden": [64], "latent_dim": 8}
 
 
@@ -131,30 +128,6 @@ def test_conv_vae_learns_without_collapse(feats, tmp_path):
     assert y.shape == wave.shape and np.isfinite(y).all() and np.abs(y).max() > 1e-3
     corr = np.corrcoef(x_feats.flatten().numpy(), r_feats.flatten().numpy())[0, 1]
     assert corr > 0.5, corr
-
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
-
-
-@pytest.fixture(scope="module")
-def fashion_subset(tmp_path_factory) -> Path:
-    if not FASHION.exists():
-        msg = "dataset-fashion-mnist is not installed (the README's test command installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    from audiovae.data.images import read_idx
-
-    out = tmp_path_factory.mktemp("fmnist")
-    tx, ty = read_idx(FASHION / "train-images-idx3-ubyte.gz"), read_idx(FASHION / "train-labels-idx1-ubyte.gz")
-    vx, vy = read_idx(FASHION / "t10k-images-idx3-ubyte.gz"), read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")
-    _write_idx(out / "train-images-idx3-ubyte.gz", tx[:3000])
-    _write_idx(out / "train-labels-idx1-ubyte.gz", ty[:3000])
-    _write_idx(out / "t10k-images-idx3-ubyte.gz", vx[:300])
-    _write_idx(out / "t10k-labels-idx1-ubyte.gz", vy[:300])
-    return out
 
 
 def test_image_vae_lowers_test_nll(fashion_subset, tmp_path):

@@ -27,7 +27,6 @@ from audiovae.tasks.evaluate import evaluate
 from audiovae.training import TrainConfig, train
 from audiovae.training.checkpoint import load_model_dir, load_trainer_state, save_model_dir
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 SMALL = ["model_config.hidden=[64]", "model_config.latent_dim=8"]
 
 
@@ -50,31 +49,10 @@ def feats(speech_dir, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def fashion(tmp_path_factory) -> Path:
-    """3,000 Fashion-MNIST training images (one epoch at batch 64 is 42 steps) and 300 test images."""
-    if not FASHION.exists():
-        msg = "dataset-fashion-mnist is not installed (the README's test command installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    import gzip
-    import struct
-
-    from audiovae.data.images import read_idx
-
-    out = tmp_path_factory.mktemp("fmnist")
-    for name, n in (("train-images-idx3-ubyte", 3000), ("train-labels-idx1-ubyte", 3000),
-                    ("t10k-images-idx3-ubyte", 300), ("t10k-labels-idx1-ubyte", 300)):
-        arr = read_idx(FASHION / f"{name}.gz")[:n]
-        header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-        (out / f"{name}.gz").write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
-    return out
-
-
 # --- what a run hands to evaluate ------------------------------------------------------------------
 
-def test_run_shorter_than_an_epoch_validates_at_its_last_step(fashion, tmp_path):
+def test_run_shorter_than_an_epoch_validates_at_its_last_step(fashion_subset, tmp_path):
+    fashion = fashion_subset
     run = tmp_path / "run"
     # 30 steps end inside the first epoch (42 batches): before, the only validation was the untrained one
     res = invoke("train", fashion, "--model", "mnist", "-o", run, "--max-steps", "30", "lr_warmup_steps=0",

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from audiovae.audio.config import MelConfig
