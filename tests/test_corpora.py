@@ -184,6 +184,9 @@ def test_corrupt_file_named_in_report_and_error(corpora_root, tmp_path):
     bad.write_text("\t".join(COLUMNS) + "\nu1\t/x.wav\t1.0\t16000\t\t\t\tdev\n")
     with pytest.raises(DataError, match=r"bad.tsv: line 2: split 'dev'"):
         read_manifest(bad)
+    bad.write_text("\t".join(COLUMNS) + "\n../u1\t/x.wav\t1.0\t16000\t\t\t\ttrain\n")
+    with pytest.raises(DataError, match=r"bad.tsv: line 2: unsafe"):
+        read_manifest(bad)
 
 
 # --- manifest -> feature cache ------------------------------------------------------------------------
@@ -250,7 +253,7 @@ def test_torchrun_extract_rank0_merges(libri_manifest, tmp_path):
     extract(libri_manifest, single, workers=0, progress=False)
     out = tmp_path / "tr"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "audiovae",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "audiovae",
            "extract", str(libri_manifest), "-o", str(out), "--workers", "0"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -265,6 +268,10 @@ def test_torn_cache_is_refused_and_repaired(libri_manifest, tmp_path):
     extract(libri_manifest, out, workers=0, progress=False)
     good = _cache_bytes(out)
     parts = {p: p.stat().st_mtime_ns for p in (out / "parts").glob("*.npy")}
+    # a re-run on a complete cache rewrites nothing
+    stamp = {n: (out / n).stat().st_mtime_ns for n in ("feats.f32", "index.json", "stats.npz", "cache.json")}
+    extract(libri_manifest, out, workers=0, progress=False)
+    assert {n: (out / n).stat().st_mtime_ns for n in stamp} == stamp
     # 1. feats.f32 replaced by a shorter array
     feats = np.load(out / "feats.f32")
     with open(out / "feats.f32", "wb") as fh:

@@ -148,8 +148,9 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         get = {c: cells[i] for c, i in col.items()}
         if get["split"] not in SPLITS:
             raise DataError(f"line {no}: split {get['split']!r} is not one of {', '.join(SPLITS)}", mpath)
-        if not get["id"] or get["id"] in seen:
-            raise DataError(f"line {no}: {'empty' if not get['id'] else 'duplicate'} utterance id {get['id']!r}", mpath)
+        if not get["id"] or get["id"] in seen or re.search(r"[/\\\s]", get["id"]) or get["id"] in (".", ".."):
+            why = "empty" if not get["id"] else "duplicate" if get["id"] in seen else "unsafe (a file name part)"
+            raise DataError(f"line {no}: {why} utterance id {get['id']!r}", mpath)
         seen.add(get["id"])
         try:
             dur, sr = float(get["duration"]), int(get["sample_rate"])
