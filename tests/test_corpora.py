@@ -395,17 +395,23 @@ def test_asterisk_prepare_full_corpus(tmp_path):
 
 def test_asterisk_prepare_extract_few_files(tmp_path):
     _need_asterisk()
-    voices = sorted(d for d in ASTERISK.iterdir() if d.is_dir() and list(d.rglob("*.g722")))
+    full = prepare("asterisk", ASTERISK, progress=False)
+    # two prompts of each split (the rule holds out prompts by name), copied for every voice
+    prompts = [p for s in ("train", "val", "test")
+               for p in sorted({u.id.split("__", 1)[1] for u in full.utterances if u.split == s})[:2]]
     src = tmp_path / "sounds"
-    for v in voices:
-        for rel in ("digits/1.g722", "digits/2.g722", "vm-goodbye.g722"):
-            if (v / rel).is_file():
-                (src / v.name / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(v / rel, src / v.name / rel)
+    for u in full.utterances:
+        if u.id.split("__", 1)[1] in prompts:
+            dest = src / u.path.relative_to(ASTERISK)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(u.path, dest)
     run = CliRunner()
-    r = run.invoke(cli, ["prepare", "asterisk", str(src), "-o", str(tmp_path / "m"), "--test-fraction", "0.34",
-                         "--val-fraction", "0.33"])
+    r = run.invoke(cli, ["prepare", "asterisk", str(src), "-o", str(tmp_path / "m")])
     assert r.exit_code == 0, r.output
+    small = read_manifest(tmp_path / "m")
+    whole = {u.id: u.split for u in full.utterances}
+    assert {u.split for u in small.utterances} == {"train", "val", "test"}
+    assert all(u.split == whole[u.id] for u in small.utterances)  # a fixed rule: a subset keeps its splits
     r = run.invoke(cli, ["extract", str(tmp_path / "m"), "-o", str(tmp_path / "f"), "--workers", "0", "--set",
                          "sample_rate=16000"])
     assert r.exit_code == 0, r.output
@@ -420,7 +426,7 @@ def test_asterisk_prepare_extract_few_files(tmp_path):
     # load_audio's decode equals ffmpeg's own 16-bit decode of the same file
     from audiovae.audio.io import load_audio
 
-    f = src / voices[0].name / "digits" / "1.g722"
+    f = small.utterances[0].path
     pcm = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(f), "-f", "s16le", "-"],
                          capture_output=True, check=True).stdout
     ref = np.frombuffer(pcm, "<i2").astype(np.float32) / 32768
