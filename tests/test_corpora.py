@@ -78,6 +78,8 @@ def test_ljspeech(corpora_root, tmp_path):
     back = read_manifest(tmp_path / "m")
     assert [(u.id, u.text, u.split, u.path) for u in back.utterances] == [(u.id, u.text, u.split, u.path)
                                                                            for u in man.utterances]
+    # DATA_DIR may be the folder the archive was unpacked into
+    assert [u.id for u in prepare("ljspeech", root.parent, progress=False).utterances] == [u.id for u in man.utterances]
     with pytest.raises(DataError, match="at least 3 speakers"):
         prepare("ljspeech", root, split_by="speaker", progress=False)
 
@@ -123,6 +125,7 @@ def test_librispeech_official_splits(corpora_root, tmp_path):
         assert (u.split, u.text, u.label, u.speaker) == (official[subset], text, subset, uid.split("-")[0])
         assert u.duration == pytest.approx(_sf_duration(path), abs=1e-3) and u.sample_rate == 16000
     assert man.split_rule.startswith("official")
+    assert len(prepare("librispeech", root.parent, progress=False).utterances) == len(want)
     # one subset alone has no training part: the rule says so and splits by file instead
     dev = prepare("librispeech", root / "dev-clean", val_fraction=0.5, test_fraction=0.0, progress=False)
     assert "no official training subset" in dev.split_rule and {u.split for u in dev.utterances} <= {"train", "val"}
@@ -141,6 +144,7 @@ def test_speechcommands_official_lists(corpora_root, tmp_path):
         assert u.split == ("val" if rel in val else "test" if rel in test else "train")
         assert u.duration == pytest.approx(1.0, abs=1e-4)
     assert not any("noise" in str(u.path) for u in man.utterances)
+    assert len(prepare("speechcommands", root.parent, progress=False).utterances) == 9
 
 
 def test_folder_and_wav_scp(corpora_root, tmp_path):
