@@ -324,6 +324,9 @@ def test_kill_between_the_writes_leaves_no_openable_mixture(libri_manifest, tmp_
     assert np.load(out / "feats.f32", mmap_mode="r").shape[0] > old_rows  # new frames, old index on disk
     with pytest.raises(DataError, match="cache.json.*missing"):
         open_data(out)
+    (out / "feats.f32").unlink()
+    with pytest.raises(DataError, match=r"missing feats.f32"):
+        open_data(out)
     extract(libri_manifest, out, workers=0, progress=False)
     cache = FeatureCache(out)
     assert len(cache.index) == len(man.utterances)
