@@ -137,30 +137,99 @@ def _summary(ok: list, bad: list, what: str) -> None:
         sys.exit(1)
 
 
-@cli.command("extract", short_help="Audio folder -> feature cache for training.")
+@cli.command("prepare", short_help="Corpus on disk -> manifest.tsv (utterances, speakers, labels, text, splits).")
+@click.argument("corpus", type=click.Choice(["ljspeech", "vctk", "librispeech", "speechcommands", "folder", "wav.scp",
+                                             "asterisk"]))
+@click.argument("data_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for manifest.tsv and report.txt.")
+@click.option("--split-by", type=click.Choice(["file", "speaker"]), default=None,
+              help="For corpora without official splits: hold out files (default) or whole speakers.")
+@click.option("--val-fraction", default=0.05, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Share of files (or speakers) for validation, where the corpus has no official split.")
+@click.option("--test-fraction", default=0.05, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Share of files (or speakers) for test, where the corpus has no official split.")
+@click.option("--subdirs", type=click.Choice(["none", "speaker", "label"]), default="none", show_default=True,
+              help="folder corpus: what the first level of sub-folders names.")
+@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of leaving it out.")
+@friendly_errors
+def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction, subdirs, strict):
+    """Read CORPUS in its official layout at DATA_DIR and write OUT_DIR/manifest.tsv.
+
+    \b
+    CORPUS is one of:
+      ljspeech        LJSpeech-1.1 (metadata.csv, wavs/); one speaker
+      vctk            VCTK 0.92 (wav48_silence_trimmed/pXXX/*_mic1.flac, txt/, speaker-info.txt)
+      librispeech     LibriSpeech root or one subset; official splits train-*/dev-*/test-*
+      speechcommands  Speech Commands v0.02; label = keyword, official validation/testing lists
+      folder          any folder of audio files (--subdirs speaker|label for one folder per speaker/label)
+      wav.scp         a Kaldi data folder: wav.scp (+ utt2spk, text)
+      asterisk        Debian's asterisk-core-sounds-*-g722 (/usr/share/asterisk/sounds): 4 voices, fixed split
+
+    The manifest is a TSV (id, path, duration, sample_rate, speaker, label, text,
+    split) whose header says how it was split. Feed it to `audiovae extract`.
+    Unreadable files are left out and listed in OUT_DIR/report.txt.
+    """
+    from audiovae.data.corpora import prepare
+
+    man = prepare(corpus, data_dir, out_dir, split_by=split_by, val_fraction=val_fraction, test_fraction=test_fraction,
+                  subdirs=subdirs, strict=strict, progress=True)
+    click.echo(man.summary())
+    click.echo(f"wrote {Path(out_dir) / 'manifest.tsv'}")
+    for src, problem in man.skipped:
+        _fail(f"{src}: {problem}")
+
+
+@cli.command("extract", short_help="Audio folder or manifest -> feature cache for training.")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Feature cache folder.")
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0, 64), help="DataLoader workers.")
-@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 0.9), help="Files held out for validation.")
+@click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 0.9),
+              help="Files held out for validation (folders and lists; a manifest keeps its own splits).")
 @click.option("--strict", is_flag=True, help="Stop at the first bad file instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Rebuild a cache that was made with another configuration.")
+@click.option("--shard", default=None, metavar="I/N", help="Featurise only shard I of N (0-based); assemble later with --merge.")
+@click.option("--merge", is_flag=True, help="Assemble the cache from the parts all shards wrote (same SOURCE).")
 @friendly_errors
-def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite):
-    """Compute a log-mel feature cache from a folder of audio files (or a list file, one path per line).
+def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite, shard, merge):
+    """Compute a log-mel feature cache from SOURCE: a manifest (`audiovae prepare`), a folder of audio
+    files, or a list file (one path per line).
 
-    Writes a memory-mapped feats.f32, index.json, per-bin stats.npz and the MelConfig.
-    Unreadable files are skipped and listed in report.txt. Re-running an
-    interrupted extraction computes only what is missing.
+    Writes a memory-mapped feats.f32, index.json (with each utterance's split,
+    speaker, label and text from a manifest), per-bin stats.npz of the train split,
+    and the MelConfig. Unreadable files are skipped and listed in report.txt.
+    Re-running computes only what is missing and repairs a torn cache.
+
+    \b
+    Across processes or machines (all writing into one OUT_DIR):
+      audiovae extract SRC -o OUT --shard 0/4 ... --shard 3/4; then audiovae extract SRC -o OUT --merge
+      torchrun --nproc_per_node=4 -m audiovae extract SRC -o OUT   (rank 0 merges after a barrier)
     """
-    from audiovae.data.features import extract
+    from audiovae.data.features import extract, merge as merge_parts, parse_shard
 
-    cfg = _load_mel_config(config, overrides)
-    res = extract(source, out_dir, cfg, workers=workers, val_fraction=val_fraction, strict=strict, overwrite=overwrite)
-    click.echo(f"{res.n_utterances} utterances, {res.n_frames} frames ({res.n_frames / cfg.frame_rate:.1f} s) in {out_dir}")
+    if merge:
+        if shard:
+            raise click.UsageError("--merge and --shard exclude each other")
+        res = merge_parts(source, out_dir, val_fraction=val_fraction)
+        cfg = res_cfg = None
+    else:
+        cfg = _load_mel_config(config, overrides)
+        res = extract(source, out_dir, cfg, workers=workers, val_fraction=val_fraction, strict=strict,
+                      overwrite=overwrite, shard=parse_shard(shard) if shard else None)
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return
+    if cfg is None:
+        from audiovae.data.features import FeatureCache
+
+        res_cfg = FeatureCache(out_dir).mel_config
+    rate = (cfg or res_cfg).frame_rate
+    what = "cache" if res.assembled else f"shard {shard} (assemble with --merge when every shard is done)"
+    click.echo(f"{res.n_utterances} utterances, {res.n_frames} frames ({res.n_frames / rate:.1f} s) in {out_dir}: {what}")
     if res.skipped:
-        click.echo(f"skipped {len(res.skipped)} file(s) (listed in {Path(out_dir) / 'report.txt'}):")
+        click.echo(f"skipped {len(res.skipped)} file(s)" + (f" (listed in {Path(out_dir) / 'report.txt'})"
+                                                           if res.assembled else "") + ":")
         for src, problem in res.skipped:
             _fail(f"{src}: {problem}")
 

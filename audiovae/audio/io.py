@@ -1,12 +1,21 @@
-"""Audio file I/O (soundfile), resampling (soxr through librosa) and validation.
+"""Audio file I/O (soundfile, or ffmpeg for what soundfile cannot read), resampling (soxr) and validation.
 
 Every problem with an input becomes an :class:`~audiovae.errors.InvalidAudioError`
 whose message names the file and says what is wrong with it.
+
+Formats libsndfile does not read (:data:`FFMPEG_EXTENSIONS`: G.722, AAC/M4A, WMA,
+AMR, ...) are decoded by the ``ffmpeg`` program (a subprocess, to 32-bit float at
+the file's own rate, then resampled with soxr like every other input). Without
+ffmpeg on ``PATH`` such a file raises an error naming it and the missing tool.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +24,10 @@ import soundfile as sf
 from audiovae.errors import InvalidAudioError
 from audiovae.utils import atomic_path
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3", ".opus")
+SOUNDFILE_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".mp3", ".opus")
+# read through ffmpeg: libsndfile has no decoder for these
+FFMPEG_EXTENSIONS = (".g722", ".m4a", ".aac", ".mp4", ".wma", ".amr", ".webm", ".mka", ".ac3", ".3gp")
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS + FFMPEG_EXTENSIONS
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
 
 
@@ -86,10 +98,13 @@ def load_audio(
         raise InvalidAudioError("is a directory, not an audio file", path)
     if path.stat().st_size == 0:
         raise InvalidAudioError("empty file (0 bytes)", path)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:
-        raise InvalidAudioError(f"not a readable audio file ({_short(exc)})", path) from None
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        data, sr = _ffmpeg_decode(path)
+    else:
+        try:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except Exception as exc:
+            raise InvalidAudioError(f"not a readable audio file ({_short(exc)})", path) from None
     if not (MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE):
         raise InvalidAudioError(f"absurd sample rate {sr} Hz (expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE})", path)
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -98,6 +113,67 @@ def load_audio(
         wave = resample(wave, sr, sample_rate).astype(np.float32)
         sr = sample_rate
     return wave, sr
+
+
+def _need_tool(tool: str, path: Path) -> str:
+    exe = shutil.which(tool)
+    if exe is None:
+        raise InvalidAudioError(f"reading {path.suffix} files needs {tool}, which is not installed or not on PATH "
+                                f"(Debian/Ubuntu: apt-get install ffmpeg)", path)
+    return exe
+
+
+def _ffmpeg_decode(path: Path) -> tuple[np.ndarray, int]:
+    """``(data (N, 1) float32, sample_rate)``: the file decoded by ffmpeg and down-mixed to mono at its own rate."""
+    exe = _need_tool("ffmpeg", path)
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "info", "-i", str(path), "-map", "0:a:0",
+           "-ac", "1", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
+    proc = subprocess.run(cmd, capture_output=True)
+    err = proc.stderr.decode("utf-8", "replace")
+    if proc.returncode != 0:
+        last = [ln.strip() for ln in err.splitlines() if ln.strip()]
+        raise InvalidAudioError(f"ffmpeg cannot decode it ({last[-1][:200] if last else 'exit status %d' % proc.returncode})",
+                                path)
+    # the output stream's rate is the input's (no -ar given); ffmpeg prints it as "..., 16000 Hz, mono, ..."
+    rates = re.findall(r"Stream #\d+:\d+.*?: Audio: .*?(\d+) Hz", err)
+    if not rates:
+        raise InvalidAudioError("ffmpeg decoded it but reported no sample rate", path)
+    data = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    return data[:, None], int(rates[-1])
+
+
+def audio_duration(path: str | os.PathLike) -> tuple[float, int]:
+    """``(seconds, sample_rate)`` of an audio file, from its header (nothing is decoded when avoidable).
+
+    soundfile formats: libsndfile's header. Raw G.722 (``.g722``, as ffmpeg reads it):
+    always 16 kHz at 64 kbit/s, so the size gives the length exactly. Other ffmpeg
+    formats: ``ffprobe``. Raises :class:`InvalidAudioError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidAudioError("no such file", path)
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidAudioError("empty file (0 bytes)", path)
+    ext = path.suffix.lower()
+    if ext == ".g722":
+        return size * 8 / 64000, 16000
+    if ext not in FFMPEG_EXTENSIONS:
+        info = audio_info(path)
+        if info.frames <= 0 or not (MIN_SAMPLE_RATE <= info.samplerate <= MAX_SAMPLE_RATE):
+            raise InvalidAudioError(f"no audio in it ({info.frames} frames at {info.samplerate} Hz)", path)
+        return info.frames / info.samplerate, int(info.samplerate)
+    exe = _need_tool("ffprobe", path)
+    proc = subprocess.run([exe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+                           "stream=sample_rate,duration:format=duration", "-of", "json", str(path)], capture_output=True)
+    try:
+        info = json.loads(proc.stdout or b"{}")
+        stream = info["streams"][0]
+        dur = stream.get("duration") or info.get("format", {}).get("duration")
+        return float(dur), int(stream["sample_rate"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise InvalidAudioError(f"ffprobe finds no audio stream ({msg[-1][:200] if msg else 'no output'})", path) from None
 
 
 def save_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str | None = None) -> Path:

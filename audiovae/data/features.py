@@ -1,16 +1,38 @@
 """`audiovae extract`: audio files -> a memory-mappable log-mel cache with statistics.
 
+SOURCE is a folder of audio files, a list file (one path per line), a single file,
+or a manifest from ``audiovae prepare`` (``manifest.tsv`` or its folder). From a
+manifest the cache keeps each utterance's split (train/val/test), speaker, label and
+text; from a folder the split is a hash of the file's id (``val_fraction``).
+
 Cache layout (FEATS_DIR)::
 
-    config.yaml      the MelConfig (a cache made with another config is never reused)
+    config.yaml      format version and the MelConfig (a cache made with another config is never reused)
     parts/<id>.npy   one utterance's log-mel (n_mels, T), written atomically as it is computed
-    feats.f32        every utterance's frames, concatenated: (total_frames, n_mels) float32
-    index.json       per utterance: id, source, offset, frames, num_samples, split
+    parts*.jsonl     what each part is: id, source file, samples (or why the file was skipped);
+                     parts.jsonl for a single process, parts-I-of-N.jsonl for shard I of N
+    feats.f32        every utterance's frames, concatenated: (total_frames, n_mels) float32 (.npy format)
+    index.json       per utterance: id, source, num_samples, split, [speaker, label, text], offset, frames
     stats.npz        per-bin mean and std over the training split, frame count
+    cache.json       the commit record, written last: version, n_mels, utterances, frames, size of
+                     feats.f32, sha1 of index.json and stats.npz
     report.txt       skipped files and why
 
-An interrupted run leaves finished ``parts/`` behind; running the same command
-again computes only what is missing, then assembles the cache.
+The three assembled files are one set: assembling first deletes ``cache.json`` and
+writes it again only after the other three are in place, and :class:`FeatureCache`
+checks the set on open (version, n_mels, frame count and size of feats.f32, contiguous
+offsets, checksums). A run killed at any instant therefore leaves either the old
+consistent set or one that refuses to open with a :class:`DataError` naming the file;
+running the same command again computes only the missing parts and re-assembles.
+
+Sharding (``shard=(i, n)``, ``--shard i/N``, or under ``torchrun`` from RANK/WORLD_SIZE):
+rank ``i`` featurises utterances ``i, i+n, i+2n, ...`` of SOURCE into ``parts/`` and
+``parts-i-of-n.jsonl`` and does not assemble. Then :func:`merge` (``--merge``, the
+same SOURCE) assembles the cache; under torchrun rank 0 does so itself after a
+barrier (all ranks must share FEATS_DIR; without a shared file system, copy every
+rank's ``parts/`` and ``parts-*.jsonl`` into one folder and run ``--merge`` there).
+Assembly follows SOURCE's order, so a merged cache is byte-for-byte the cache one
+process makes from the same parts.
 """
 
 from __future__ import annotations
@@ -19,7 +41,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +54,12 @@ from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.io import find_audio_files, load_audio
 from audiovae.audio.normalize import RunningStats
 from audiovae.config import load_yaml, save_yaml
+from audiovae.data.corpora import manifest_path, read_manifest
 from audiovae.errors import AudioVAEError, ConfigError, DataError
 from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+SET_FILES = ("feats.f32", "index.json", "stats.npz")
 
 
 def utterance_id(path: Path, root: Path | None) -> str:
@@ -61,6 +85,34 @@ def list_inputs(source: str | os.PathLike) -> tuple[list[Path], Path | None]:
     if source.is_file():
         return [source], None
     raise DataError("no such file or directory", source)
+
+
+@dataclass
+class InputItem:
+    """One utterance to featurise: its file, id, split (None: decided by ``val_fraction``) and labels."""
+
+    path: Path
+    id: str
+    split: str | None = None
+    extra: dict = field(default_factory=dict)  # speaker / label / text, only the non-empty ones
+
+
+def list_items(source: str | os.PathLike) -> tuple[list[InputItem], bool]:
+    """The utterances of SOURCE and whether they come from a manifest (with fixed splits)."""
+    mpath = manifest_path(source)
+    if mpath is not None:
+        man = read_manifest(mpath)
+        items = [InputItem(u.path, u.id, u.split, {k: v for k, v in (("speaker", u.speaker), ("label", u.label),
+                                                                          ("text", u.text)) if v})
+                 for u in man.utterances]
+        return items, True
+    files, root = list_inputs(source)
+    items = [InputItem(f, utterance_id(f, root)) for f in files]
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        raise DataError("two input files map to the same utterance id; give a folder so ids keep the relative path",
+                        source)
+    return items, False
 
 
 class _AudioFiles(Dataset):
@@ -97,6 +149,40 @@ class ExtractResult:
     n_utterances: int
     n_frames: int
     skipped: list[tuple[str, str]]
+    assembled: bool = True  # False for one shard of a sharded run (merge assembles)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard wants I/N (e.g. 0/4), not {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise ConfigError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def _prepare_out(out: Path, cfg: MelConfig, overwrite: bool) -> None:
+    """Check (or write) config.yaml; with ``overwrite`` clear a cache made with another MelConfig."""
+    cfg_path = out / "config.yaml"
+    wanted = {"version": CACHE_VERSION, "mel": cfg.to_dict()}
+    if cfg_path.exists():
+        have = load_yaml(cfg_path)
+        if have.get("mel") != wanted["mel"]:
+            if not overwrite:
+                raise ConfigError(
+                    "this feature cache was made with a different configuration; "
+                    "use another output folder or --overwrite to rebuild it", out)
+            for p in (out / "parts").glob("*.npy"):
+                p.unlink()
+            for p in out.glob("parts*.jsonl"):
+                p.unlink()
+            for name in ("cache.json", *SET_FILES):
+                (out / name).unlink(missing_ok=True)
+        if have == wanted:
+            return
+    save_yaml(cfg_path, wanted)
 
 
 def extract(
@@ -108,53 +194,103 @@ def extract(
     strict: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> ExtractResult:
-    """Build (or finish building) a feature cache; see the module docstring for the layout."""
+    """Build (or finish, or repair) a feature cache; see the module docstring for the layout.
+
+    ``val_fraction``: share of files held out for validation when SOURCE is not a
+    manifest (a manifest's own splits are kept). ``shard=(i, n)``: featurise only
+    this rank's utterances and leave assembly to :func:`merge`. Under torchrun
+    (WORLD_SIZE > 1) with no ``shard``, the rank's shard is done and rank 0 merges
+    after a barrier. Returns counts and the skipped files ``(path, problem)``.
+    """
     cfg = cfg or MelConfig()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if shard is None and world > 1:
+        return _extract_torchrun(source, out_dir, cfg, workers, val_fraction, strict, progress, world)
+    if shard is not None and overwrite:
+        raise ConfigError("--overwrite cannot be combined with sharding (shards share the folder); empty it first")
     out = Path(out_dir)
-    files, root = list_inputs(source)
-    if not files:
+    items, _ = list_items(source)
+    if not items:
         raise DataError("no audio files found", source)
-    cfg_path = out / "config.yaml"
-    wanted = {"version": CACHE_VERSION, "mel": cfg.to_dict(), "val_fraction": val_fraction}
-    if cfg_path.exists():
-        have = load_yaml(cfg_path)
-        if have != wanted:
-            if not overwrite:
-                raise ConfigError(
-                    "this feature cache was made with a different configuration; "
-                    "use another output folder or --overwrite to rebuild it", out)
-            for p in (out / "parts").glob("*.npy"):
-                p.unlink()
-            for name in ("feats.f32", "index.json", "stats.npz"):
-                (out / name).unlink(missing_ok=True)
-    save_yaml(cfg_path, wanted)
+    _prepare_out(out, cfg, overwrite)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    ids = [utterance_id(f, root) for f in files]
-    if len(set(ids)) != len(ids):
-        raise DataError("two input files map to the same utterance id; give a folder so ids keep the relative path", source)
-    meta_path = out / "parts.jsonl"
-    meta = _read_meta(meta_path)
-    todo = [(f, u) for f, u in zip(files, ids) if not ((parts / f"{u}.npy").exists() and u in meta)]
+    mine = items if shard is None else items[shard[0] :: shard[1]]
+    meta_path = out / ("parts.jsonl" if shard is None else f"parts-{shard[0]}-of-{shard[1]}.jsonl")
+    meta = _read_meta(out)
+    todo = [it for it in mine if not _have_part(out, meta, it)]
     skipped: list[tuple[str, str]] = []
     if todo:
-        ds = _AudioFiles([f for f, _ in todo], [u for _, u in todo], cfg)
+        ds = _AudioFiles([it.path for it in todo], [it.id for it in todo], cfg)
         loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity)
+        desc = "extract" if shard is None else f"extract {shard[0]}/{shard[1]}"
         with open(meta_path, "a", encoding="utf-8") as meta_fh:
-            for uid, src, res, problem in tqdm(loader, total=len(ds), desc="extract", unit="file", disable=not progress):
+            for uid, src, res, problem in tqdm(loader, total=len(ds), desc=desc, unit="file", disable=not progress):
                 if res is None:
                     if strict:
                         raise AudioVAEError(problem, src)
-                    skipped.append((src, problem))
-                    continue
-                logmel, n = res
-                _save_npy(parts / f"{uid}.npy", logmel.astype(np.float32))
-                rec = {"id": uid, "source": src, "num_samples": int(n), "split": split_of(uid, val_fraction)}
+                    rec = {"id": uid, "source": src, "skipped": problem}
+                else:
+                    logmel, n = res
+                    _save_npy(parts / f"{uid}.npy", logmel.astype(np.float32))
+                    rec = {"id": uid, "source": src, "num_samples": int(n)}
                 meta_fh.write(json.dumps(rec) + "\n")
                 meta_fh.flush()
                 meta[uid] = rec
-    return _assemble(out, cfg, ids, meta, skipped, val_fraction)
+    if shard is not None:
+        done = [it for it in mine if _have_part(out, meta, it)]
+        bad = [(str(it.path), meta[it.id]["skipped"]) for it in mine if "skipped" in meta.get(it.id, {})]
+        frames = sum(_part_frames(out, it.id) for it in done)
+        return ExtractResult(out, len(done), frames, bad, assembled=False)
+    return _assemble(out, cfg, items, meta, val_fraction)
+
+
+def merge(source: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: float = 0.1) -> ExtractResult:
+    """Assemble the cache from the parts every shard wrote (same SOURCE as the shards; nothing is computed).
+
+    Raises :class:`DataError` when an utterance of SOURCE has neither a part nor a
+    skip record (a shard has not run or did not finish).
+    """
+    out = Path(out_dir)
+    if not (out / "config.yaml").is_file():
+        raise DataError("no config.yaml: no shard has written here yet", out)
+    cfg = MelConfig.from_dict(load_yaml(out / "config.yaml").get("mel", {}), str(out / "config.yaml"))
+    items, _ = list_items(source)
+    meta = _read_meta(out)
+    missing = [it for it in items if not _have_part(out, meta, it) and "skipped" not in meta.get(it.id, {})]
+    if missing:
+        shards = sorted(p.name for p in out.glob("parts-*.jsonl"))
+        raise DataError(f"{len(missing)} of {len(items)} utterance(s) have no part yet (e.g. {missing[0].path}); run the "
+                        f"missing shards first (found: {', '.join(shards) or 'no shard records'})", out)
+    return _assemble(out, cfg, items, meta, val_fraction)
+
+
+def _extract_torchrun(source, out_dir, cfg, workers, val_fraction, strict, progress, world) -> ExtractResult:
+    """One rank of ``torchrun ... -m audiovae extract``: its shard, a barrier, then rank 0 merges."""
+    import datetime
+
+    import torch.distributed as dist
+
+    rank = int(os.environ.get("RANK", "0"))
+    own = not dist.is_initialized()
+    if own:  # ranks may finish their shards far apart: a long barrier timeout
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
+    try:
+        if rank == 0:
+            _prepare_out(Path(out_dir), cfg, overwrite=False)  # one writer of config.yaml
+        dist.barrier()
+        res = extract(source, out_dir, cfg, workers, val_fraction, strict, False, progress and rank == 0,
+                      shard=(rank, world))
+        dist.barrier()
+        if rank == 0:
+            res = merge(source, out_dir, val_fraction)
+        dist.barrier()
+        return res
+    finally:
+        if own:
+            dist.destroy_process_group()
 
 
 def _identity(item):
@@ -167,41 +303,72 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _read_meta(path: Path) -> dict[str, dict]:
+def _read_meta(out: Path) -> dict[str, dict]:
+    """Part records of every process (parts.jsonl, parts-I-of-N.jsonl); the last record of an id wins."""
     meta = {}
-    if path.exists():
+    for path in sorted(out.glob("parts*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
                 rec = json.loads(line)
                 meta[rec["id"]] = rec
-            except (json.JSONDecodeError, KeyError):
+            except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut short by a crash: that file is simply redone
     return meta
 
 
-def _assemble(out: Path, cfg: MelConfig, ids: list[str], meta: dict, skipped: list, val_fraction: float) -> ExtractResult:
-    done = [u for u in ids if u in meta and (out / "parts" / f"{u}.npy").exists()]
+def _have_part(out: Path, meta: dict, it: InputItem) -> bool:
+    rec = meta.get(it.id)
+    return (rec is not None and "skipped" not in rec and rec.get("source") == str(it.path)
+            and (out / "parts" / f"{it.id}.npy").exists())
+
+
+def _part_frames(out: Path, uid: str) -> int:
+    return int(np.load(out / "parts" / f"{uid}.npy", mmap_mode="r", allow_pickle=False).shape[1])
+
+
+def _sha1(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _assemble(out: Path, cfg: MelConfig, items: list[InputItem], meta: dict, val_fraction: float) -> ExtractResult:
+    done = [it for it in items if _have_part(out, meta, it)]
+    skipped = [(str(it.path), meta[it.id]["skipped"]) for it in items if "skipped" in meta.get(it.id, {})]
     if not done:
+        _write_report(out, [], 0, cfg, skipped)
         raise DataError("no usable audio: every input was skipped (see report.txt)", out)
-    splits = {meta[u]["split"] for u in done}
-    if "val" not in splits and len(done) > 1:
-        meta[done[-1]]["split"] = "val"  # at least one validation file
-    if "train" not in {meta[u]["split"] for u in done}:
-        meta[done[0]]["split"] = "train"
-    stats = RunningStats(cfg.n_mels)
+    split = {it.id: it.split or split_of(it.id, val_fraction) for it in done}
+    if not any(it.split for it in done):  # a folder: at least one train and one validation file
+        if "val" not in split.values() and len(done) > 1:
+            split[done[-1].id] = "val"
+        if "train" not in split.values():
+            split[done[0].id] = "train"
+    if "train" not in split.values():
+        raise DataError("no usable utterance in the train split (the statistics come from it)", out)
     index, offset = [], 0
-    arrays = []
-    for u in done:
-        a = np.load(out / "parts" / f"{u}.npy", allow_pickle=False)
-        arrays.append(a)
-        index.append({**meta[u], "offset": offset, "frames": int(a.shape[1])})
-        offset += a.shape[1]
-        if meta[u]["split"] == "train":
-            stats.update(a)
+    for it in done:
+        n = _part_frames(out, it.id)
+        index.append({"id": it.id, "source": str(it.path), "num_samples": int(meta[it.id]["num_samples"]),
+                      "split": split[it.id], **it.extra, "offset": offset, "frames": n})
+        offset += n
+    if _up_to_date(out, index, cfg):
+        return ExtractResult(out, len(done), offset, skipped)
+    # the set is rewritten: withdraw the commit record first, so no moment has a mixed set that opens
+    (out / "cache.json").unlink(missing_ok=True)
+    stats = RunningStats(cfg.n_mels)
     with atomic_path(out / "feats.f32") as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(offset, cfg.n_mels))
-        for rec, a in zip(index, arrays):
+        for rec in index:
+            a = np.load(out / "parts" / f"{rec['id']}.npy", allow_pickle=False)
+            if a.shape != (cfg.n_mels, rec["frames"]):
+                raise DataError(f"part has shape {a.shape}, expected ({cfg.n_mels}, {rec['frames']})",
+                                out / "parts" / f"{rec['id']}.npy")
             mm[rec["offset"] : rec["offset"] + rec["frames"]] = a.T
+            if rec["split"] == "train":
+                stats.update(a)
         mm.flush()
         del mm
     mean, std = stats.finalize()
@@ -209,26 +376,86 @@ def _assemble(out: Path, cfg: MelConfig, ids: list[str], meta: dict, skipped: li
     np.savez(buf, mean=mean.astype(np.float32), std=std.astype(np.float32), frames=np.array(stats.count))
     atomic_write_bytes(out / "stats.npz", buf.getvalue())
     atomic_write_text(out / "index.json", json.dumps(index, indent=0))
-    lines = [f"{len(done)} utterances, {offset} frames ({offset / cfg.frame_rate:.1f} s)", f"skipped {len(skipped)} file(s)"]
-    lines += [f"  {src}: {problem}" for src, problem in skipped]
-    atomic_write_text(out / "report.txt", "\n".join(lines) + "\n")
+    commit = {"version": CACHE_VERSION, "n_mels": cfg.n_mels, "utterances": len(index), "frames": offset,
+              "feats_bytes": (out / "feats.f32").stat().st_size, "index_sha1": _sha1(out / "index.json"),
+              "stats_sha1": _sha1(out / "stats.npz")}
+    atomic_write_text(out / "cache.json", json.dumps(commit, indent=1))
+    _write_report(out, done, offset, cfg, skipped)
     return ExtractResult(out, len(done), offset, skipped)
 
 
+def _up_to_date(out: Path, index: list[dict], cfg: MelConfig) -> bool:
+    """True when the cache on disk is a consistent set with exactly this index (nothing to rewrite)."""
+    try:
+        cache = FeatureCache(out)
+    except AudioVAEError:
+        return False
+    return cache.index == index and cache.mel_config == cfg
+
+
+def _write_report(out: Path, done: list, frames: int, cfg: MelConfig, skipped: list) -> None:
+    lines = [f"{len(done)} utterances, {frames} frames ({frames / cfg.frame_rate:.1f} s)", f"skipped {len(skipped)} file(s)"]
+    lines += [f"  {src}: {problem}" for src, problem in skipped]
+    atomic_write_text(out / "report.txt", "\n".join(lines) + "\n")
+
+
 class FeatureCache:
-    """Read side of a feature cache: memory-mapped frames, index, statistics, MelConfig."""
+    """Read side of a feature cache: memory-mapped frames, index, statistics, MelConfig.
+
+    Opening checks that feats.f32, index.json and stats.npz are one consistent set
+    (see the module docstring) and raises :class:`DataError` naming the file that
+    does not fit; re-running ``audiovae extract`` repairs such a cache.
+    """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        missing = [n for n in ("config.yaml", "feats.f32", "index.json", "stats.npz") if not (self.path / n).exists()]
+        self.path = p = Path(path)
+        missing = [n for n in ("config.yaml", *SET_FILES) if not (p / n).exists()]
         if missing:
-            raise DataError(f"not a complete feature cache (missing {', '.join(missing)}); run `audiovae extract`", self.path)
-        data = load_yaml(self.path / "config.yaml")
-        self.mel_config = MelConfig.from_dict(data.get("mel", {}), str(self.path / "config.yaml"))
-        self.feats = np.load(self.path / "feats.f32", mmap_mode="r", allow_pickle=False)
-        self.index = json.loads((self.path / "index.json").read_text())
-        with np.load(self.path / "stats.npz", allow_pickle=False) as st:
+            raise DataError(f"not a complete feature cache (missing {', '.join(missing)}); run `audiovae extract`", p)
+        repair = "; re-run `audiovae extract` with the same SOURCE and -o to repair it"
+        if not (p / "cache.json").exists():
+            raise DataError("torn or unfinished feature cache: cache.json, written after the other files, is missing "
+                            "(an interrupted extract, or a cache from an older audiovae)" + repair, p / "cache.json")
+        try:
+            commit = json.loads((p / "cache.json").read_text())
+            commit["version"], commit["frames"], commit["n_mels"]  # noqa: B018
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError("unreadable commit record" + repair, p / "cache.json") from None
+        if commit["version"] != CACHE_VERSION:
+            raise DataError(f"cache format version {commit['version']}, this audiovae reads {CACHE_VERSION}" + repair,
+                            p / "cache.json")
+        data = load_yaml(p / "config.yaml")
+        self.mel_config = MelConfig.from_dict(data.get("mel", {}), str(p / "config.yaml"))
+        n_mels = self.mel_config.n_mels
+        if commit["n_mels"] != n_mels:
+            raise DataError(f"made with {commit['n_mels']} mel bins but config.yaml says {n_mels}" + repair, p / "cache.json")
+        if _sha1(p / "index.json") != commit.get("index_sha1"):
+            raise DataError("does not belong with feats.f32 (checksum differs from cache.json)" + repair, p / "index.json")
+        if _sha1(p / "stats.npz") != commit.get("stats_sha1"):
+            raise DataError("does not belong with feats.f32 (checksum differs from cache.json)" + repair, p / "stats.npz")
+        try:
+            self.feats = np.load(p / "feats.f32", mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"unreadable frame array ({exc})" + repair, p / "feats.f32") from None
+        size = (p / "feats.f32").stat().st_size
+        if self.feats.ndim != 2 or self.feats.shape[1] != n_mels or self.feats.shape[0] != commit["frames"] \
+                or size != commit.get("feats_bytes"):
+            raise DataError(f"holds {self.feats.shape} frames in {size} bytes, the cache was assembled with "
+                            f"({commit['frames']}, {n_mels}) in {commit.get('feats_bytes')} bytes" + repair, p / "feats.f32")
+        self.index = json.loads((p / "index.json").read_text())
+        expect = 0
+        for rec in self.index:
+            if rec.get("offset") != expect or int(rec.get("frames", 0)) < 1:
+                raise DataError(f"utterance {rec.get('id')!r} has offset {rec.get('offset')} and {rec.get('frames')} "
+                                f"frames; offsets must be contiguous from 0 (expected {expect})" + repair, p / "index.json")
+            expect += rec["frames"]
+        if expect != self.feats.shape[0]:
+            raise DataError(f"the utterances add up to {expect} frames, feats.f32 has {self.feats.shape[0]}" + repair,
+                            p / "index.json")
+        with np.load(p / "stats.npz", allow_pickle=False) as st:
             self.mean, self.std = st["mean"], st["std"]
+        if self.mean.shape != (n_mels,) or self.std.shape != (n_mels,):
+            raise DataError(f"statistics of shape {self.mean.shape}, expected ({n_mels},)" + repair, p / "stats.npz")
 
     def utterances(self, split: str | None = None) -> list[dict]:
         return [r for r in self.index if split is None or r["split"] == split]

@@ -9,6 +9,9 @@ Kinds:
   splits, speakers and labels come from its index.
 - ``frames``: a ``.npy`` array of log-mel frames ``(N, n_mels)`` (the article's ``data.npy``);
   the last 10 % of the rows (by default) are the validation split.
+- ``manifest``: a corpus manifest from ``audiovae prepare`` (``manifest.tsv`` or its folder):
+  utterances with splits, speakers, labels and text, but no features yet — models
+  train on the feature cache ``audiovae extract MANIFEST -o FEATS`` makes from it.
 - ``mnist`` / ``cifar``: an image folder (MNIST-format IDX files, CIFAR-10 python batches);
   splits ``train`` / ``val`` (the last ``min(5000, N // 10)`` training images) / ``test``.
 
@@ -30,6 +33,7 @@ from torch.utils.data import Dataset
 
 from audiovae.audio.config import MelConfig
 from audiovae.audio.normalize import Normalizer, RunningStats
+from audiovae.data.corpora import manifest_path, read_manifest
 from audiovae.data.datasets import Batch, FrameDataset, ImageDataset, SequenceDataset, collate_sequences, collate_tensors
 from audiovae.data.features import FeatureCache
 from audiovae.data.images import ImageSet, detect_image_folder, load_image_folder
@@ -75,7 +79,7 @@ class DataSource:
 
     def splits(self) -> list[str]:
         """The splits present, in the order train, val, test."""
-        if self.is_features:
+        if self.is_features or self.kind == "manifest":
             have = {r["split"] for r in self.records}
             return [s for s in ("train", "val", "test") if s in have]
         return ["train", "val", "test"]
@@ -85,8 +89,8 @@ class DataSource:
             raise DataError(f"no {split!r} split here (splits: {', '.join(self.splits())})", self.path)
 
     def utterances(self, split: str) -> list[dict]:
-        """The records of one split (features and frames)."""
-        if not self.is_features:
+        """The records of one split (features, frames and manifests)."""
+        if not (self.is_features or self.kind == "manifest"):
             raise DataError(f"{self.kind} data has no utterances", self.path)
         self._check_split(split)
         return [r for r in self.records if r["split"] == split]
@@ -117,7 +121,7 @@ class DataSource:
         (``label`` or ``speaker``), as an array of strings; ``None`` when no
         utterance of the split has it.
         """
-        if not self.is_features:
+        if not (self.is_features or self.kind == "manifest"):
             return self._image_split(split)[1]
         recs = self.utterances(split)
         if not any(key in r and r[key] not in (None, "") for r in recs):
@@ -130,6 +134,9 @@ class DataSource:
         want = MODEL_DATA.get(model)
         if want is None:
             raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODEL_DATA)}")
+        if self.kind == "manifest":
+            raise ConfigError(f"{self.path} is a manifest (audio, no features yet); make a feature cache from it with "
+                              f"`audiovae extract {self.path} -o FEATS` and train on FEATS")
         if self.kind not in want:
             raise ConfigError(f"model {model!r} works on {' or '.join(want)} data, but {self.path} holds {self.kind} data")
 
@@ -194,11 +201,18 @@ def open_data(path: str | os.PathLike, val_images: int = 5000, val_fraction: flo
         return DataSource(path, "features", cache.mel_config, Normalizer(cache.mean, cache.std), cache.feats, cache.index)
     if path.is_file() and path.suffix == ".npy":
         return _open_frames(path, val_fraction)
+    if manifest_path(path) is not None:
+        man = read_manifest(path)
+        records = [{"id": u.id, "source": str(u.path), "split": u.split, "duration": u.duration,
+                    "sample_rate": u.sample_rate, **{k: v for k, v in (("speaker", u.speaker), ("label", u.label),
+                                                                         ("text", u.text)) if v}}
+                   for u in man.utterances]
+        return DataSource(path, "manifest", records=records)
     if detect_image_folder(path):
         images = load_image_folder(path)
         return DataSource(path, images.kind, images=images, val_images=min(val_images, len(images.train_x) // 10))
-    raise DataError("not a feature cache (run `audiovae extract`), a frame array (.npy, (N, n_mels)) "
-                    "nor an image folder (MNIST IDX / CIFAR-10 batches)", path)
+    raise DataError("not a feature cache (run `audiovae extract`), a manifest (`audiovae prepare`), a frame array "
+                    "(.npy, (N, n_mels)) nor an image folder (MNIST IDX / CIFAR-10 batches)", path)
 
 
 def _open_frames(path: Path, val_fraction: float) -> DataSource:
