@@ -25,6 +25,7 @@ stop_stage=100
 data_dir=""
 exp_dir=""
 train_config=""
+mel_config=""
 train_args=()
 
 die() {
@@ -41,11 +42,14 @@ Usage: recipes/$(basename "$recipe_dir")/run.sh --data-dir DIR --exp-dir DIR [op
   --stage N             first stage to run (default 0)
   --stop-stage N        last stage to run (default: all)
   --train-config FILE   TrainConfig YAML (default: conf/train.yaml)
+  --mel-config FILE     MelConfig YAML for feature extraction (default: conf/mel.yaml; speech recipes)
 ${extra_usage:-}
   key=value             TrainConfig overrides for \`audiovae train\` (model_config.KEY=VALUE for the model)
 
 Stages: ${stage_names:-0 download, 1 prepare, 2 extract, 3 train, 4 evaluate, 5 generate + report}
-Environment: AUDIOVAE (command, default audiovae), NPROC (torchrun processes for training)
+Environment: AUDIOVAE (the command, default audiovae), NPROC (torchrun processes for training),
+  PREPARE_OPTS / EXTRACT_OPTS / EVAL_OPTS (extra options of audiovae prepare / extract / evaluate),
+  N_RECONSTRUCT (held-out utterances to reconstruct, 2), N_SAMPLES (prior samples, 4), SAMPLE_SECONDS (2)
 EOF
 }
 
@@ -59,6 +63,7 @@ parse_args() {
       --stage) stage=${2:?--stage needs a value}; shift 2 ;;
       --stop-stage) stop_stage=${2:?--stop-stage needs a value}; shift 2 ;;
       --train-config) train_config=${2:?--train-config needs a value}; shift 2 ;;
+      --mel-config) mel_config=${2:?--mel-config needs a value}; shift 2 ;;
       --*)
         if declare -F parse_extra >/dev/null && parse_extra "$@"; then shift 2; else
           usage >&2; die "unknown option $1"; fi ;;
@@ -72,6 +77,7 @@ parse_args() {
   [ -n "$data_dir" ] || { usage >&2; die "--data-dir is required"; }
   train_config=${train_config:-$recipe_dir/conf/train.yaml}
   [ -f "$train_config" ] || die "no train config $train_config"
+  mel_config=${mel_config:-${default_mel_config:-$recipe_dir/conf/mel.yaml}}
   mkdir -p "$exp_dir/stamps" "$exp_dir/logs"
   exp_dir=$(cd "$exp_dir" && pwd)
   case "$data_dir" in /*) ;; *) data_dir=$(pwd)/$data_dir ;; esac
@@ -104,6 +110,8 @@ Use another --exp-dir, or remove $stamp and the stage's outputs to redo it."
   rc=${PIPESTATUS[0]}
   set -e
   if [ "$rc" -ne 0 ]; then
+    # the stage's own message on stderr too: its `error:` lines, else the end of its output
+    { grep -E '^error:' "$log" || tail -n 5 "$log"; } | tail -n 5 >&2
     echo "$(basename "$recipe_dir")/run.sh: stage $n ($name) failed (exit status $rc); its output is in $log" >&2
     exit "$rc"
   fi
@@ -114,8 +122,7 @@ Use another --exp-dir, or remove $stamp and the stage's outputs to redo it."
 
 # stage 2: manifest -> feature cache (log-mel frames, per-bin statistics of the train split)
 stage_extract() {
-  av extract "$exp_dir/data/manifest.tsv" -o "$exp_dir/feats" --config "$recipe_dir/conf/mel.yaml" \
-    --workers "${EXTRACT_WORKERS:-2}"
+  av extract "$exp_dir/data/manifest.tsv" -o "$exp_dir/feats" --config "$mel_config" ${EXTRACT_OPTS:-}
 }
 
 # stage 3: train on DATA (a feature cache or an image folder); resumes an interrupted run
@@ -157,7 +164,7 @@ stage_evaluate_features() {
 # stage 5: reconstruct a few held-out utterances, sample from the prior, then the report if the toolkit has it
 stage_generate_speech() {
   local split n=${N_RECONSTRUCT:-2} out="$exp_dir/generate"
-  split=$(manifest_splits | tail -n 1)
+  split=$(manifest_splits | grep -x test || manifest_splits | head -n 1)
   mkdir -p "$out/reconstruct"
   awk -F'\t' -v s="$split" '!/^#/ && $1 != "id" && $8 == s {print $1 "\t" $2}' "$exp_dir/data/manifest.tsv" \
     | head -n "$n" | while IFS=$'\t' read -r id path; do
@@ -175,6 +182,21 @@ stage_report() {
   else
     echo "this audiovae has no 'report' command yet; skipping the report"
   fi
+}
+
+# ---- speech recipes: run.sh defines stage0 (download) and stage1 (prepare); the rest is shared ----
+speech_recipe() {
+  stage2() { stage_extract; }
+  stage3() { train_on "$exp_dir/feats"; }
+  stage4() { stage_evaluate_features; }
+  stage5() { stage_generate_speech; }
+  run_stage 0 download stage0 "$data_dir ${download_settings:-}"
+  run_stage 1 prepare stage1 "$data_dir ${download_settings:-} ${PREPARE_OPTS:-}"
+  run_stage 2 extract stage2 "$(cat "$mel_config") ${EXTRACT_OPTS:-}"
+  run_stage 3 train stage3 "$(train_settings)"
+  run_stage 4 evaluate stage4 "${EVAL_OPTS:-}"
+  run_stage 5 generate stage5 "${N_RECONSTRUCT:-2} ${N_SAMPLES:-4} ${SAMPLE_SECONDS:-2}"
+  echo "done: $exp_dir"
 }
 
 # ---- image recipes (mnist, fashion_mnist, cifar10): the IDX files / python batches are read as they are ----

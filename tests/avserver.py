@@ -86,7 +86,8 @@ def serve(path: str) -> None:
     import audiovae.tasks.generate  # noqa: F401
     import audiovae.training  # noqa: F401
 
-    for mod in ("audiovae.data.corpora", "audiovae.data.download"):
+    for mod in ("audiovae.data.corpora", "audiovae.data.download", "audiovae.audio._cpu_kernels", "audiovae.audio.pghi",
+                "audiovae.models.conv", "audiovae.models.dense", "audiovae.models.image", "librosa", "scipy.signal"):
         try:
             __import__(mod)
         except ImportError:
