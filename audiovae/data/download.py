@@ -518,13 +518,17 @@ def fetch_corpus(
                 if not target.exists() and not target.with_suffix("").exists():
                     log(f"downloading {a.url}")
                     download(a.url, target, a.sha256, a.md5, a.size, progress=progress, **download_kw)
+                    log(f"{a.filename}: {target.stat().st_size:,} bytes, {'sha256' if a.sha256 else 'md5'} verified")
                 continue
             if _extracted(data_dir, a):
                 continue
             archive = data_dir / "downloads" / a.filename
             if not archive.exists():
                 log(f"downloading {a.url}" + (f" ({a.size / 1e6:.0f} MB)" if a.size else ""))
+            fresh = not archive.exists()
             download(a.url, archive, a.sha256, a.md5, a.size, progress=progress, **download_kw)
+            if fresh:
+                log(f"{a.filename}: {archive.stat().st_size:,} bytes, {'sha256' if a.sha256 else 'md5'} verified")
             log(f"extracting {archive} -> {data_dir / a.dest}")
             if (data_dir / a.dest).exists():  # not ours (ours appear whole, by rename): leave it to the user
                 missing = [m for m in a.marker if not (data_dir / a.dest / m).exists()]
