@@ -110,7 +110,11 @@ def serve(path: str) -> None:
                 _child(conn, fds, req)
             for fd in fds:
                 os.close(fd)
-            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            _, status, usage = os.wait4(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if os.environ.get("AVSERVER_RUSAGE"):  # CPU seconds of each command (and its children), for timing
+                with open(os.environ["AVSERVER_RUSAGE"], "a") as fh:
+                    fh.write(f"{usage.ru_utime + usage.ru_stime:.2f}\t{' '.join(req['argv'][:2])}\n")
             try:
                 conn.sendall(struct.pack(">i", code if code >= 0 else 128 - code))
             finally:
