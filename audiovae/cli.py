@@ -139,7 +139,7 @@ def _summary(ok: list, bad: list, what: str) -> None:
 
 @cli.command("prepare", short_help="Corpus on disk -> manifest.tsv (utterances, speakers, labels, text, splits).")
 @click.argument("corpus", type=click.Choice(["ljspeech", "vctk", "librispeech", "speechcommands", "folder", "wav.scp",
-                                             "asterisk"]))
+                                             "asterisk"]), metavar="CORPUS")
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for manifest.tsv and report.txt.")
@@ -207,29 +207,27 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
       audiovae extract SRC -o OUT --shard 0/4 ... --shard 3/4; then audiovae extract SRC -o OUT --merge
       torchrun --nproc_per_node=4 -m audiovae extract SRC -o OUT   (rank 0 merges after a barrier)
     """
-    from audiovae.data.features import extract, merge as merge_parts, parse_shard
+    from audiovae.data.features import FeatureCache, extract, merge as merge_parts, parse_shard
 
+    if merge and shard:
+        raise click.UsageError("--merge and --shard exclude each other")
     if merge:
-        if shard:
-            raise click.UsageError("--merge and --shard exclude each other")
         res = merge_parts(source, out_dir, val_fraction=val_fraction)
-        cfg = res_cfg = None
     else:
         cfg = _load_mel_config(config, overrides)
         res = extract(source, out_dir, cfg, workers=workers, val_fraction=val_fraction, strict=strict,
                       overwrite=overwrite, shard=parse_shard(shard) if shard else None)
     if int(__import__("os").environ.get("RANK", "0")) != 0:
-        return
-    if cfg is None:
-        from audiovae.data.features import FeatureCache
-
-        res_cfg = FeatureCache(out_dir).mel_config
-    rate = (cfg or res_cfg).frame_rate
-    what = "cache" if res.assembled else f"shard {shard} (assemble with --merge when every shard is done)"
-    click.echo(f"{res.n_utterances} utterances, {res.n_frames} frames ({res.n_frames / rate:.1f} s) in {out_dir}: {what}")
+        return  # under torchrun rank 0 reports the merged cache
+    if res.assembled:
+        seconds = res.n_frames / FeatureCache(out_dir).mel_config.frame_rate
+        click.echo(f"{res.n_utterances} utterances, {res.n_frames} frames ({seconds:.1f} s) in {out_dir}")
+    else:
+        click.echo(f"shard {shard}: {res.n_utterances} utterances, {res.n_frames} frames in {out_dir}; "
+                   "assemble with --merge when every shard is done")
     if res.skipped:
-        click.echo(f"skipped {len(res.skipped)} file(s)" + (f" (listed in {Path(out_dir) / 'report.txt'})"
-                                                           if res.assembled else "") + ":")
+        where = f" (listed in {Path(out_dir) / 'report.txt'})" if res.assembled else ""
+        click.echo(f"skipped {len(res.skipped)} file(s){where}:")
         for src, problem in res.skipped:
             _fail(f"{src}: {problem}")
 

@@ -148,8 +148,9 @@ def read_manifest(path: str | os.PathLike) -> Manifest:
         get = {c: cells[i] for c, i in col.items()}
         if get["split"] not in SPLITS:
             raise DataError(f"line {no}: split {get['split']!r} is not one of {', '.join(SPLITS)}", mpath)
-        if not get["id"] or get["id"] in seen:
-            raise DataError(f"line {no}: {'empty' if not get['id'] else 'duplicate'} utterance id {get['id']!r}", mpath)
+        if not get["id"] or get["id"] in seen or re.search(r"[/\\\s]", get["id"]) or get["id"] in (".", ".."):
+            why = "empty" if not get["id"] else "duplicate" if get["id"] in seen else "unsafe (a file name part)"
+            raise DataError(f"line {no}: {why} utterance id {get['id']!r}", mpath)
         seen.add(get["id"])
         try:
             dur, sr = float(get["duration"]), int(get["sample_rate"])
@@ -207,8 +208,25 @@ def _safe_id(s: str) -> str:
     return re.sub(r"[^\w.+-]+", "_", s).strip("_")
 
 
+def find_root(root: Path, marker: str, depth: int = 2) -> Path:
+    """``root`` when it holds ``marker``, else the one folder below it (up to ``depth`` levels) that does —
+    so DATA_DIR may be the folder an archive was unpacked into (``D/LJSpeech-1.1/metadata.csv``)."""
+    if (root / marker).exists() or not root.is_dir():
+        return root
+    level = [root]
+    for _ in range(depth):
+        level = [c for d in level for c in sorted(d.iterdir()) if c.is_dir()]
+        hits = [d for d in level if (d / marker).exists()]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise DataError(f"several corpora here ({', '.join(h.name for h in hits)}); give one of them", root)
+    return root
+
+
 def read_ljspeech(root: Path) -> list[Utterance]:
     """LJSpeech-1.1: ``metadata.csv`` (``id|text|normalized text``, no header) + ``wavs/ID.wav``; one speaker."""
+    root = find_root(root, "metadata.csv")
     meta = root / "metadata.csv"
     if not meta.is_file():
         raise DataError("not an LJSpeech folder: no metadata.csv", root)
@@ -230,6 +248,7 @@ def read_vctk(root: Path, mic: str = "mic1") -> list[Utterance]:
     Speaker = the folder (p225...); label = the speaker's accent from speaker-info.txt;
     text from ``txt/`` when there (a few utterances have none).
     """
+    root = find_root(root, "wav48_silence_trimmed")
     wavs = root / "wav48_silence_trimmed"
     if not wavs.is_dir():
         raise DataError("not a VCTK 0.92 folder: no wav48_silence_trimmed/", root)
@@ -260,6 +279,8 @@ def read_librispeech(root: Path) -> list[Utterance]:
     subset gives the official split: train-* -> train, dev-* -> val, test-* -> test.
     Label = the subset name.
     """
+    if root.is_dir() and (root / "LibriSpeech").is_dir():
+        root = root / "LibriSpeech"  # the folder the archives unpack into
     subsets = [d for d in sorted(root.iterdir()) if d.is_dir() and d.name.split("-")[0] in LIBRISPEECH_SPLIT]
     if not subsets and root.name.split("-")[0] in LIBRISPEECH_SPLIT:
         subsets = [root]
@@ -283,6 +304,7 @@ def read_speechcommands(root: Path) -> list[Utterance]:
     Label = the keyword folder, speaker = the hash prefix of the file name,
     ``_background_noise_`` left out; split from the two official lists (the rest trains).
     """
+    root = find_root(root, "validation_list.txt")
     lists = {}
     for name, split in (("validation_list.txt", "val"), ("testing_list.txt", "test")):
         p = root / name

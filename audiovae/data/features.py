@@ -221,7 +221,6 @@ def extract(
     meta_path = out / ("parts.jsonl" if shard is None else f"parts-{shard[0]}-of-{shard[1]}.jsonl")
     meta = _read_meta(out)
     todo = [it for it in mine if not _have_part(out, meta, it)]
-    skipped: list[tuple[str, str]] = []
     if todo:
         ds = _AudioFiles([it.path for it in todo], [it.id for it in todo], cfg)
         loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity)

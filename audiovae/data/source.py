@@ -196,7 +196,9 @@ def open_data(path: str | os.PathLike, val_images: int = 5000, val_fraction: flo
     path = Path(path)
     if not path.exists():
         raise DataError("no such file or directory", path)
-    if path.is_dir() and (path / "feats.f32").exists() and (path / "index.json").exists():
+    if path.is_dir() and ((path / "feats.f32").exists() or (path / "index.json").exists()
+                          or ((path / "config.yaml").exists() and (path / "parts").is_dir())):
+        # a feature cache, perhaps unfinished or torn: FeatureCache says which file is missing or does not fit
         cache = FeatureCache(path)
         return DataSource(path, "features", cache.mel_config, Normalizer(cache.mean, cache.std), cache.feats, cache.index)
     if path.is_file() and path.suffix == ".npy":
