@@ -20,7 +20,7 @@ import pytest
 
 from audiovae.data.download import CORPORA, download, extract_archive, fetch_corpus, locate
 from audiovae.errors import DownloadError, UnsafeArchiveError
-from httpserver import Files, serve
+from tests.httpserver import Files, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -35,7 +35,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from httpserver import Files, serve
+from tests.httpserver import Files, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -190,7 +190,7 @@ def check_speech_outputs(exp: Path, n_utts: int, sample_rate: int, data_root: Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("corpus", list(SPEECH))
 def test_speech_recipe_end_to_end(tmp_path, corpus, audiovae_cmd):
-    import corpora
+    from tests import corpora
 
     maker, root_name, n_utts, sr = SPEECH[corpus]
     src = getattr(corpora, maker)(tmp_path / "src")
@@ -223,7 +223,7 @@ def test_speech_recipe_end_to_end(tmp_path, corpus, audiovae_cmd):
 
 @pytest.mark.slow
 def test_folder_recipe_with_speaker_subfolders(tmp_path, audiovae_cmd):
-    import corpora
+    from tests import corpora
 
     src = corpora.make_folder(tmp_path / "src")
     exp = tmp_path / "exp"
