@@ -8,8 +8,8 @@ fixture tables (how many utterances, which splits), soundfile's durations, the
 byte sizes of the cache, the server's request log, file modification times.
 
 `audiovae` commands run through tests/avserver.py (the real command line in a
-forked child of a process that imported torch once); the MNIST test and the
-failure test use `python -m audiovae` itself. Set AUDIOVAE_TEST_PLAIN=1 to use
+forked child of a process that imported torch once); the MNIST and NPROC tests
+use `python -m audiovae` itself. Set AUDIOVAE_TEST_PLAIN=1 to use
 `python -m audiovae` everywhere.
 """
 
@@ -136,15 +136,17 @@ def publish(state: Files, archives: list[Path], tmp: Path) -> Path:
 
 # --- the speech recipes ------------------------------------------------------------------------
 SPEECH = {
-    # corpus: (fixture maker, root folder name, utterances, splits the fixture yields, sample rate of conf/mel.yaml)
-    "ljspeech": ("make_ljspeech", "LJSpeech-1.1", 6, 22050),
-    "vctk": ("make_vctk", "VCTK-Corpus-0.92", 6, 22050),
-    "librispeech": ("make_librispeech", "LibriSpeech", 8, 16000),
-    "speechcommands": ("make_speechcommands", "speech_commands_v0.02", 9, 16000),
+    # corpus: (fixture maker, root folder name, utterances, sample rate of conf/mel.yaml, utterances to reconstruct)
+    # (the vocoder costs seconds of CPU per utterance: reconstruction is checked on two corpora, stage 5's
+    # prior sample on all)
+    "ljspeech": ("make_ljspeech", "LJSpeech-1.1", 6, 22050, 1),
+    "vctk": ("make_vctk", "VCTK-Corpus-0.92", 6, 22050, 0),
+    "librispeech": ("make_librispeech", "LibriSpeech", 8, 16000, 0),
+    "speechcommands": ("make_speechcommands", "speech_commands_v0.02", 9, 16000, 1),
 }
 
 
-def check_speech_outputs(exp: Path, n_utts: int, sample_rate: int, data_root: Path) -> dict:
+def check_speech_outputs(exp: Path, n_utts: int, sample_rate: int, data_root: Path, n_rec: int = 1) -> dict:
     """The real outputs of stages 1-5 exist and agree with each other and with the audio."""
     rows = manifest_rows(exp / "data" / "manifest.tsv")
     assert len(rows) == n_utts
@@ -177,11 +179,13 @@ def check_speech_outputs(exp: Path, n_utts: int, sample_rate: int, data_root: Pa
         assert np.isfinite(res["elbo"]) and np.isfinite(res["iwae"]) and res["elbo"] <= res["iwae"] + 1e-3
     # generation: the reconstruction has the source's length, the sample the asked-for length
     rec_wavs = sorted((exp / "generate" / "reconstruct").glob("*.wav"))
-    assert len(rec_wavs) == 1
-    src = by_id[rec_wavs[0].stem]
-    y, sr = sf.read(rec_wavs[0])
-    assert sr == sample_rate and np.isfinite(y).all() and np.abs(y).max() > 0
-    assert abs(len(y) / sr - sf.info(src["path"]).duration) < 0.05
+    assert len(rec_wavs) == n_rec
+    for wav in rec_wavs:
+        src = by_id[wav.stem]
+        assert src["split"] == ("test" if "test" in splits else "val")
+        y, sr = sf.read(wav)
+        assert sr == sample_rate and np.isfinite(y).all() and np.abs(y).max() > 0
+        assert abs(len(y) / sr - sf.info(src["path"]).duration) < 0.05
     y, sr = sf.read(exp / "generate" / "samples" / "sample_0.wav")
     assert sr == sample_rate and abs(len(y) / sr - 0.5) < 0.05
     return {"rows": rows, "splits": splits}
@@ -192,14 +196,14 @@ def check_speech_outputs(exp: Path, n_utts: int, sample_rate: int, data_root: Pa
 def test_speech_recipe_end_to_end(tmp_path, corpus, audiovae_cmd):
     from tests import corpora
 
-    maker, root_name, n_utts, sr = SPEECH[corpus]
+    maker, root_name, n_utts, sr, n_rec = SPEECH[corpus]
     src = getattr(corpora, maker)(tmp_path / "src")
     archives = official_archives(corpus, src, tmp_path / "archives")
     data, exp = tmp_path / "data", tmp_path / "exp"
     extra = ["--subsets", "train-clean-100 dev-clean test-clean"] if corpus == "librispeech" else []
     with serve() as (url, st):
         sums = publish(st, archives, tmp_path)
-        env = {"AUDIOVAE_MIRROR": url, "AUDIOVAE_CHECKSUMS": str(sums),
+        env = {"AUDIOVAE_MIRROR": url, "AUDIOVAE_CHECKSUMS": str(sums), "N_RECONSTRUCT": str(n_rec),
                **({"PREPARE_OPTS": "--val-fraction 0.3 --test-fraction 0.2"} if corpus == "ljspeech" else {})}
         r = run_recipe(corpus, "--data-dir", data, "--exp-dir", exp, *extra, *TINY_CONV, audiovae=audiovae_cmd, env=env)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -209,7 +213,7 @@ def test_speech_recipe_end_to_end(tmp_path, corpus, audiovae_cmd):
         got = data / root_name
         assert sorted(str(p.relative_to(got)) for p in got.rglob("*") if p.is_file()) == \
             sorted(str(p.relative_to(src)) for p in src.rglob("*") if p.is_file())
-        check_speech_outputs(exp, n_utts, sr, got)
+        check_speech_outputs(exp, n_utts, sr, got, n_rec)
         assert sorted(p.name for p in (exp / "stamps").iterdir()) == [f"stage{i}" for i in range(6)]
         # a second run is a no-op: no stage runs, no file changes, no request
         before = mtimes(exp)
@@ -227,15 +231,16 @@ def test_folder_recipe_with_speaker_subfolders(tmp_path, audiovae_cmd):
 
     src = corpora.make_folder(tmp_path / "src")
     exp = tmp_path / "exp"
+    env = {"PREPARE_OPTS": "--val-fraction 0.3 --test-fraction 0.2", "N_RECONSTRUCT": "0"}
     r = run_recipe("folder", "--data-dir", src, "--exp-dir", exp, "--subdirs", "speaker", *TINY_CONV,
-                   audiovae=audiovae_cmd, env={"PREPARE_OPTS": "--val-fraction 0.3 --test-fraction 0.2"})
+                   audiovae=audiovae_cmd, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "nothing to download" in r.stdout
-    out = check_speech_outputs(exp, 6, 22050, src)
+    out = check_speech_outputs(exp, 6, 22050, src, n_rec=0)
     assert sorted({row["speaker"] for row in out["rows"]}) == ["spk0", "spk1", "spk2"]
     before = mtimes(exp)
     r2 = run_recipe("folder", "--data-dir", src, "--exp-dir", exp, "--subdirs", "speaker", *TINY_CONV,
-                    audiovae=audiovae_cmd, env={"PREPARE_OPTS": "--val-fraction 0.3 --test-fraction 0.2"})
+                    audiovae=audiovae_cmd, env=env)
     assert r2.returncode == 0 and ran_stages(r2.stdout) == [] and mtimes(exp) == before
 
 
@@ -377,7 +382,7 @@ def test_fashion_mnist_recipe(tmp_path, audiovae_cmd):
 
 
 # --- failures stop the recipe with their message -------------------------------------------------
-def test_failed_stage_stops_with_its_message(tmp_path):
+def test_failed_stage_stops_with_its_message(tmp_path, audiovae_cmd):
     files = tiny_idx(tmp_path / "published", 50, 10)
     exp = tmp_path / "exp"
     with serve() as (url, st):
@@ -386,13 +391,13 @@ def test_failed_stage_stops_with_its_message(tmp_path):
         bad = tmp_path / "BADSUMS"
         bad.write_text(sums.read_text().replace(sums.read_text()[:8], "00000000", 1))
         r = run_recipe("mnist", "--data-dir", tmp_path / "data", "--exp-dir", exp, *TINY_IMAGE,
-                       env={"AUDIOVAE_MIRROR": url, "AUDIOVAE_CHECKSUMS": str(bad)})
+                       audiovae=audiovae_cmd, env={"AUDIOVAE_MIRROR": url, "AUDIOVAE_CHECKSUMS": str(bad)})
         assert r.returncode != 0
         assert "checksum mismatch" in r.stderr and "stage 0 (download) failed" in r.stderr
         assert ran_stages(r.stdout) == [0] and not (exp / "stamps" / "stage0").exists()
         # right checksums, an unknown training key: stages 0-2 pass, 3 fails with the trainer's message
         r = run_recipe("mnist", "--data-dir", tmp_path / "data", "--exp-dir", exp, "nosuchkey=1",
-                       env={"AUDIOVAE_MIRROR": url, "AUDIOVAE_CHECKSUMS": str(sums)})
+                       audiovae=audiovae_cmd, env={"AUDIOVAE_MIRROR": url, "AUDIOVAE_CHECKSUMS": str(sums)})
     assert r.returncode == 1
     assert "error: command line: unknown configuration key 'nosuchkey'" in r.stdout + r.stderr
     assert "stage 3 (train) failed" in r.stderr
@@ -400,7 +405,8 @@ def test_failed_stage_stops_with_its_message(tmp_path):
     assert sorted(p.name for p in (exp / "stamps").iterdir()) == ["stage0", "stage1", "stage2"]
     assert not (exp / "eval").exists()
     # the same stage with other settings than its stamp: refused, saying what to remove
-    r = run_recipe("mnist", "--data-dir", tmp_path / "elsewhere", "--exp-dir", exp, "--stop-stage", "0")
+    r = run_recipe("mnist", "--data-dir", tmp_path / "elsewhere", "--exp-dir", exp, "--stop-stage", "0",
+                   audiovae=audiovae_cmd)
     assert r.returncode == 1 and "stage 0 (download) was run with other settings" in r.stderr
 
 
