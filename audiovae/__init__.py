@@ -14,8 +14,19 @@ __version__ = "0.1.0"
 
 from audiovae.errors import AudioVAEError, InvalidAudioError, InvalidFeatureError, CheckpointError, ConfigError  # noqa: E402
 from audiovae.audio.config import MelConfig  # noqa: E402
-from audiovae.audio.frontend import MelFrontend  # noqa: E402
-from audiovae.audio.vocoder import GriffinLimVocoder  # noqa: E402
+
+# imported on first use: torch takes seconds to import, and commands such as
+# `audiovae download` or `audiovae --help` never need it
+_LAZY = {"MelFrontend": "audiovae.audio.frontend", "GriffinLimVocoder": "audiovae.audio.vocoder"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'audiovae' has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",

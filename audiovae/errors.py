@@ -41,3 +41,11 @@ class DataError(AudioVAEError):
 
 class TrainingError(AudioVAEError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class DownloadError(DataError):
+    """A download that failed, or whose size or checksum is wrong."""
+
+
+class UnsafeArchiveError(DownloadError):
+    """An archive member that would land outside the extraction folder (absolute path, '..', link, device)."""

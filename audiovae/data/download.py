@@ -1,0 +1,547 @@
+"""Checksum-verified, resumable downloads of each corpus's official archives, and safe extraction.
+
+The table :data:`CORPORA` lists every archive with its URL, size and checksum, taken
+from the publisher or from a well-known loader: torchaudio's dataset classes
+(LJSPEECH, VCTK_092, LIBRISPEECH, SPEECHCOMMANDS: SHA-256), TensorFlow Datasets'
+``url_checksums`` (sizes; MNIST and Fashion-MNIST SHA-256) and torchvision (CIFAR-10 MD5).
+
+:func:`download` fetches one URL into a ``.part`` file beside its destination,
+resumes it with an HTTP ``Range`` request after a dropped connection (retrying
+with exponential backoff), checks size and checksum, and only then renames it
+into place, so a file under the final name is always complete and verified. A
+file whose checksum is wrong is refused and kept aside as ``<name>.bad-checksum``.
+
+:func:`extract_archive` unpacks tar.gz / tar.bz2 / zip archives after checking
+every member first: absolute paths, ``..``, links pointing outside and device
+files are refused, naming the member, and nothing is written. It extracts into a
+temporary folder and renames the result into place.
+
+:func:`fetch_corpus` puts both together for one corpus of :data:`CORPORA` and does
+nothing when the corpus (or its archive) is already in ``data_dir``.
+
+Tests (and users with a local mirror) point it elsewhere: ``mirror`` (or the
+``AUDIOVAE_MIRROR`` environment variable) replaces each URL's directory, keeping
+the file name; ``checksums`` (or ``AUDIOVAE_CHECKSUMS``) names a ``sha256sum``-style
+file (``<sha256>  <file name>`` per line) whose entries replace the table's checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import stat
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from tqdm import tqdm
+
+from audiovae.errors import DownloadError, UnsafeArchiveError
+
+MIRROR_ENV = "AUDIOVAE_MIRROR"
+CHECKSUMS_ENV = "AUDIOVAE_CHECKSUMS"
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Archive:
+    """One downloadable file.
+
+    ``dest``: the folder (relative to the data directory) its contents end up in;
+    ``member_root``: the folder inside the archive that becomes ``dest`` (``None``:
+    the archive's top level); ``extract``: ``False`` for files used as they are
+    (MNIST's ``.gz`` IDX files). ``marker``: paths under ``dest`` whose presence
+    means the archive is already extracted.
+    """
+
+    url: str
+    size: int | None
+    sha256: str | None = None
+    md5: str | None = None
+    dest: str = "."
+    member_root: str | None = None
+    extract: bool = True
+    marker: tuple[str, ...] = ()
+
+    @property
+    def filename(self) -> str:
+        return self.url.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """A downloadable corpus: its archives per subset and the folder it lives in."""
+
+    name: str
+    root: str  # the corpus folder under the data directory (what `audiovae prepare` reads)
+    subsets: dict[str, tuple[Archive, ...]]
+    default_subsets: tuple[str, ...]
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+_LIBRI = "http://www.openslr.org/resources/12/"
+_LIBRI_SUBSETS = {  # size (bytes) and SHA-256: TFDS url_checksums/librispeech.txt = torchaudio LIBRISPEECH
+    "dev-clean": (337926286, "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3"),
+    "dev-other": (314305928, "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365"),
+    "test-clean": (346663984, "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23"),
+    "test-other": (328757843, "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29"),
+    "train-clean-100": (6387309499, "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2"),
+    "train-clean-360": (23049477885, "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf"),
+    "train-other-500": (30593501606, "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2"),
+}
+_MNIST = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx(base: str, sums: dict[str, tuple[int, str]]) -> tuple[Archive, ...]:
+    return tuple(Archive(base + f"{n}.gz", *sums[n], extract=False) for n in _IDX)
+
+
+CORPORA: dict[str, Corpus] = {
+    "ljspeech": Corpus("ljspeech", "LJSpeech-1.1", {
+        "all": (Archive("https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2", 2748572632,
+                        "be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5",
+                        dest="LJSpeech-1.1", member_root="LJSpeech-1.1", marker=("metadata.csv", "wavs")),),
+    }, ("all",), "LJ Speech 1.1: 13,100 clips of one speaker, 22050 Hz (2.6 GB)"),
+    "vctk": Corpus("vctk", "VCTK-Corpus-0.92", {
+        "all": (Archive("https://datashare.is.ed.ac.uk/bitstream/handle/10283/3443/VCTK-Corpus-0.92.zip", 11747302977,
+                        "f96258be9fdc2cbff6559541aae7ea4f59df3fcaf5cf963aae5ca647357e359c",
+                        dest="VCTK-Corpus-0.92", marker=("speaker-info.txt", "wav48_silence_trimmed")),),
+    }, ("all",), "CSTR VCTK 0.92: 110 speakers, 48 kHz FLAC (10.9 GB)"),
+    "librispeech": Corpus("librispeech", "LibriSpeech", {
+        name: (Archive(f"{_LIBRI}{name}.tar.gz", size, sha, dest=f"LibriSpeech/{name}",
+                       member_root=f"LibriSpeech/{name}", marker=(".",)),)
+        for name, (size, sha) in _LIBRI_SUBSETS.items()
+    }, ("dev-clean", "test-clean"), "LibriSpeech (OpenSLR 12): read audiobooks, 16 kHz FLAC, one archive per subset"),
+    "speechcommands": Corpus("speechcommands", "speech_commands_v0.02", {
+        "all": (Archive("http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz", 2428923189,
+                        "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+                        dest="speech_commands_v0.02", marker=("validation_list.txt", "testing_list.txt")),),
+        "test_set": (Archive("http://download.tensorflow.org/data/speech_commands_test_set_v0.02.tar.gz", 112563277,
+                             "cc2a00c1147c2254e9be3fa0f779d8c17421dc349b86366567a8edfa9acd51df",
+                             dest="speech_commands_test_set_v0.02", marker=(".",)),),
+    }, ("all",), "Speech Commands v0.02: 105,829 one-second keywords, 16 kHz (2.3 GB)"),
+    "mnist": Corpus("mnist", "mnist", {"all": _idx(_MNIST, {
+        "train-images-idx3-ubyte": (9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        "train-labels-idx1-ubyte": (28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        "t10k-images-idx3-ubyte": (1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        "t10k-labels-idx1-ubyte": (4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+    })}, ("all",), "MNIST handwritten digits, IDX files (11 MB)"),
+    "fashion_mnist": Corpus("fashion_mnist", "fashion_mnist", {"all": _idx(_FASHION, {
+        "train-images-idx3-ubyte": (26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        "train-labels-idx1-ubyte": (29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        "t10k-images-idx3-ubyte": (4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        "t10k-labels-idx1-ubyte": (5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
+    })}, ("all",), "Fashion-MNIST, IDX files (30 MB); Debian's dataset-fashion-mnist is an existing copy"),
+    "cifar10": Corpus("cifar10", "cifar-10-batches-py", {
+        "all": (Archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", 170498071,
+                        md5="c58f30108f718f92721af3b95e74349a", dest="cifar-10-batches-py",
+                        member_root="cifar-10-batches-py", marker=("data_batch_1", "test_batch")),),
+    }, ("all",), "CIFAR-10, python batches (163 MB)"),
+}
+# an existing copy of an IDX corpus: the four files, gzipped or not
+for _name in ("mnist", "fashion_mnist"):
+    CORPORA[_name].extra["idx"] = True
+
+
+# --------------------------------------------------------------------------------------------
+# downloading one file
+# --------------------------------------------------------------------------------------------
+class _Retryable(Exception):
+    """A transient failure (connection dropped, timeout, 5xx): try again, resuming."""
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in chunks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, url: str) -> None:
+    """Raise :class:`DownloadError` when ``path`` has the wrong size or checksum (and set it aside)."""
+    got_size = path.stat().st_size
+    problem = None
+    if size is not None and got_size != size:
+        problem = f"size {got_size} bytes, expected {size}"
+    else:
+        for algo, want in (("sha256", sha256), ("md5", md5)):
+            if want:
+                got = file_digest(path, algo)
+                if got != want.lower():
+                    problem = f"{algo} checksum mismatch: expected {want.lower()}, got {got}"
+                break
+    if problem:
+        final = Path(str(path)[: -len(".part")]) if str(path).endswith(".part") else path
+        bad = final.with_name(final.name + ".bad-checksum")
+        os.replace(path, bad)
+        raise DownloadError(f"{problem} (from {url}); refused and kept aside as {bad}", final)
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    sha256: str | None = None,
+    md5: str | None = None,
+    size: int | None = None,
+    *,
+    retries: int = 5,
+    backoff: float = 1.0,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest``, resumably, and verify it before it gets its final name.
+
+    Bytes go to ``dest + ".part"``; a later call (or a retry after a dropped
+    connection) continues it with ``Range: bytes=N-``. Transient failures
+    (connection reset, timeout, HTTP 5xx/408/429) are retried ``retries`` times,
+    waiting ``backoff * 2**i`` seconds. When complete, the size (if given) and the
+    SHA-256 or MD5 (if given) are checked; a mismatch renames the file to
+    ``dest + ".bad-checksum"`` and raises :class:`DownloadError`. On success the
+    file is fsynced and renamed to ``dest``. An existing ``dest`` (of the right
+    size) is trusted, since only verified files get that name, and nothing is fetched.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        if size is None or dest.stat().st_size == size:
+            return dest
+        raise DownloadError(f"exists with size {dest.stat().st_size} bytes, expected {size}; remove it to download again",
+                            dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    attempt = 0
+    while True:
+        try:
+            _fetch(url, part, size, timeout, progress)
+            break
+        except _Retryable as exc:
+            attempt += 1
+            if attempt > retries:
+                raise DownloadError(f"download failed after {retries} retries: {exc.args[0]} (from {url}); "
+                                    f"run again to resume from {part}", dest) from None
+            wait = backoff * 2 ** (attempt - 1)
+            tqdm.write(f"{dest.name}: {exc.args[0]}; retrying in {wait:.1f} s ({attempt}/{retries})")
+            time.sleep(wait)
+    _verify(part, size, sha256, md5, url)
+    with open(part, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(part, dest)
+    return dest
+
+
+def _fetch(url: str, part: Path, size: int | None, timeout: float, progress: bool) -> None:
+    """One attempt: append the missing bytes of ``url`` to ``part`` (raises _Retryable on transient trouble)."""
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have == size:
+        return  # complete already; the caller verifies it
+    if size is not None and have > size:
+        part.unlink()
+        have = 0
+    req = urllib.request.Request(url, headers={"User-Agent": "audiovae-download"})
+    if have:
+        req.add_header("Range", f"bytes={have}-")
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch: the caller verifies what we have
+            return
+        if exc.code >= 500 or exc.code in (408, 429):
+            raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
+        raise DownloadError(f"HTTP {exc.code} {exc.reason} for {url}", part.with_name(part.name[:-5])) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Retryable(f"cannot connect ({reason})") from None
+    with resp:
+        if have and resp.status == 206:
+            start = _content_range_start(resp.headers.get("Content-Range"))
+            if start != have:
+                raise _Retryable(f"server resumed at byte {start}, expected {have}")
+            mode = "ab"
+        else:  # 200: the server ignored the Range header, start again
+            have, mode = 0, "wb"
+        length = resp.headers.get("Content-Length")
+        total = size if size is not None else (have + int(length) if length and length.isdigit() else None)
+        bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
+                   desc=part.name[:-5], disable=not progress, leave=False)
+        try:
+            with open(part, mode) as out:
+                while True:
+                    try:
+                        block = resp.read(CHUNK)
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _Retryable(f"connection lost at byte {out.tell()} ({exc.__class__.__name__})") from None
+                    if not block:
+                        break
+                    out.write(block)
+                    bar.update(len(block))
+                got = out.tell()
+        finally:
+            bar.close()
+    expected = have + int(length) if length and length.isdigit() else size
+    if expected is not None and got < expected:
+        raise _Retryable(f"connection closed at byte {got} of {expected}")
+
+
+def _content_range_start(value: str | None) -> int | None:
+    # "bytes 100-199/200"
+    try:
+        return int(value.split()[1].split("-")[0]) if value else None
+    except (IndexError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# extracting one archive
+# --------------------------------------------------------------------------------------------
+def _inside(root: Path, target: Path) -> bool:
+    root = os.path.normpath(root)
+    target = os.path.normpath(target)
+    return target == root or target.startswith(root + os.sep)
+
+
+def _check_name(archive: Path, name: str) -> None:
+    p = PurePosixPath(name.replace("\\", "/"))
+    if name.startswith(("/", "\\")) or p.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"member {name!r} has an absolute path; refusing to extract", archive)
+    if ".." in p.parts:
+        raise UnsafeArchiveError(f"member {name!r} points outside the archive ('..'); refusing to extract", archive)
+
+
+def check_members(archive: str | os.PathLike) -> None:
+    """Raise :class:`UnsafeArchiveError`, naming the member, when the archive holds an unsafe one.
+
+    Unsafe: an absolute path, a ``..`` component, a symbolic or hard link whose
+    target falls outside the extraction folder, a device file or FIFO.
+    """
+    archive = Path(archive)
+    root = Path("/__root__")  # a stand-in extraction folder; only relative positions matter
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                _check_name(archive, info.filename)
+                mode = info.external_attr >> 16
+                if stat.S_ISLNK(mode):
+                    target = zf.read(info).decode("utf-8", "replace")
+                    where = root / PurePosixPath(info.filename).parent / target
+                    if target.startswith("/") or not _inside(root, where):
+                        raise UnsafeArchiveError(f"member {info.filename!r} is a link to {target!r} outside the "
+                                                 "archive; refusing to extract", archive)
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
+                    raise UnsafeArchiveError(f"member {info.filename!r} is a device file; refusing to extract", archive)
+        return
+    try:
+        tf = tarfile.open(archive)
+    except (tarfile.TarError, OSError) as exc:
+        raise DownloadError(f"not a tar or zip archive ({exc})", archive) from None
+    with tf:
+        for m in tf:
+            _check_name(archive, m.name)
+            if m.isdev():
+                raise UnsafeArchiveError(f"member {m.name!r} is a device file; refusing to extract", archive)
+            if m.issym() or m.islnk():
+                # a symlink resolves from its own folder, a hard link from the archive's top
+                base = root / PurePosixPath(m.name).parent if m.issym() else root
+                where = base / m.linkname
+                if m.linkname.startswith("/") or not _inside(root, where):
+                    kind = "symbolic" if m.issym() else "hard"
+                    raise UnsafeArchiveError(f"member {m.name!r} is a {kind} link to {m.linkname!r} outside the "
+                                             "archive; refusing to extract", archive)
+
+
+def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, member_root: str | None = None,
+                    progress: bool = True) -> Path:
+    """Extract a tar.gz / tar.bz2 / tar / zip archive so that ``dest`` holds its contents.
+
+    Every member is checked first (:func:`check_members`); nothing is written
+    when one is unsafe. The archive is unpacked into a temporary folder beside
+    ``dest``, then ``member_root`` inside it (default: its top level) is renamed
+    to ``dest``; files beside ``member_root`` (LibriSpeech's SPEAKERS.TXT...) are
+    moved beside ``dest`` unless already there. ``dest`` must not exist yet.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if dest.exists():
+        raise DownloadError("already exists; not extracting over it", dest)
+    check_members(archive)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".extracting", dir=dest.parent))
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in tqdm(zf.infolist(), desc=f"extract {archive.name}", unit="file", disable=not progress,
+                                 leave=False):
+                    zf.extract(info, tmp)
+        else:
+            with tarfile.open(archive) as tf:
+                members = tf.getmembers()
+                for m in tqdm(members, desc=f"extract {archive.name}", unit="file", disable=not progress, leave=False):
+                    tf.extract(m, tmp, filter="data")
+        src = tmp / member_root if member_root else tmp
+        if not src.is_dir():
+            raise DownloadError(f"archive has no folder {member_root!r} (is it the right archive?)", archive)
+        if member_root:
+            for sib in src.parent.iterdir():
+                if sib != src and not (dest.parent / sib.name).exists():
+                    os.replace(sib, dest.parent / sib.name)
+        os.replace(src, dest)
+    except tarfile.TarError as exc:
+        raise DownloadError(f"cannot extract ({exc})", archive) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# a whole corpus
+# --------------------------------------------------------------------------------------------
+def read_checksums(path: str | os.PathLike) -> dict[str, str]:
+    """A ``sha256sum``-style file (``<hex>  <file name>`` per line) as {file name: hex}."""
+    out = {}
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise DownloadError(f"cannot read checksum file ({exc.strerror})", path) from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or len(parts[0]) != 64:
+            raise DownloadError(f"line {n}: expected '<sha256>  <file name>'", path)
+        out[parts[1].lstrip("*").rsplit("/", 1)[-1]] = parts[0].lower()
+    return out
+
+
+def resolve_archive(a: Archive, mirror: str | None = None, checksums: dict[str, str] | None = None) -> Archive:
+    """``a`` with its URL moved to ``mirror`` and its checksum replaced from ``checksums`` (size then unknown)."""
+    if mirror:
+        a = replace(a, url=mirror.rstrip("/") + "/" + a.filename)
+    if checksums and a.filename in checksums:
+        a = replace(a, sha256=checksums[a.filename], md5=None, size=None)
+    return a
+
+
+def _extracted(base: Path, a: Archive) -> bool:
+    d = base / a.dest
+    return d.is_dir() and all((d / m).exists() for m in a.marker)
+
+
+def _idx_copy(folder: Path) -> bool:
+    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return all(n in names or f"{n}.gz" in names for n in _IDX)
+
+
+def locate(corpus: str, data_dir: str | os.PathLike, subsets: list[str] | tuple[str, ...] | None = None) -> Path | None:
+    """The corpus folder when ``data_dir`` holds the corpus (or is it), else ``None``.
+
+    ``data_dir/<root>`` is looked at first, then ``data_dir`` itself (a
+    ``--data-dir`` pointing straight at an existing copy).
+    """
+    c = get_corpus(corpus)
+    data_dir = Path(data_dir)
+    subsets = _subsets(c, subsets)
+    if c.extra.get("idx"):
+        for cand in (data_dir / c.root, data_dir):
+            if _idx_copy(cand):
+                return cand
+        return None
+    archives = [a for s in subsets for a in c.subsets[s]]
+    if all(_extracted(data_dir, a) for a in archives):
+        return data_dir / c.root
+    # data_dir is the corpus folder itself: its archives' dest are relative to its parent
+    here = [replace(a, dest=os.path.relpath(a.dest, c.root)) for a in archives]
+    if all(_extracted(data_dir, a) for a in here):
+        return data_dir
+    return None
+
+
+def get_corpus(name: str) -> Corpus:
+    try:
+        return CORPORA[name]
+    except KeyError:
+        raise DownloadError(f"no download for corpus {name!r}; downloadable: {', '.join(CORPORA)}") from None
+
+
+def _subsets(c: Corpus, subsets) -> list[str]:
+    subsets = list(subsets) if subsets else list(c.default_subsets)
+    unknown = [s for s in subsets if s not in c.subsets]
+    if unknown:
+        raise DownloadError(f"{c.name} has no subset {', '.join(map(repr, unknown))}; subsets: {', '.join(c.subsets)}")
+    return subsets
+
+
+def fetch_corpus(
+    corpus: str,
+    data_dir: str | os.PathLike,
+    subsets: list[str] | tuple[str, ...] | None = None,
+    *,
+    mirror: str | None = None,
+    checksums: str | os.PathLike | None = None,
+    keep_archives: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    **download_kw,
+) -> Path:
+    """Download and extract ``corpus`` into ``data_dir`` unless it is there already; return its folder.
+
+    ``subsets``: e.g. ``["dev-clean", "train-clean-100"]`` for LibriSpeech
+    (default: the corpus's ``default_subsets``). ``mirror`` / ``checksums``
+    default to the ``AUDIOVAE_MIRROR`` / ``AUDIOVAE_CHECKSUMS`` environment
+    variables. An archive already in ``data_dir`` is extracted without a download.
+    """
+    c = get_corpus(corpus)
+    data_dir = Path(data_dir)
+    subsets = _subsets(c, subsets)
+    found = locate(corpus, data_dir, subsets)
+    if found is not None:
+        log(f"{c.name}: already in {found}; nothing to download")
+        return found
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    checksums = checksums if checksums is not None else os.environ.get(CHECKSUMS_ENV) or None
+    sums = read_checksums(checksums) if checksums else None
+    for s in subsets:
+        for a in c.subsets[s]:
+            a = resolve_archive(a, mirror, sums)
+            if not a.extract:
+                target = data_dir / c.root / a.filename
+                if not target.exists() and not target.with_suffix("").exists():
+                    log(f"downloading {a.url}")
+                    download(a.url, target, a.sha256, a.md5, a.size, progress=progress, **download_kw)
+                    log(f"{a.filename}: {target.stat().st_size:,} bytes, {'sha256' if a.sha256 else 'md5'} verified")
+                continue
+            if _extracted(data_dir, a):
+                continue
+            archive = data_dir / "downloads" / a.filename
+            if not archive.exists():
+                log(f"downloading {a.url}" + (f" ({a.size / 1e6:.0f} MB)" if a.size else ""))
+            fresh = not archive.exists()
+            download(a.url, archive, a.sha256, a.md5, a.size, progress=progress, **download_kw)
+            if fresh:
+                log(f"{a.filename}: {archive.stat().st_size:,} bytes, {'sha256' if a.sha256 else 'md5'} verified")
+            log(f"extracting {archive} -> {data_dir / a.dest}")
+            if (data_dir / a.dest).exists():  # not ours (ours appear whole, by rename): leave it to the user
+                missing = [m for m in a.marker if not (data_dir / a.dest / m).exists()]
+                raise DownloadError(f"exists but lacks {', '.join(missing)}: an incomplete copy? Remove it, or point "
+                                    "--data-dir at a complete one", data_dir / a.dest)
+            extract_archive(archive, data_dir / a.dest, a.member_root, progress=progress)
+            if not _extracted(data_dir, a):
+                missing = [m for m in a.marker if not (data_dir / a.dest / m).exists()]
+                raise DownloadError(f"extracted, but {', '.join(missing)} is missing (is it the right archive?)",
+                                    archive)
+            if not keep_archives:
+                archive.unlink()
+    found = locate(corpus, data_dir, subsets)
+    if found is None:  # pragma: no cover - every archive was checked above
+        raise DownloadError(f"{c.name} is still incomplete after the download", data_dir)
+    return found
