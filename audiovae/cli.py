@@ -318,7 +318,7 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, devi
 
 @cli.command("demo", short_help="The whole pipeline on a built-in corpus (start here).")
 @click.option("-o", "--out-dir", default="demo_out", show_default=True, type=click.Path(path_type=Path))
-@click.option("--minutes", default=3.0, show_default=True, type=click.FloatRange(0.05), help="Training time limit.")
+@click.option("--minutes", default=2.5, show_default=True, type=click.FloatRange(0.05), help="Training time limit.")
 @click.option("--utterances", default=96, show_default=True, type=click.IntRange(4), help="Size of the synthetic corpus.")
 @click.option("--max-steps", default=3000, show_default=True, type=click.IntRange(1), help="Training step limit.")
 @friendly_errors
@@ -326,7 +326,8 @@ def demo_cmd(out_dir, minutes, utterances, max_steps):
     """The whole pipeline on a built-in speech-like corpus: synthesise, extract, train a ConvVAE, listen.
 
     Writes reconstructions, prior samples and an interpolation as wav files,
-    mel-spectrogram pictures, loss curves and SUMMARY.md into OUT_DIR.
+    mel-spectrogram pictures, loss curves, SUMMARY.md and report/index.html (all
+    of it on one page, with audio players) into OUT_DIR.
     """
     from audiovae.tasks.demo import run_demo
 

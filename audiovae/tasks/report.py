@@ -107,7 +107,7 @@ class _Page:
 
 def _cell(v) -> str:
     if isinstance(v, float):
-        return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.1f}"
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.1f}"
     if isinstance(v, (dict, list)):
         return json.dumps(v)
     return str(v)
