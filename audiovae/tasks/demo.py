@@ -41,6 +41,11 @@ def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 
     log(f"[3/6] training a ConvVAE for at most {minutes:g} min / {max_steps} steps")
     segment = 64
     index = json.loads((out / "features" / "index.json").read_text())
+    # the synthetic voice of each utterance is its speaker (file names are <voice>_<n>.wav): `audiovae probe`
+    # classifies speakers with it and the report colours the latent space by voice
+    for r in index:
+        r["speaker"] = Path(r["source"]).stem.split("_")[0]
+    atomic_write_text(out / "features" / "index.json", json.dumps(index, indent=1))
     n_items = sum(max(1, r["frames"] // segment) for r in index if r["split"] == "train")
     tcfg = TrainConfig(model="conv", model_config={"channels": channels, "latent_dim": latent_dim, "downsample": 4},
                        batch_size=max(1, min(16, n_items)), lr=2e-3, max_steps=max_steps, max_minutes=minutes, segment_frames=segment,
