@@ -191,4 +191,7 @@ def format_probe(res: dict) -> str:
               f"Wilson interval. Chance (commonest class): {100 * res['chance']:.1f}%; control (latent probe trained on "
               f"shuffled labels): {100 * ctrl['accuracy']:.1f}% [{100 * ctrl['ci95'][0]:.1f}, {100 * ctrl['ci95'][1]:.1f}]. "
               f"PCA keeps {100 * res['pca_explained_variance']:.0f}% of the raw variance."]
+    slow = [f"{k} ({c} labels)" for k in ("latent", "raw", "pca") for c in cols if not res["results"][k][c]["converged"]]
+    if slow:
+        lines.append(f"Not converged within the iteration limit (raise --max-iter): {', '.join(slow)}.")
     return "\n".join(lines)
