@@ -370,3 +370,28 @@ def test_report_images_in_browser_and_without_data(image_run, blobs, tmp_path):
     res = CliRunner().invoke(cli, ["report", str(image_run), "-o", str(gone), "--data", str(tmp_path / "gone")])
     assert res.exception is None, res.output
     assert "data is not available" in (gone / "index.html").read_text()
+
+
+def test_probe_cifar_batches_through_the_reader(tmp_path):
+    # CIFAR-10 python batches (fixture): class c is a colour, so the classes are linearly separable in the pixels
+    import pickle
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "cifar"
+    folder.mkdir()
+    colours = rng.integers(0, 256, size=(10, 3))
+    for name, n in (("data_batch_1", 300), ("data_batch_2", 300), ("test_batch", 200)):
+        y = np.arange(n) % 10
+        img = colours[y][:, :, None] + rng.integers(-25, 25, size=(n, 3, 1024))
+        with open(folder / name, "wb") as fh:
+            pickle.dump({b"data": np.clip(img, 0, 255).astype(np.uint8).reshape(n, 3072), b"labels": y.tolist()}, fh)
+    run = tmp_path / "run"
+    train(folder, run, TrainConfig(model="cifar", model_config={"channels": 8, "latent_dim": 8, "hidden": 32},
+                                   batch_size=32, max_steps=10, kl_warmup="none", lr_warmup_steps=0, lr=3e-3,
+                                   checkpoint_every=1000, val_batches=2), progress=False)
+    p = probe(run, folder, label_counts=(100, None), progress=False)
+    assert p["model"] == "cifar" and p["n_test"] == 200 and p["n_train"] == 540
+    assert p["dims"] == {"latent": 8, "raw": 3072, "pca": 8}
+    assert p["results"]["raw"]["all"]["accuracy"] >= 0.97
+    assert p["results"]["latent"]["all"]["accuracy"] >= 0.5
+    assert p["control_shuffled_labels"]["accuracy"] < 0.3
