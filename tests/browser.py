@@ -64,9 +64,10 @@ def check_page(index: Path, timeout: float = 240) -> tuple[dict, str]:
     page.write_text(html.replace("<head>", "<head>" + CHECK, 1))
     with tempfile.TemporaryDirectory() as prof:
         proc = subprocess.run([chromium(), *FLAGS, f"--user-data-dir={prof}", "--virtual-time-budget=30000",
-                               "--dump-dom", page.resolve().as_uri()], capture_output=True, text=True, timeout=timeout)
+                               "--dump-dom", page.resolve().as_uri()], check=False, capture_output=True, text=True,
+                              timeout=timeout)
     page.unlink()
-    m = re.search(r'<pre id="__check">(.*?)</pre>', proc.stdout, re.S)
+    m = re.search(r'<pre id="__check">(.*?)</pre>', proc.stdout, re.DOTALL)
     if not m:
         raise AssertionError(f"the check did not run; chromium said:\n{proc.stderr[-3000:]}")
     import html as _html

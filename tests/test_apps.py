@@ -15,18 +15,16 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
+from conftest import speak
 from PIL import Image
 from scipy.stats import norm
 
 from audiovae.cli import cli
 from audiovae.data.features import extract, split_of
-from audiovae.errors import DataError
 from audiovae.tasks.analyze import _class_stats, _nearest, count_params, training_speed
 from audiovae.tasks.probe import balanced_subset, fit_probe, probe, wilson
 from audiovae.training import TrainConfig, train
 from audiovae.training.checkpoint import load_model_dir
-
-from conftest import speak
 
 PATCH = 7  # class c is a bright 7x7 patch at one of 10 positions: separable in a known direction
 
@@ -286,7 +284,7 @@ def test_interpolate_images_ends_are_the_reconstructions(image_run, blobs, tmp_p
     assert res.exception is None, res.output
     strip = np.asarray(Image.open(tmp_path / "strip.png"), np.float32) / 255
     assert strip.shape == (3 * 32, 3 * (6 * 30 + 2))  # A, 4 steps, B; 28-pixel tiles 2 apart, drawn 3x
-    tile = lambda k: strip[3 * 2: 3 * 30: 3, 3 * (2 + 30 * k): 3 * (30 + 30 * k): 3]  # noqa: E731
+    tile = lambda k: strip[3 * 2: 3 * 30: 3, 3 * (2 + 30 * k): 3 * (30 + 30 * k): 3]
     model = load_model_dir(image_run / "best").model
     with torch.no_grad():
         mu, _ = model.encoder_params(torch.from_numpy(x[[0, 5], None].astype(np.float32) / 255))

@@ -43,7 +43,7 @@ from audiovae.training.checkpoint import load_model_dir, pick_device, resolve_mo
 
 def count_params(model: torch.nn.Module) -> dict:
     """``{"encoder", "decoder", "other", "total"}`` parameter counts (``other``: likelihood, output heads...)."""
-    n = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0  # noqa: E731
+    n = lambda m: sum(p.numel() for p in m.parameters()) if m is not None else 0
     enc, dec, total = n(getattr(model, "encoder", None)), n(getattr(model, "decoder", None)), n(model)
     return {"encoder": enc, "decoder": dec, "other": total - enc - dec, "total": total}
 
@@ -227,7 +227,7 @@ def format_analysis(res: dict) -> str:
     ]
     images = [r for r in runs if "probe_accuracy" in r["diversity"]]
     audio = [r for r in runs if "pairwise_rms" in r["diversity"].get("held_out", {})]
-    col = lambda r, t, key, spec=".2f": (_fmt(r["diversity"].get(t, {}).get(key), spec)  # noqa: E731
+    col = lambda r, t, key, spec=".2f": (_fmt(r["diversity"].get(t, {}).get(key), spec)
                                         if r["diversity"].get(t) else "-")
     if images:
         rows.append(("held-out images: class entropy (bits) / coverage",

@@ -57,9 +57,8 @@ class Encoded:
             arrays["mu_std"] = self.mu_std
         if self.labels is not None:
             arrays["labels"] = self.labels
-        with atomic_path(path, suffix=".npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return Path(path)
 
 

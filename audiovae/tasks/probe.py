@@ -75,8 +75,8 @@ def fit_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test
         clf.fit(train_x, train_y)
     correct = int((clf.predict(test_x) == test_y).sum())
     lo, hi = wilson(correct, len(test_y))
-    return {"accuracy": correct / len(test_y), "ci95": [lo, hi], "n_train": int(len(train_y)),
-            "n_test": int(len(test_y)), "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
+    return {"accuracy": correct / len(test_y), "ci95": [lo, hi], "n_train": len(train_y),
+            "n_test": len(test_y), "converged": not any(issubclass(w.category, ConvergenceWarning) for w in caught),
             "seconds": time.perf_counter() - t0, "classifier": clf}
 
 
@@ -161,8 +161,8 @@ def probe(run: str | os.PathLike, data: str | os.PathLike | DataSource, label_co
     return {
         "model": loaded.name, "model_dir": str(loaded.path), "step": loaded.config.get("step"), "data": str(src.path),
         "label_key": None if not src.is_features else (label_key or _which_key(src)),
-        "train_split": "train", "test_split": test_split, "n_train": int(len(ytr)), "n_test": int(len(yte)),
-        "n_classes": int(len(np.unique(ytr))), "chance": float(counts_te.max() / len(yte)),
+        "train_split": "train", "test_split": test_split, "n_train": len(ytr), "n_test": len(yte),
+        "n_classes": len(np.unique(ytr)), "chance": float(counts_te.max() / len(yte)),
         "dims": {"latent": int(feats["latent"][0].shape[1]), "raw": int(raw_tr.shape[1]), "pca": int(n_comp)},
         "pca_explained_variance": float(pca.explained_variance_ratio_.sum()),
         "results": results, "control_shuffled_labels": ctrl,
@@ -187,10 +187,12 @@ def format_probe(res: dict) -> str:
             cells.append(f"{100 * r['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]")
         lines.append(f"| {KIND_NAMES[kind]} | {res['dims'][kind]} | {' | '.join(cells)} |")
     ctrl = res["control_shuffled_labels"]
-    lines += ["", f"Test accuracy on {res['n_test']:,} {res['test_split']} items ({res['n_classes']} classes) with a 95% "
-              f"Wilson interval. Chance (commonest class): {100 * res['chance']:.1f}%; control (latent probe trained on "
-              f"shuffled labels): {100 * ctrl['accuracy']:.1f}% [{100 * ctrl['ci95'][0]:.1f}, {100 * ctrl['ci95'][1]:.1f}]. "
-              f"PCA keeps {100 * res['pca_explained_variance']:.0f}% of the raw variance."]
+    ci = ctrl["ci95"]
+    lines += ["", (f"Test accuracy on {res['n_test']:,} {res['test_split']} items ({res['n_classes']} classes) with a "
+                   f"95% Wilson interval (over the test items). Chance (commonest class): {100 * res['chance']:.1f}%; "
+                   f"control (latent probe trained on one shuffle of the labels): {100 * ctrl['accuracy']:.1f}% "
+                   f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]. PCA keeps {100 * res['pca_explained_variance']:.0f}% "
+                   "of the raw variance.")]
     slow = [f"{k} ({c} labels)" for k in ("latent", "raw", "pca") for c in cols if not res["results"][k][c]["converged"]]
     if slow:
         lines.append(f"Not converged within the iteration limit (raise --max-iter): {', '.join(slow)}.")

@@ -22,7 +22,12 @@ import torch
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import AudioVAEError
 from audiovae.tasks.results import read_results, run_root, write_result
-from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
+from audiovae.training.checkpoint import (
+    describe,
+    load_model_dir,
+    pick_device,
+    resolve_model_dir,
+)
 from audiovae.utils import atomic_write_text
 
 CSS = """
@@ -254,7 +259,7 @@ def _evaluation_section(page: _Page, loaded, src: DataSource | None, ev: dict | 
     plot_latent_scatter(out / "figures" / "latent_pca.png", enc.features(), labels,
                         f"latent means of {len(enc.ids)} {split} items, first two principal components")
     page.img("figures/latent_pca.png", "Posterior means projected on their first two principal components"
-             + (", coloured by class." if labels is not None else " (the data carries no labels)."))
+             + (", coloured by label (class or speaker)." if labels is not None else " (the data carries no labels)."))
 
 
 def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device, vocoder_iters, n_items, seed) -> None:
@@ -264,7 +269,7 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
 
     mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
     sr, fr = mm.sample_rate, loaded.mel.frame_rate
-    inv = lambda f: mm.loaded.normalizer.inverse(f)[0].cpu().numpy()  # noqa: E731
+    inv = lambda f: mm.loaded.normalizer.inverse(f)[0].cpu().numpy()
     page.h2("Reconstructions")
     chosen: list[dict] = []
     if src is not None and src.is_features:
