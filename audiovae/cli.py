@@ -385,7 +385,7 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, devi
 
 @cli.command("demo", short_help="The whole pipeline on a built-in corpus (start here).")
 @click.option("-o", "--out-dir", default="demo_out", show_default=True, type=click.Path(path_type=Path))
-@click.option("--minutes", default=3.0, show_default=True, type=click.FloatRange(0.05), help="Training time limit.")
+@click.option("--minutes", default=2.5, show_default=True, type=click.FloatRange(0.05), help="Training time limit.")
 @click.option("--utterances", default=96, show_default=True, type=click.IntRange(4), help="Size of the synthetic corpus.")
 @click.option("--max-steps", default=3000, show_default=True, type=click.IntRange(1), help="Training step limit.")
 @friendly_errors
@@ -393,7 +393,8 @@ def demo_cmd(out_dir, minutes, utterances, max_steps):
     """The whole pipeline on a built-in speech-like corpus: synthesise, extract, train a ConvVAE, listen.
 
     Writes reconstructions, prior samples and an interpolation as wav files,
-    mel-spectrogram pictures, loss curves and SUMMARY.md into OUT_DIR.
+    mel-spectrogram pictures, loss curves, SUMMARY.md and report/index.html (all
+    of it on one page, with audio players) into OUT_DIR.
     """
     from audiovae.tasks.demo import run_demo
 
@@ -450,6 +451,177 @@ def download_cmd(corpus, data_dir, subsets, mirror, checksums, locate, remove_ar
                              keep_archives=not remove_archives, retries=retries,
                              log=lambda m: click.echo(m, err=True))
     click.echo(str(found))
+
+
+_TEMPS = click.option("--temperatures", default="1.0,0.7", show_default=True,
+                      help="Prior temperatures for the diversity figures, comma-separated.")
+
+
+def _write_json(obj: dict, json_out: Path | None, run_dir: Path | None, name: str) -> None:
+    """Write a task's result to --json and, when it is a run's, to RUN/results/NAME.json (which the report shows)."""
+    from audiovae.tasks.results import to_json, write_result
+    from audiovae.utils import atomic_write_text
+
+    if json_out:
+        atomic_write_text(json_out, to_json(obj))
+        click.echo(f"wrote {json_out}")
+    if run_dir is not None:
+        click.echo(f"wrote {write_result(run_dir, name, obj)}")
+
+
+@cli.command("encode", short_help="Posterior means of images, frames or utterances -> .npz.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .npz to write.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="For DATA inputs: only this split (default: every split).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="For DATA inputs: the first N items of each split.")
+@click.option("--label-key", default=None, help="Feature caches: the record field to use as label (default: label, "
+              "else speaker).")
+@_CHECKPOINT
+@_DEVICE
+@friendly_errors
+def encode_cmd(run_dir, inputs, output, split, limit, label_key, checkpoint, device):
+    """Encode INPUTS with a trained model: posterior means and log-variances, one row per item.
+
+    INPUTS are DATA paths (feature cache, frame array, image folder: every
+    utterance or image of each split), audio files (mel models) or image files
+    (image models). Utterances are pooled over time: `mu` and `logvar` are the
+    time-means of the latent frames' posteriors, `mu_std` the time-std of their
+    means. The .npz holds ids, mu, logvar, features (what `probe` classifies),
+    split and, where the data has them, labels.
+    """
+    from audiovae.tasks.encode import encode_inputs
+    from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
+
+    loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
+    click.echo(describe(loaded))
+    enc = encode_inputs(loaded, inputs, split=split, limit=limit, label_key=label_key)
+    enc.save(output)
+    click.echo(f"wrote {output}: {len(enc.ids)} items, features {enc.features().shape[1]}-dim"
+               + ("" if enc.labels is None else f", {len(set(enc.labels.tolist()))} distinct labels"))
+
+
+def _counts(text: str) -> tuple:
+    try:
+        return tuple(None if c.strip() == "all" else int(c) for c in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected counts like 100,1000,all, got {text!r}") from None
+
+
+@cli.command("probe", short_help="Linear classifier on VAE latents vs raw input and PCA.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--labels", "labels", default="100,1000,all", show_default=True,
+              help="Training-label counts for the label-efficiency curve.")
+@click.option("--label-key", default=None, help="Feature caches: the record field holding the class (default: "
+              "label, else speaker).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items of each split.")
+@click.option("--max-iter", default=500, show_default=True, type=click.IntRange(10),
+              help="L-BFGS iterations per classifier (raw pixels of 55,000 images take the longest).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result here.")
+@_CHECKPOINT
+@_DEVICE
+@friendly_errors
+def probe_cmd(run_dir, data, labels, label_key, limit, max_iter, seed, json_out, checkpoint, device):
+    """Train a linear classifier (multinomial logistic regression) on the latent means of DATA's training split.
+
+    Reports test accuracy with a 95% Wilson interval for the latent means, the
+    raw input (pixels, or time-pooled log-mel) and a PCA of the raw input with
+    as many dimensions as the latent features, with 100, 1,000 and all training
+    labels; and a negative control (shuffled labels). Labels: image classes, or
+    the speaker/label field of a feature cache's records. Writes RUN/results/probe.json.
+    """
+    from audiovae.tasks.probe import format_probe, probe
+
+    res = probe(run_dir, data, label_counts=_counts(labels), label_key=label_key, limit=limit, seed=seed,
+                max_iter=max_iter, checkpoint=checkpoint, device=device)
+    click.echo(format_probe(res))
+    _write_json(res, json_out, run_dir, "probe")
+
+
+@cli.command("analyze", short_help="Parameters, training speed, bounds and sample diversity, one column per run.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN... DATA")
+@click.option("--k", "k", default=16, show_default=True, type=click.IntRange(1), help="Importance samples (IWAE).")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1), help="Items to evaluate the bounds on.")
+@click.option("--samples", default=None, type=click.IntRange(2), help="Prior samples per temperature "
+              "(default: 1000 images, 16 utterances).")
+@_TEMPS
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result here.")
+@click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the table here.")
+@_CHECKPOINT
+@_DEVICE
+@friendly_errors
+def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, checkpoint, device):
+    """Compare runs on DATA (the last argument): parameters (encoder/decoder/total), training throughput and
+    time, time to 95% of the final validation ELBO, ELBO/IWAE, active units, and the diversity of prior samples
+    at two temperatures (images: classes a pixel probe assigns, nearest-training-image distance; audio: pairwise
+    and nearest-training log-mel distances), each against real held-out data. Writes RUN/results/analysis.json
+    for each run.
+    """
+    from audiovae.tasks.analyze import analyze, format_analysis
+    from audiovae.utils import atomic_write_text
+
+    if len(paths) < 2:
+        raise click.UsageError("give at least one RUN and then DATA")
+    try:
+        temps = tuple(float(t) for t in temperatures.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected numbers like 1.0,0.7, got {temperatures!r}") from None
+    res = analyze(list(paths[:-1]), paths[-1], temps, k=k, limit=limit, n_samples=samples, checkpoint=checkpoint,
+                  device=device)
+    table = format_analysis(res)
+    click.echo(table)
+    if md_out:
+        atomic_write_text(md_out, table + "\n")
+        click.echo(f"wrote {md_out}")
+    _write_json(res, json_out, None, "analysis")
+    for run, one in zip(paths[:-1], res["runs"]):
+        _write_json({**res, "runs": [one]}, None, run, "analysis")
+
+
+@cli.command("interpolate", short_help="Decode the latent path between two audio files or two images.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("a", type=click.Path(path_type=Path))
+@click.argument("b", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Audio: a .wav (the steps in a row) and a .png beside it; images: a .png strip.")
+@click.option("--steps", type=click.IntRange(2), default=None, help="Points from A to B (default: 5 audio, 8 images).")
+@_CHECKPOINT
+@_DEVICE
+@friendly_errors
+def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
+    """Encode A and B to their posterior means and decode evenly spaced points between them.
+
+    Two audio files with a mel model: OUT is a wav of the steps one after another
+    (0.25 s apart) and OUT.png their log-mels. Two images with an image model: OUT
+    is a PNG strip (A, the steps, B).
+    """
+    from audiovae.tasks.interpolate import interpolate
+
+    res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device)
+    click.echo(f"wrote {res['output']}" + (f" and {res['picture']}" if "picture" in res else "")
+               + f" ({res['steps']} steps)")
+
+
+@cli.command("report", short_help="One self-contained HTML page to look at and listen to a run.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="DATA for reconstructions (default: the path in the model's config.yaml).")
+@click.option("--vocoder-iters", default=32, show_default=True, type=click.IntRange(0, 10000))
+@_CHECKPOINT
+@_DEVICE
+@friendly_errors
+def report_cmd(run_dir, out_dir, data, vocoder_iters, checkpoint, device):
+    """Write OUT_DIR/index.html: configuration, training curves, evaluation figures, reconstructions, prior
+    samples and interpolations (spectrograms with audio players, or image grids), and the probe, analysis and
+    repair results found in RUN/results. Opens from disk: no server, no network.
+    """
+    from audiovae.tasks.report import make_report
+
+    click.echo(f"wrote {make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters)}")
 
 
 def main() -> None:

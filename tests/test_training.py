@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -347,3 +348,8 @@ def test_demo_end_to_end_small(tmp_path):
     for p in res["files"]["pictures"]:
         assert (out / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ConvVAE" in (out / "SUMMARY.md").read_text()
+    # the demo ends with the report: every wav and picture it names is there
+    html = (out / "report" / "index.html").read_text()
+    for rel in re.findall(r'(?:src)="([^"]+)"', html):
+        assert (out / "report" / rel).is_file(), rel
+    assert html.count("<audio") >= 3 * 2 + 3 + 5

@@ -17,36 +17,44 @@ from audiovae.data.synth import make_corpus
 from audiovae.tasks.evaluate import evaluate
 from audiovae.tasks.generate import MelModel
 from audiovae.tasks.plots import plot_mels, plot_training
+from audiovae.tasks.report import make_report
+from audiovae.tasks.results import write_result
 from audiovae.training.config import TrainConfig
 from audiovae.training.trainer import train
 from audiovae.utils import atomic_write_text
 
 
-def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 3.0, max_steps: int = 3000,
+def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 2.5, max_steps: int = 3000,
              channels: int = 128, latent_dim: int = 16, vocoder_iters: int = 32, log=print, progress: bool = True) -> dict:
-    """Synthesise a corpus, extract 256-bin features, train a ConvVAE, and write audio, pictures and a summary."""
+    """Synthesise a corpus, extract 256-bin features, train a ConvVAE, write audio, pictures, a summary and
+    ``report/index.html`` (the page of :func:`audiovae.tasks.report.make_report`)."""
     out = Path(out_dir)
     t0 = time.time()
     if (out / "run" / "trainer_state.pt").exists():
         shutil.rmtree(out / "run")  # a demo starts over; real runs use --resume
-    log(f"[1/5] synthesising {utterances} utterances (source-filter speech, 6 voices) -> {out / 'corpus'}")
+    log(f"[1/6] synthesising {utterances} utterances (source-filter speech, 6 voices) -> {out / 'corpus'}")
     make_corpus(out / "corpus", utterances, progress=progress)
-    log("[2/5] extracting 256-bin log-mel features")
+    log("[2/6] extracting 256-bin log-mel features")
     cfg = MelConfig()
     ex = extract(out / "corpus", out / "features", cfg, workers=0, val_fraction=0.15, progress=progress)
     log(f"      {ex.n_utterances} utterances, {ex.n_frames} frames ({ex.n_frames / cfg.frame_rate:.0f} s)")
-    log(f"[3/5] training a ConvVAE for at most {minutes:g} min / {max_steps} steps")
+    log(f"[3/6] training a ConvVAE for at most {minutes:g} min / {max_steps} steps")
     segment = 64
     index = json.loads((out / "features" / "index.json").read_text())
+    # the synthetic voice of each utterance is its speaker (file names are <voice>_<n>.wav): `audiovae probe`
+    # classifies speakers with it and the report colours the latent space by voice
+    for r in index:
+        r["speaker"] = Path(r["source"]).stem.split("_")[0]
+    atomic_write_text(out / "features" / "index.json", json.dumps(index, indent=1))
     n_items = sum(max(1, r["frames"] // segment) for r in index if r["split"] == "train")
     tcfg = TrainConfig(model="conv", model_config={"channels": channels, "latent_dim": latent_dim, "downsample": 4},
                        batch_size=max(1, min(16, n_items)), lr=2e-3, max_steps=max_steps, max_minutes=minutes, segment_frames=segment,
                        kl_warmup="linear", kl_warmup_steps=max(1, max_steps // 3), lr_warmup_steps=50,
                        checkpoint_every=100, free_bits=0.05, val_batches=20, val_every=50)
     summary = train(out / "features", out / "run", tcfg, progress=progress)
-    log("[4/5] evaluating (IWAE bound with k=16 on the validation utterances)")
+    log("[4/6] evaluating (IWAE bound with k=16 on the validation utterances)")
     ev = evaluate(out / "run", out / "features", k=16, progress=progress)
-    log(f"[5/5] writing audio and pictures with the Griffin-Lim vocoder ({vocoder_iters} iterations)")
+    log(f"[5/6] writing audio and pictures with the Griffin-Lim vocoder ({vocoder_iters} iterations)")
     mm = MelModel.load(out / "run", vocoder_iters=vocoder_iters)
     frame_rate = cfg.frame_rate
     files: dict[str, list[str]] = {"reconstructions": [], "samples": [], "interpolation": [], "pictures": []}
@@ -89,6 +97,10 @@ def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 
         files["pictures"].append(str(png.relative_to(out)))
     png = plot_training(out / "training.png", out / "run")
     files["pictures"].append(str(png.relative_to(out)))
+    write_result(out / "run", "evaluate", ev)  # the report shows it instead of evaluating again
+    log("[6/6] writing the report: open report/index.html in a browser")
+    index = make_report(out / "run", out / "report", data=out / "features", vocoder_iters=vocoder_iters)
+    files["report"] = [str(index.relative_to(out))]
     result = {"seconds": time.time() - t0, "train": summary, "evaluation": ev, "files": files}
     atomic_write_text(out / "demo.json", json.dumps(result, indent=2, default=str))
     atomic_write_text(out / "SUMMARY.md", _summary_md(out, ex, summary, ev, files, time.time() - t0))
@@ -118,5 +130,6 @@ def _summary_md(out: Path, ex, summary: dict, ev: dict, files: dict, seconds: fl
     ]
     for group, paths in files.items():
         lines.append(f"   - {group}: " + ", ".join(f"`{p}`" for p in paths))
-    lines += ["", "Train on your own speech: `audiovae extract MY_WAVS -o feats && audiovae train feats --model conv -o run`."]
+    lines += ["", "Open `report/index.html` in a browser to see and hear all of it on one page.",
+              "", "Train on your own speech: `audiovae extract MY_WAVS -o feats && audiovae train feats --model conv -o run`."]
     return "\n".join(lines) + "\n"

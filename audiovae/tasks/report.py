@@ -1,0 +1,439 @@
+"""`audiovae report`: one HTML page to look at and listen to a run, opening with no server.
+
+``REPORT_DIR/index.html`` plus its files beside it (``figures/``, ``audio/``):
+no script, no CDN, no network. It shows the configuration, training curves,
+evaluation figures, and then for a mel model spectrograms with ``<audio>``
+players (reconstructions, prior samples, an interpolation, repairs), for an
+image model image grids; then every result a task left in ``RUN/results``
+(probe, analysis, evaluation, repairs). Whatever is missing is said on the page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audiovae.data.source import DataSource, open_data
+from audiovae.errors import AudioVAEError
+from audiovae.tasks.results import read_results, run_root, write_result
+from audiovae.training.checkpoint import (
+    describe,
+    load_model_dir,
+    pick_device,
+    resolve_model_dir,
+)
+from audiovae.utils import atomic_write_text
+
+CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #eee}
+figure{margin:1em 0}figcaption{font-size:.9em;color:#555}.note{background:#fff6e0;padding:.5em 1em;border-left:4px solid #e0a000}
+.players{display:flex;flex-wrap:wrap;gap:1em}.players div{font-size:.85em}audio{display:block;width:260px}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.8em}
+"""
+
+
+class _Page:
+    """Collects sections and the files they point to (all relative to the report folder)."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.parts: list[str] = []
+        self.images: list[str] = []
+        self.audio: list[str] = []
+
+    def h2(self, text: str) -> None:
+        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+
+    def p(self, text: str, cls: str = "") -> None:
+        self.parts.append(f"<p{' class=' + chr(34) + cls + chr(34) if cls else ''}>{html.escape(text)}</p>")
+
+    def note(self, text: str) -> None:
+        self.p(text, "note")
+
+    def raw(self, text: str) -> None:
+        self.parts.append(text)
+
+    def img(self, rel: str, caption: str) -> None:
+        self.images.append(rel)
+        self.parts.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(caption)}">'
+                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+    def players(self, items: list[tuple[str, str]]) -> None:
+        """``[(relative wav path, label)]`` as a row of players."""
+        cells = []
+        for rel, label in items:
+            self.audio.append(rel)
+            cells.append(f'<div>{html.escape(label)}<audio controls preload="metadata" src="{html.escape(rel)}">'
+                         f"</audio></div>")
+        self.parts.append('<div class="players">' + "".join(cells) + "</div>")
+
+    def table(self, rows: list[tuple], head: tuple | None = None) -> None:
+        out = ["<table>"]
+        if head:
+            out.append("<tr>" + "".join(f"<th>{html.escape(str(h))}</th>" for h in head) + "</tr>")
+        for r in rows:
+            out.append("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in r) + "</tr>")
+        self.parts.append("".join(out) + "</table>")
+
+    def markdown(self, md: str) -> None:
+        """The small markdown the tasks print: ``|`` tables and paragraphs."""
+        block: list[str] = []
+
+        def flush():
+            if block:
+                rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in block]
+                rows = [r for r in rows if not all(set(c) <= set("-: ") for c in r)]
+                self.table([tuple(r) for r in rows[1:]], tuple(rows[0]))
+                block.clear()
+
+        for ln in md.splitlines():
+            if ln.strip().startswith("|"):
+                block.append(ln)
+            else:
+                flush()
+                if ln.strip():
+                    self.p(ln.strip())
+        flush()
+
+    def html(self, title: str) -> str:
+        return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
+                + "\n".join(self.parts) + "\n</body></html>\n")
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1000 else f"{v:,.1f}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v)
+    return str(v)
+
+
+def _open_data_or_note(page: _Page, data, cfg: dict) -> DataSource | None:
+    path = data if data is not None else cfg.get("data")
+    if path is None:
+        page.note("No DATA given and the model's config.yaml names none: no reconstructions or evaluation figures.")
+        return None
+    try:
+        return open_data(path)
+    except AudioVAEError as exc:
+        page.note(f"The data is not available ({exc}); reconstructions and evaluation figures need it. "
+                  "Give it as `audiovae report RUN -o DIR --data DATA`.")
+        return None
+
+
+def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | os.PathLike | None = None,
+                checkpoint: str = "best", device: str = "auto", vocoder_iters: int = 32, n_items: int = 3,
+                seed: int = 0, evaluate_k: int = 16, evaluate_limit: int = 200, progress: bool = False) -> Path:
+    """Write ``out_dir/index.html`` for a run and return its path.
+
+    ``data``: the DATA to take reconstructions from (default: the path in the
+    model's ``config.yaml``; a note on the page when it is gone). When the run
+    has no ``results/evaluate.json`` and the data is there, a quick evaluation
+    (``evaluate_k`` samples, ``evaluate_limit`` items) is run and saved there.
+    """
+    out = Path(out_dir)
+    root = run_root(run)
+    dev = pick_device(device)
+    loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
+    for sub in ("figures", "audio"):
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)  # a report is rebuilt whole
+    page = _Page(out)
+    page.raw(f"<h1>audiovae report: {html.escape(root.name or str(root))}</h1>")
+    page.p(describe(loaded) + f"; {loaded.model.num_params():,} parameters.")
+    src = _open_data_or_note(page, data, loaded.config)
+    _config_section(page, loaded)
+    _training_section(page, root, out)
+    results = read_results(root)
+    if "evaluate" not in results and src is not None:
+        from audiovae.tasks.evaluate import evaluate
+
+        try:
+            ev = evaluate(run, src, k=evaluate_k, limit=evaluate_limit, checkpoint=checkpoint, device=device,
+                          seed=seed, progress=progress)
+            write_result(root, "evaluate", ev)
+            results["evaluate"] = ev
+        except AudioVAEError as exc:
+            page.note(f"evaluation failed: {exc}")
+    torch.manual_seed(seed)
+    _evaluation_section(page, loaded, src, results.get("evaluate"), out)
+    if loaded.mel is not None:
+        _audio_sections(page, run, loaded, src, out, checkpoint, device, vocoder_iters, n_items, seed)
+    else:
+        _image_sections(page, loaded, src, out, seed)
+    _results_sections(page, root, results, out)
+    missing = [p for p in page.images + page.audio if not (out / p).is_file()]
+    if missing:  # a bug, not a user error: every file the page names was written above
+        raise RuntimeError(f"report files missing: {missing}")
+    index = out / "index.html"
+    atomic_write_text(index, page.html(f"audiovae report: {root.name}"))
+    return index
+
+
+def _config_section(page: _Page, loaded) -> None:
+    cfg = loaded.config
+    page.h2("Configuration")
+    page.table([(k, v) for k, v in (cfg.get("model_config") or {}).items()], ("model field", "value"))
+    train = cfg.get("train") or {}
+    if train:
+        keep = [(k, v) for k, v in train.items() if k != "model_config"]
+        page.raw("<details><summary>training configuration</summary>")
+        page.table(keep, ("training field", "value"))
+        page.raw("</details>")
+    if cfg.get("mel"):
+        page.raw("<details><summary>feature configuration (MelConfig)</summary>")
+        page.table(list(cfg["mel"].items()), ("MelConfig field", "value"))
+        page.raw("</details>")
+    page.p(f"Data it was trained on: {cfg.get('data', 'not recorded')}")
+
+
+def _training_section(page: _Page, root: Path, out: Path) -> None:
+    from audiovae.tasks.plots import plot_training
+
+    page.h2("Training")
+    if not (root / "metrics.csv").is_file():
+        page.note(f"No training log ({root / 'metrics.csv'}): a model directory without its run folder.")
+        return
+    plot_training(out / "figures" / "training.png", root)
+    page.img("figures/training.png", "Training loss, KL (dashed: the KL weight beta of the warm-up) and validation "
+             "ELBO per dimension.")
+    summ = root / "summary.json"
+    if summ.is_file():
+        s = json.loads(summ.read_text())
+        page.p(f"{s.get('step')} steps; best validation ELBO {s.get('best_val_elbo', float('nan')):,.2f} nats/item"
+               + ("; stopped at the time limit" if s.get("time_limit") else "")
+               + ("; stopped early" if s.get("stopped_early") else ""))
+
+
+@torch.no_grad()
+def _evaluation_section(page: _Page, loaded, src: DataSource | None, ev: dict | None, out: Path) -> None:
+    from audiovae.models.base import gaussian_kl
+    from audiovae.tasks.encode import encode_split, utterance_labels
+    from audiovae.tasks.evaluate import model_dataset
+    from audiovae.tasks.figures import plot_kl_units, plot_latent_scatter
+
+    page.h2("Evaluation")
+    if ev:
+        keys = [("elbo", "ELBO (nats/item)"), ("iwae", f"IWAE bound, k={ev.get('k')}"), ("iwae_stderr", "standard error"),
+                ("kl", "KL (nats/item)"), ("elbo_per_dim", "ELBO (nats/dim)"), ("bits_per_dim", "bits/dim (IWAE)"),
+                ("active_units", "active units"), ("latent_dim", "latent channels"), ("items", "items")]
+        page.table([(label, ev[k]) for k, label in keys if ev.get(k) is not None],
+                   (f"on the {ev.get('split')} split", "value"))
+    else:
+        page.note("No evaluation: run `audiovae evaluate RUN DATA` (or give the report DATA).")
+    if src is None:
+        return
+    split = "val" if src.is_features else "test"
+    try:
+        ds, collate = model_dataset(loaded, src, split)
+    except AudioVAEError as exc:
+        page.note(f"The data does not fit this model: {exc}")
+        return
+    dev = next(loaded.model.parameters()).device
+    kls = []
+    n = min(len(ds), 256 if not src.is_features else 64)
+    for i in range(n) if loaded.model.is_sequence else range(0, n, 128):
+        items = [i] if loaded.model.is_sequence else list(range(i, min(n, i + 128)))
+        b = collate([ds[j] for j in items] if loaded.model.is_sequence else ds.__getitems__(items)).to(dev)
+        mu, lv = loaded.model.encoder_params(b.x)
+        kl = gaussian_kl(mu, lv)
+        kls.append((kl.mean(-1) if kl.dim() == 3 else kl).cpu().numpy())  # per latent frame
+    kl = np.concatenate(kls).mean(0)
+    plot_kl_units(out / "figures" / "kl_units.png", kl, threshold=None)
+    page.img("figures/kl_units.png", f"KL per latent channel, mean over {n} {split} items: channels near zero carry "
+             "nothing (collapsed to the prior).")
+    enc = encode_split(loaded, src, split, limit=2000)
+    labels = enc.labels
+    if src.is_features and labels is None:
+        labels = utterance_labels(src, split)
+    plot_latent_scatter(out / "figures" / "latent_pca.png", enc.features(), labels,
+                        f"latent means of {len(enc.ids)} {split} items, first two principal components")
+    page.img("figures/latent_pca.png", "Posterior means projected on their first two principal components"
+             + (", coloured by label (class or speaker)." if labels is not None else " (the data carries no labels)."))
+
+
+def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device, vocoder_iters, n_items, seed) -> None:
+    from audiovae.audio.io import load_audio, save_audio
+    from audiovae.tasks.generate import MelModel
+    from audiovae.tasks.plots import plot_mels
+
+    mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    sr, fr = mm.sample_rate, loaded.mel.frame_rate
+    inv = lambda f: mm.loaded.normalizer.inverse(f)[0].cpu().numpy()
+    page.h2("Reconstructions")
+    chosen: list[dict] = []
+    if src is not None and src.is_features:
+        recs = src.utterances("val" if "val" in src.splits() else src.splits()[-1])
+        seen: set = set()
+        for r in recs:  # one per speaker / source folder first, so different voices show
+            who = r.get("speaker") or Path(str(r.get("source", r["id"]))).stem.split("_")[0]
+            if who not in seen:
+                seen.add(who)
+                chosen.append(r)
+        chosen = (chosen + [r for r in recs if r not in chosen])[:n_items]
+    if not chosen:
+        page.note("No held-out utterances to reconstruct (the data is not available).")
+    waves = []
+    for i, rec in enumerate(chosen):
+        name = f"utt{i}_{_safe(rec['id'])}"
+        source = rec.get("source")
+        if source and Path(source).is_file():
+            wave, _ = load_audio(source, sr)
+            y, feats, rfeats = mm.reconstruct(wave)
+            label = "original"
+        else:  # the audio is gone; the cache still has its log-mel
+            feats = mm.loaded.normalizer(torch.from_numpy(src.logmel(rec))[None].to(mm.device))
+            rfeats = mm._frames_out(mm.model.reconstruct(mm._frames_in(feats)))
+            wave = mm.to_audio(feats)
+            y = mm.to_audio(rfeats, len(wave))
+            label = "original log-mel, vocoded (the audio file is gone)"
+        waves.append(wave)
+        save_audio(out / "audio" / f"{name}_original.wav", wave, sr)
+        save_audio(out / "audio" / f"{name}_reconstruction.wav", y, sr)
+        plot_mels(out / "figures" / f"{name}.png", [inv(feats), inv(rfeats)], [f"{label}: {rec['id']}",
+                  "VAE reconstruction (posterior mean)"], fr)
+        page.img(f"figures/{name}.png", f"{rec['id']}: log-mel of the original and of its reconstruction")
+        page.players([(f"audio/{name}_original.wav", label), (f"audio/{name}_reconstruction.wav", "reconstruction")])
+    page.h2("Samples from the prior")
+    torch.manual_seed(seed)
+    samples = mm.sample(3, seconds=2.0)
+    for i, (y, _) in enumerate(samples):
+        save_audio(out / "audio" / f"prior_sample_{i}.wav", y, sr)
+    plot_mels(out / "figures" / "prior_samples.png", [inv(f) for _, f in samples],
+              [f"sample {i} (z ~ N(0, I))" for i in range(len(samples))], fr)
+    page.img("figures/prior_samples.png", "Three 2-second utterances decoded from the prior")
+    page.players([(f"audio/prior_sample_{i}.wav", f"sample {i}") for i in range(len(samples))])
+    page.h2("Interpolation")
+    if len(waves) >= 2:
+        steps = mm.interpolate(waves[0], waves[1], steps=5)
+        ts = np.linspace(0, 1, len(steps))
+        for i, (y, _) in enumerate(steps):
+            save_audio(out / "audio" / f"interp_{i}.wav", y, sr)
+        plot_mels(out / "figures" / "interpolation.png", [inv(f) for _, f in steps], [f"t = {t:.2f}" for t in ts], fr,
+                  suptitle=f"{chosen[0]['id']} -> {chosen[1]['id']}")
+        page.img("figures/interpolation.png", "Decoding (1 - t) z_a + t z_b between two utterances' posterior means")
+        page.players([(f"audio/interp_{i}.wav", f"t = {t:.2f}") for i, t in enumerate(ts)])
+    else:
+        page.note("An interpolation needs two held-out utterances.")
+
+
+def _safe(s: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in str(s))[:40]
+
+
+@torch.no_grad()
+def _image_sections(page: _Page, loaded, src, out: Path, seed: int) -> None:
+    from audiovae.tasks.evaluate import model_dataset
+    from audiovae.tasks.figures import image_grid, to_unit
+
+    model, signed = loaded.model, loaded.name != "mnist"
+    dev = next(model.parameters()).device
+    page.h2("Reconstructions")
+    if src is not None and not src.is_features:
+        ds, collate = model_dataset(loaded, src, "test")
+        x = collate(ds.__getitems__(list(range(min(16, len(ds)))))).x.to(dev)
+        rec = model.reconstruct(x)
+        raw = src.images_of("test")[: len(x)].astype(np.float32) / 255.0
+        raw = raw[:, None] if raw.ndim == 3 else raw
+        image_grid(out / "figures" / "reconstructions.png",
+                   np.concatenate([raw, to_unit(x.cpu().numpy(), signed), to_unit(rec.cpu().numpy(), signed)]),
+                   ncol=len(x))
+        page.img("figures/reconstructions.png", "Test images (top), as the model sees them (middle: binarised for "
+                 "a Bernoulli model) and their reconstructions (bottom: mean of p(x | z = posterior mean)).")
+    else:
+        page.note("No test images to reconstruct (the data is not available).")
+    page.h2("Samples from the prior")
+    for t in (1.0, 0.7):
+        torch.manual_seed(seed)
+        s = model.sample(64, temperature=t).cpu().numpy()
+        name = f"samples_T{t:g}.png"
+        image_grid(out / "figures" / name, to_unit(s, signed), ncol=16)
+        page.img(f"figures/{name}", f"64 samples, z ~ N(0, {t:g}^2 I), mean of p(x | z)")
+    page.h2("Interpolation")
+    torch.manual_seed(seed)
+    if src is not None and not src.is_features:
+        ds, collate = model_dataset(loaded, src, "test")
+        x = collate(ds.__getitems__(list(range(min(8, len(ds)))))).x.to(dev)
+        mu, _ = model.encoder_params(x)
+        pairs = [(2 * i, 2 * i + 1) for i in range(len(x) // 2)]
+        ts = torch.linspace(0, 1, 10, device=dev)[:, None]
+        rows = [to_unit(model.decode((1 - ts) * mu[a:a + 1] + ts * mu[b:b + 1]).mean.cpu().numpy(), signed)
+                for a, b in pairs]
+        image_grid(out / "figures" / "interpolation.png", np.concatenate(rows), ncol=10)
+        page.img("figures/interpolation.png", "Each row: decoding (1 - t) z_a + t z_b between two test images' "
+                 "posterior means, t from 0 to 1")
+    else:
+        page.note("An interpolation needs test images (the data is not available).")
+
+
+def _results_sections(page: _Page, root: Path, results: dict, out: Path) -> None:
+    from audiovae.tasks.analyze import format_analysis
+    from audiovae.tasks.probe import format_probe
+
+    page.h2("Linear probe (classification with VAE features)")
+    if "probe" in results and "results" in results["probe"]:
+        pr = results["probe"]
+        page.p(f"{pr['model']} latents on {pr['data']} (labels: {pr.get('label_key') or 'image classes'}).")
+        page.markdown(format_probe(pr))
+    else:
+        page.note("Not run: `audiovae probe RUN DATA` writes RUN/results/probe.json.")
+    page.h2("Analysis: size, training speed, diversity")
+    if "analysis" in results and "runs" in results["analysis"]:
+        page.markdown(format_analysis(results["analysis"]))
+    else:
+        page.note("Not run: `audiovae analyze RUN DATA` writes RUN/results/analysis.json.")
+    page.h2("Repairs")
+    repairs = {k: v for k, v in results.items() if k.startswith("repair")}
+    if not repairs:
+        page.note("Not run: `audiovae repair RUN ...` writes RUN/results/repair_images.json or repair_audio.json.")
+    for name, res in repairs.items():
+        _show_files(page, name, res, root / "results", out)
+    others = {k: v for k, v in results.items() if k not in ("probe", "analysis", "evaluate") and not k.startswith("repair")}
+    for name, res in others.items():
+        page.h2(f"Results: {name}")
+        _show_files(page, name, res, root / "results", out)
+
+
+def _show_files(page: _Page, name: str, res, base: Path, out: Path) -> None:
+    """Copy the pictures and wavs a result JSON names into the report and show them, then the JSON itself."""
+    found: list[Path] = []
+
+    def walk(v):
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+        elif isinstance(v, str) and Path(v).suffix.lower() in (".png", ".wav", ".jpg", ".jpeg"):
+            p = Path(v) if Path(v).is_absolute() else base / v
+            if not p.is_file() and (base.parent / v).is_file():
+                p = base.parent / v
+            if p.is_file() and p not in found:
+                found.append(p)
+
+    walk(res)
+    page.p(f"{name}.json: {len(found)} file(s).")
+    players = []
+    for i, p in enumerate(found):
+        rel = f"figures/{name}_{i}_{_safe(p.stem)}{p.suffix.lower()}"
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, out / rel)
+        if p.suffix.lower() == ".wav":
+            players.append((rel, p.name))
+        else:
+            page.img(rel, p.name)
+    if players:
+        page.players(players)
+    text = json.dumps(res, indent=1)
+    page.raw(f"<details><summary>{html.escape(name)}.json</summary><pre>{html.escape(text[:20000])}</pre></details>")
