@@ -328,9 +328,11 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, devi
 @click.option("--gap", "gaps", multiple=True, metavar="START:END", help="Audio: a gap in seconds (repeatable).")
 @click.option("--drop", type=float, default=None, help="Audio: lose each packet with this probability (packet loss).")
 @click.option("--packet-ms", default=20.0, show_default=True, type=click.FloatRange(1), help="Audio: packet length for --drop.")
-@click.option("--method", type=click.Choice(["mwg", "pseudo_gibbs", "oneshot"]), default="mwg", show_default=True,
+@click.option("--method", type=click.Choice(["auto", "mwg", "pseudo_gibbs", "oneshot"]), default="auto",
+              show_default=True,
               help="mwg: Metropolis-within-Gibbs (Mattei & Frellsen 2018); pseudo_gibbs (Rezende et al. 2014); "
-                   "oneshot: one decode of the damaged input (a baseline).")
+                   "oneshot: one decode of the damaged input (a baseline); auto: the one measured better for the "
+                   "data (pseudo_gibbs for images, mwg for audio; see docs/repair.md).")
 @click.option("--iters", default=100, show_default=True, type=click.IntRange(1), help="Chain iterations.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
@@ -355,9 +357,12 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
 
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
+    from audiovae.tasks.impute import DEFAULTS
     from audiovae.tasks.repair import IMAGE_MODELS, load_run_kind, parse_gap, repair_audio, repair_images
 
     kind = load_run_kind(run_dir, checkpoint)
+    if method == "auto":
+        method = DEFAULTS["images" if kind in IMAGE_MODELS else "audio"]
     if kind in IMAGE_MODELS:
         if gaps or drop is not None:
             raise click.UsageError("--gap/--drop are for audio; RUN_DIR holds an image model")

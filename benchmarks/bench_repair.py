@@ -37,9 +37,10 @@ def bench_images(args) -> dict:
 
     rows = {}
     t0 = time.time()
-    for state in ("sample", "mean"):
+    for state in args.states.split(","):
         res = repair_images(args.run, args.data, args.mask, args.n, None, None, "mwg", args.iters, seed=args.seed,
-                            compare_methods=True, baselines=(state == "sample"), state=state, progress=True)
+                            compare_methods=True, baselines=(state == args.states.split(",")[0]), state=state,
+                            progress=True)
         for k, v in res["errors"].items():
             if k == "vae":
                 continue
@@ -147,6 +148,7 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("-n", type=int, default=500, help="images: test images")
     ap.add_argument("--mask", default="centre")
+    ap.add_argument("--states", default="sample,mean", help="images: what the chains carry (sample, mean or both)")
     ap.add_argument("--utterances", type=int, default=24, help="audio: held-out utterances")
     ap.add_argument("--gaps", default="50,100,200,300", help="audio: gap lengths in ms")
     ap.add_argument("--iters", type=int, default=100)

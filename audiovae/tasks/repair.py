@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from audiovae.errors import ConfigError, DataError, InvalidAudioError
-from audiovae.tasks.impute import DEFAULT_METHOD, METHODS, impute
+from audiovae.tasks.impute import DEFAULTS, METHODS, impute
 from audiovae.utils import atomic_path, atomic_write_text
 
 MASKS = ("centre", "random", "left", "right", "scratch")
@@ -182,7 +182,7 @@ def repair_images(
     n: int = 200,
     out_dir: str | os.PathLike | None = None,
     json_path: str | os.PathLike | None = None,
-    method: str = DEFAULT_METHOD,
+    method: str = DEFAULTS["images"],
     iters: int = 100,
     fraction: float = 0.5,
     seed: int = 0,
@@ -368,7 +368,7 @@ def interp_fill(feats: torch.Tensor, missing: np.ndarray, how: str) -> torch.Ten
 
 
 @torch.no_grad()
-def fill_logmel(mm, feats: torch.Tensor, missing: np.ndarray, method: str = DEFAULT_METHOD, iters: int = 100,
+def fill_logmel(mm, feats: torch.Tensor, missing: np.ndarray, method: str = DEFAULTS["audio"], iters: int = 100,
                 block: int = 2, margin: int = 48, state: str = "sample") -> tuple[torch.Tensor, float | None]:
     """Fill the missing frames of normalised log-mel ``(1, n_mels, T)`` with the mel VAE of ``mm`` (a
     :class:`~audiovae.tasks.generate.MelModel`); the chain starts from the linear interpolation.
@@ -425,7 +425,7 @@ def _check_mel_model(mm) -> None:
 
 
 @torch.no_grad()
-def repair_wave(mm, wave: np.ndarray, gaps: list[tuple[float, float]], method: str = DEFAULT_METHOD,
+def repair_wave(mm, wave: np.ndarray, gaps: list[tuple[float, float]], method: str = DEFAULTS["audio"],
                 iters: int = 100, fill: str = "vae", source: object = None, state: str = "sample") -> dict:
     """Repair a waveform ``(N,)`` at the model's sample rate. ``fill``: ``vae`` (``method``), or a baseline:
     ``linear``, ``repeat``, ``silence``, ``vae_oneshot``. Returns the arrays and masks (see :func:`repair_audio`)."""
@@ -460,7 +460,7 @@ def repair_audio(
     gaps: list[tuple[float, float]] | None = None,
     drop: float | None = None,
     packet_ms: float = 20.0,
-    method: str = DEFAULT_METHOD,
+    method: str = DEFAULTS["audio"],
     iters: int = 100,
     seed: int = 0,
     json_path: str | os.PathLike | None = None,
