@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("AUDIOVAE_TEST_THREADS", "2")))
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
