@@ -178,7 +178,7 @@ stage_generate_speech() {
 stage_report() {
   local data=$1
   if av report --help >/dev/null 2>&1; then
-    av report "$exp_dir/train" "$data" -o "$exp_dir/report"
+    av report "$exp_dir/train" --data "$data" -o "$exp_dir/report"
   else
     echo "this audiovae has no 'report' command yet; skipping the report"
   fi
