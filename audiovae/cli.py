@@ -291,6 +291,9 @@ def _train_config(config: str | None, model_name: str | None, overrides: tuple[s
     if model_name or model_over:
         keys.add("model")
     keys |= {o.split("=", 1)[0].strip() for o in overrides}
+    # model fields the user did not set stay open, so the data can fix them (n_mels of a frame array...)
+    chosen = {k: v for k, v in cfg.model_config.items() if f"model_config.{k}" in keys}
+    cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": chosen})
     return cfg, {k: flat[k] for k in keys if k in flat}
 
 
