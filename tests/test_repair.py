@@ -283,7 +283,7 @@ def test_audio_repair_cli_keeps_observed_samples(conv_run, speech_dir, tmp_path)
     win = 1024  # the model's MelConfig win_length: the crossfade
     keep = np.ones(len(x), bool)
     for a, b in ((0.50, 0.62), (1.0, 1.05)):
-        keep[int(round(a * sr)) - win + 1:int(round(b * sr)) + win - 1] = False
+        keep[round(a * sr) - win + 1:round(b * sr) + win - 1] = False
     assert np.array_equal(y[keep], x[keep])
     inside = slice(int(0.52 * sr), int(0.60 * sr))
     assert not np.array_equal(y[inside], x[inside]) and np.abs(y[inside]).max() > 1e-3
@@ -325,7 +325,7 @@ def test_dense_model_repair_keeps_observed_samples(speech, tmp_path):
     torch.manual_seed(0)
     r = repair_wave(mm, wave, [(0.40, 0.47)], "mwg", iters=4)
     keep = np.ones(len(wave), bool)
-    keep[int(round(0.40 * sr)) - 1023:int(round(0.47 * sr)) + 1023] = False
+    keep[round(0.40 * sr) - 1023:round(0.47 * sr) + 1023] = False
     assert r["wave"].shape == wave.shape and np.array_equal(r["wave"][keep], wave[keep])
     feats = mm.features(wave)
     obs = ~r["missing"]
