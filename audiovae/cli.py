@@ -428,7 +428,13 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
     from audiovae.tasks.impute import DEFAULTS
-    from audiovae.tasks.repair import IMAGE_MODELS, load_run_kind, parse_gap, repair_audio, repair_images
+    from audiovae.tasks.repair import (
+        IMAGE_MODELS,
+        load_run_kind,
+        parse_gap,
+        repair_audio,
+        repair_images,
+    )
 
     kind = load_run_kind(run_dir, checkpoint)
     if method == "auto":

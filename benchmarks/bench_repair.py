@@ -107,7 +107,7 @@ def bench_audio(args) -> dict:
                 continue
             a = float(rng.choice(times[ok]))
             gap = [(a, a + glen)]
-            i0, i1 = int(round(a * sr)) - cfg.win_length // 2, int(round((a + glen) * sr)) + cfg.win_length // 2
+            i0, i1 = round(a * sr) - cfg.win_length // 2, round((a + glen) * sr) + cfg.win_length // 2
             for name, fill, method in fills:
                 torch.manual_seed(args.seed)
                 r = repair_wave(mm, wave, gap, method or "mwg", args.iters, fill=fill)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -158,14 +157,12 @@ def nearest_neighbour_fill(damaged: torch.Tensor, observed: torch.Tensor, train:
     return train[best_i].to(damaged.dtype).reshape(damaged.shape)
 
 
-@dataclass
-class _ImageModel:
-    loaded: object
-    bernoulli: bool
-
-
 def _load_image_model(run: str | os.PathLike, checkpoint: str, device: str):
-    from audiovae.training.checkpoint import load_model_dir, pick_device, resolve_model_dir
+    from audiovae.training.checkpoint import (
+        load_model_dir,
+        pick_device,
+        resolve_model_dir,
+    )
 
     loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=pick_device(device))
     if loaded.name not in IMAGE_MODELS:
@@ -301,7 +298,7 @@ def packet_loss_gaps(seconds: float, drop: float, packet_ms: float = 20.0, seed:
     if not 0 < drop < 1:
         raise ConfigError(f"--drop is a fraction in (0, 1), got {drop}")
     p = packet_ms / 1000
-    lost = np.random.default_rng(seed).random(int(math.ceil(seconds / p))) < drop
+    lost = np.random.default_rng(seed).random(math.ceil(seconds / p)) < drop
     return [(i * p, min(seconds, (i + 1) * p)) for i in np.flatnonzero(lost)]
 
 
@@ -312,7 +309,7 @@ def gap_samples(gaps: list[tuple[float, float]], n: int, sr: int, source: object
     for a, b in gaps:
         if a >= dur or b > dur + 1e-9:
             raise InvalidAudioError(f"gap {a:.3f}:{b:.3f} s is outside the audio (it lasts {dur:.3f} s)", source)
-        m[int(round(a * sr)):int(round(b * sr))] = True
+        m[round(a * sr):round(b * sr)] = True
     if not m.any():
         raise InvalidAudioError("the gaps cover no sample", source)
     return m
@@ -512,8 +509,8 @@ def repair_audio(
     miss = r["missing"]
     res = {
         "task": "repair_audio", "model": mm.loaded.name, "model_dir": str(mm.loaded.path), "input": str(audio),
-        "sample_rate": sr, "samples": int(len(wave)), "gaps_s": [[float(a), float(b)] for a, b in gaps],
-        "gap_samples": int(r["gap"].sum()), "missing_frames": int(miss.sum()), "frames": int(len(miss)),
+        "sample_rate": sr, "samples": len(wave), "gaps_s": [[float(a), float(b)] for a, b in gaps],
+        "gap_samples": int(r["gap"].sum()), "missing_frames": int(miss.sum()), "frames": len(miss),
         "crossfade_samples": cfg.win_length, "method": method, "iterations": iters, "seed": seed,
         "acceptance": r["acceptance"],
         "logmel_mse_vs_input": float(np.mean((r["repaired_logmel"][:, miss] - orig[:, miss]) ** 2)),
