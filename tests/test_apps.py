@@ -20,6 +20,7 @@ from PIL import Image
 from scipy.stats import norm
 
 from audiovae.cli import cli
+from audiovae.data.corpora import folder_manifest
 from audiovae.data.features import extract, split_of
 from audiovae.tasks.analyze import _class_stats, _nearest, count_params, training_speed
 from audiovae.tasks.probe import balanced_subset, fit_probe, probe, wilson
@@ -85,11 +86,9 @@ def speaker_cache(tmp_path_factory) -> Path:
         for j, i in enumerate(val + trn):
             speak(LINES[(j * 3 + (who == "f")) % len(LINES)], corpus / f"{who}_{i:03d}.wav", voice)
     cache = d / "cache"
-    extract(corpus, cache, workers=0, val_fraction=0.4, progress=False)
-    index = json.loads((cache / "index.json").read_text())
-    for r in index:
-        r["speaker"] = VOICES[r["id"][0]]
-    (cache / "index.json").write_text(json.dumps(index))
+    manifest = folder_manifest(corpus, d / "manifest.tsv", speaker_of=lambda p: VOICES[p.name[0]],
+                               split_of=lambda uid: split_of(uid, 0.4))
+    extract(manifest, cache, workers=0, progress=False)
     return cache
 
 
@@ -171,10 +170,9 @@ def test_probe_audio_speakers_and_clear_error_without_labels(audio_run, speaker_
     assert p["n_test"] == 4 and p["n_train"] == 6
     assert p["results"]["raw"]["all"]["accuracy"] == 1.0  # a male and a female voice, by their mean spectrum
     assert p["dims"]["latent"] == 8  # time-mean and time-std of 4 latent channels
-    bare = tmp_path / "bare"
-    shutil.copytree(speaker_cache, bare)
-    index = json.loads((bare / "index.json").read_text())
-    (bare / "index.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "speaker"} for r in index]))
+    bare = tmp_path / "bare"  # the same audio extracted from its folder: no speakers in the index
+    corpus = speaker_cache.parent / "corpus"
+    extract(corpus, bare, workers=0, val_fraction=0.4, progress=False)
     res = CliRunner().invoke(cli, ["probe", str(audio_run), str(bare)])
     assert res.exit_code == 1 and isinstance(res.exception, SystemExit)
     assert "no labels" in res.output and str(bare) in res.output

@@ -338,6 +338,20 @@ def read_folder(root: Path, subdirs: str = "none") -> list[Utterance]:
     return utts
 
 
+def folder_manifest(root: str | os.PathLike, out: str | os.PathLike, speaker_of: Callable[[Path], str] | None = None,
+                    split_of: Callable[[str], str] | None = None, val_fraction: float = 0.1,
+                    corpus: str = "folder") -> Path:
+    """Write a manifest for a plain folder of audio files, with a speaker per file (``speaker_of(path)``) and a
+    split per id (``split_of(id)``, default a hash of the id); returns the manifest's path. For corpora made by
+    a program (the demo's, tests'), whose speakers are known but not laid out as folders."""
+    utts = read_folder(Path(root))
+    for u in utts:
+        u.speaker = speaker_of(u.path) if speaker_of else u.speaker
+        u.split = split_of(u.id) if split_of else u.split
+    rule = "given by the program that made the corpus" if split_of else assign_splits(utts, "file", val_fraction, 0.0)
+    return write_manifest(Manifest(utts, corpus, str(root), rule), out)
+
+
 def _kaldi_table(path: Path) -> dict[str, str]:
     out = {}
     if path.is_file():

@@ -12,6 +12,7 @@ import numpy as np
 
 from audiovae.audio.config import MelConfig
 from audiovae.audio.io import load_audio, save_audio
+from audiovae.data.corpora import folder_manifest
 from audiovae.data.features import extract
 from audiovae.data.synth import make_corpus
 from audiovae.tasks.evaluate import evaluate
@@ -36,16 +37,15 @@ def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 
     make_corpus(out / "corpus", utterances, progress=progress)
     log("[2/6] extracting 256-bin log-mel features")
     cfg = MelConfig()
-    ex = extract(out / "corpus", out / "features", cfg, workers=0, val_fraction=0.15, progress=progress)
+    # the synthetic voice of each utterance is its speaker (file names are <voice>_<n>.wav): `audiovae probe`
+    # classifies speakers with it and the report colours the latent space by voice
+    manifest = folder_manifest(out / "corpus", out / "corpus", speaker_of=lambda p: p.stem.split("_")[0],
+                               val_fraction=0.15, corpus="demo")
+    ex = extract(manifest, out / "features", cfg, workers=0, progress=progress)
     log(f"      {ex.n_utterances} utterances, {ex.n_frames} frames ({ex.n_frames / cfg.frame_rate:.0f} s)")
     log(f"[3/6] training a ConvVAE for at most {minutes:g} min / {max_steps} steps")
     segment = 64
     index = json.loads((out / "features" / "index.json").read_text())
-    # the synthetic voice of each utterance is its speaker (file names are <voice>_<n>.wav): `audiovae probe`
-    # classifies speakers with it and the report colours the latent space by voice
-    for r in index:
-        r["speaker"] = Path(r["source"]).stem.split("_")[0]
-    atomic_write_text(out / "features" / "index.json", json.dumps(index, indent=1))
     n_items = sum(max(1, r["frames"] // segment) for r in index if r["split"] == "train")
     tcfg = TrainConfig(model="conv", model_config={"channels": channels, "latent_dim": latent_dim, "downsample": 4},
                        batch_size=max(1, min(16, n_items)), lr=2e-3, max_steps=max_steps, max_minutes=minutes, segment_frames=segment,
