@@ -184,16 +184,20 @@ def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
     from audiovae.config import apply_overrides, from_dict, load_yaml, to_dict
     from audiovae.models.registry import make_config
     from audiovae.training import TrainConfig, train
+    from audiovae.training.config import default_train_config
 
     if resume:
         if overrides or config or model_name:
             raise click.UsageError("--resume continues with the saved configuration; only --max-steps may change")
         summary = train(data, out_dir, None, resume=True, max_steps=max_steps)
     else:
-        cfg = from_dict(TrainConfig, load_yaml(config), config) if config else TrainConfig()
+        base = load_yaml(config) if config else {}
         model_over = [o for o in overrides if o.startswith("model=")]
         if model_name:
             model_over.append(f"model={model_name}")
+        model = apply_overrides(from_dict(TrainConfig, {"model": base.get("model", TrainConfig.model)}, config), model_over).model
+        # the model's registered training defaults, then the YAML, then KEY=VALUE
+        cfg = from_dict(TrainConfig, {**to_dict(default_train_config(model)), **base}, config)
         cfg = apply_overrides(cfg, model_over)
         # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
         cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})

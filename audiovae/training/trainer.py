@@ -29,7 +29,7 @@ from audiovae.data.datasets import SeededBatchSampler
 from audiovae.errors import CheckpointError, ConfigError, TrainingError
 from audiovae.models.registry import build_model, make_config
 from audiovae.training.checkpoint import load_trainer_state, save_model_dir, save_trainer_state
-from audiovae.training.config import TrainConfig
+from audiovae.training.config import TrainConfig, default_train_config
 from audiovae.training.data import TrainData, load_train_data
 from audiovae.training.schedules import kl_weight, learning_rate
 from audiovae.utils import atomic_write_text
@@ -161,7 +161,7 @@ def train(
         cfg = from_dict(TrainConfig, load_yaml(out / "train.yaml"), str(out / "train.yaml"))
         state = load_trainer_state(out / "trainer_state.pt")
     else:
-        cfg = cfg or TrainConfig()
+        cfg = cfg or default_train_config()
         if (out / "trainer_state.pt").exists():
             raise CheckpointError("already holds a training run; use --resume to continue it, or another folder", out)
     if max_steps is not None:
@@ -235,6 +235,7 @@ def train(
     if step == 0:
         run_validation()  # the untrained model's figures: the baseline every curve starts from
     stopped_early = False
+    lr_horizon = cfg.max_steps  # steps the lr schedule spans (a time limit may shorten it)
     t_start = t_last = time.perf_counter()
     while step < cfg.max_steps and epoch < cfg.max_epochs and not stopped_early:
         sampler = SeededBatchSampler(len(data.train), cfg.batch_size, cfg.seed, epoch, batch_in_epoch, rank, world)
@@ -248,7 +249,7 @@ def train(
             t_data = time.perf_counter() - t_wait
             batch = batch.to(device)
             beta = kl_weight(step, cfg.beta, cfg.kl_warmup, cfg.kl_warmup_steps, cfg.kl_cycle_ramp)
-            lr = learning_rate(step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps)
+            lr = learning_rate(step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, lr_horizon)
             for group in opt.param_groups:
                 group["lr"] = lr
             with amp:
@@ -281,12 +282,15 @@ def train(
                 bar.set_postfix(loss=f"{row['loss']:.1f}", kl=f"{row['kl']:.1f}", refresh=False)
             t_last = now
             if cfg.max_minutes:
-                # rank 0's clock decides, so every rank stops after the same step
-                timeout = torch.tensor([1.0 if is_main and now - t_start > 60 * cfg.max_minutes else 0.0])
+                # rank 0's clock decides, so every rank stops after the same step and uses the same lr
+                clock = torch.tensor([(now - t_start) / (60 * cfg.max_minutes) if is_main else 0.0])
                 if world > 1:
-                    dist.broadcast(timeout, 0)
-                if timeout[0]:
+                    dist.broadcast(clock, 0)
+                if clock[0] >= 1:
                     cfg = from_dict(TrainConfig, {**to_dict(cfg), "max_steps": step})
+                elif clock[0] > 0:
+                    # the lr schedule spans whichever limit comes first: the steps, or the steps the time allows
+                    lr_horizon = min(cfg.max_steps, max(step + 1, int(step / float(clock[0]))))
             if cfg.val_every and step % cfg.val_every == 0:
                 stopped_early = run_validation()
             if step % cfg.checkpoint_every == 0 or step >= cfg.max_steps or stopped_early:
