@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--snapshots", default="", help="also score the weights at these minutes, e.g. 5,10")
     ap.add_argument("--test-fraction", type=float, default=0.022, help="hash threshold of the held-out files")
     ap.add_argument("--max-test-seconds", type=float, default=6.0, help="cut long test files to this length")
+    ap.add_argument("--limit-test", type=int, default=None, help="score only the first N test files (quick checks)")
     ap.add_argument("--k", type=int, default=16, help="importance samples for the IWAE bound")
     ap.add_argument("--vocoder-iters", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
     args.work.mkdir(parents=True, exist_ok=True)
     feats = build_features(root, train_files, args.work)
     mel = MelConfig()
-    items = load_tests(test_files, mel, args.max_test_seconds)
+    items = load_tests(test_files[: args.limit_test], mel, args.max_test_seconds)
     vocoder = GriffinLimVocoder(mel, n_iter=args.vocoder_iters)
 
     copy_path = args.work / f"copy_synthesis_{hashlib.sha1(repr((sorted(t['path'] for t in items), args.max_test_seconds, args.vocoder_iters)).encode()).hexdigest()[:12]}.json"
@@ -274,10 +275,11 @@ def main(argv: list[str] | None = None) -> dict:
     snaps_at = [float(s) for s in args.snapshots.split(",") if s.strip()]
     snaps = Snapshots(run, [m for m in snaps_at if m < args.minutes])
     if snaps.minutes:
-        cfg = apply_overrides(cfg, [f"checkpoint_every={min(cfg.checkpoint_every, 50)}"])
+        cfg = apply_overrides(cfg, [f"checkpoint_every={min(cfg.checkpoint_every, 10)}"])
     snaps.start()
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
+    print(f"training for {args.minutes:g} min (load average {load0:.1f}) -> {run}", flush=True)
     summary = train(feats, run, cfg, progress=False)
     train_s = time.perf_counter() - t0
     snaps.stop.set()
@@ -289,7 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
                             "load_average_start": load0, "load_average_end": list(load)},
                "copy_synthesis": copy, "rows": []}
     for minutes, model_dir in [*snaps.taken, (args.minutes, run)]:
+        t1 = time.perf_counter()
         figs, recs = model_figures(model_dir, items, args.k, args.seed)
+        print(f"[{minutes:g} min weights] bounds in {time.perf_counter() - t1:.0f} s; vocoding and scoring...", flush=True)
         step = int(__import__("yaml").safe_load((model_dir / "config.yaml").read_text()).get("step", summary["step"]))
         waves: list = []
         row = {"minutes": minutes, "steps": step, **score(items, recs, vocoder, mel.sample_rate, waves), **figs}

@@ -39,7 +39,7 @@ from audiovae.models.registry import register
 @dataclass
 class ConvVAEConfig:
     n_mels: int = 256
-    channels: int = 256
+    channels: int = 128
     latent_dim: int = 64
     downsample: int = 4  # latent frame rate = mel frame rate / downsample (a power of 2)
     kernel: int = 3  # kernel of the residual blocks' dilated convolutions
@@ -84,7 +84,13 @@ class ResBlock(nn.Module):
         return x + self.net(x)
 
 
-@register("conv", ConvVAEConfig)
+# What `audiovae train --model conv` uses unless told otherwise: small crops and batches give many
+# more optimiser steps per CPU-second, which is what a CPU budget is short of (docs/fidelity.md).
+TRAIN_DEFAULTS = {"batch_size": 8, "segment_frames": 64, "lr": 2e-3, "lr_warmup_steps": 50, "kl_warmup_steps": 200,
+                  "max_steps": 20000, "val_batches": 20}
+
+
+@register("conv", ConvVAEConfig, TRAIN_DEFAULTS)
 class ConvVAE(BaseVAE):
     """Log-mel ``(B, n_mels, T)`` <-> latent ``(B, latent_dim, ceil(T / downsample))``."""
 
