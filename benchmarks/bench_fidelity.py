@@ -185,8 +185,9 @@ def model_figures(model_dir: Path, items: list[dict], k: int, seed: int) -> tupl
 
 
 def write_figures(out: Path, items: list[dict], recs: list[torch.Tensor], waves: list, vocoder: GriffinLimVocoder,
-                  mel: MelConfig, results: dict) -> None:
-    """The curve (STOI, LSD against minutes), one spectrogram picture and three wav pairs of the last row."""
+                  mel: MelConfig, results: dict, curve_only: bool = False) -> None:
+    """The curve (STOI, LSD against minutes), and (unless ``curve_only``) one spectrogram picture and
+    three wav pairs of the reconstructions ``recs`` / ``waves``."""
     from audiovae.audio.io import resample, save_audio
     from audiovae.tasks.plots import _plt, plot_mels
 
@@ -207,10 +208,13 @@ def write_figures(out: Path, items: list[dict], recs: list[torch.Tensor], waves:
     fig.suptitle(f"conv VAE on {len(items)} held-out asterisk utterances", fontsize=10)
     fig.savefig(out / "fidelity_curve.png", dpi=110)
     plt.close(fig)
+    if curve_only:
+        return
     # the test utterance closest to the median STOI of the VAE row, 0.5-4 s long, for the picture
     fe = MelFrontend(mel)
     lengths = [len(it["wave"]) / mel.sample_rate for it in items]
     order = sorted((i for i in range(len(items)) if 0.8 <= lengths[i] <= 3.5), key=lambda i: -lengths[i])
+    order = order or sorted(range(len(items)), key=lambda i: -lengths[i])
     pick = order[: max(3, len(order) // 4)]
     i0 = pick[0]
     with torch.no_grad():
@@ -225,6 +229,24 @@ def write_figures(out: Path, items: list[dict], recs: list[torch.Tensor], waves:
         n = min(len(items[i]["wave"]), int(3.0 * mel.sample_rate))
         save_audio(audio / f"{stem}_original.wav", resample(items[i]["wave"][:n], mel.sample_rate, 16000), 16000)
         save_audio(audio / f"{stem}_vae.wav", resample(waves[i][:n], mel.sample_rate, 16000), 16000)
+
+
+def report(results: dict, args, n_items: int, summary: dict, train_s: float, load) -> None:
+    """Print the table (copy synthesis row, then the VAE rows) and write the JSON."""
+    copy = results["copy_synthesis"]
+    print(f"\ntest: {n_items} held-out utterances; trained {summary['step']} steps in {train_s / 60:.1f} min "
+          f"(load average {load[0]:.2f}); {results['rows'][-1]['params']:,} parameters")
+    header = ("", "steps", "SC dB", "LSD dB", "STOI", "log-mel RMSE", "ELBO", "IWAE", "KL", "active")
+    rows = [("copy synthesis", "", f"{copy['sc_db']:.1f}", f"{copy['lsd_db']:.2f}", f"{copy['stoi']:.3f}", "0", "", "", "", "")]
+    for r in results["rows"]:
+        rows.append((f"VAE, {r['minutes']:g} min", r["steps"], f"{r['sc_db']:.1f}", f"{r['lsd_db']:.2f}", f"{r['stoi']:.3f}",
+                     f"{r['logmel_rmse']:.3f}", f"{r['elbo']:.0f}", f"{r['iwae']:.0f}", f"{r['kl']:.0f}",
+                     f"{r['active_units']}/{r['latent_dim']}"))
+    print(table(rows, header))
+    print("(ELBO, IWAE (k=%d), KL: nats per test utterance; log-mel RMSE in nats of log-mel)" % args.k, flush=True)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2, default=str))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -290,32 +312,23 @@ def main(argv: list[str] | None = None) -> dict:
                             "test_files": len(items), "train_files": len(train_files), "data_list": str(args.data_list),
                             "load_average_start": load0, "load_average_end": list(load)},
                "copy_synthesis": copy, "rows": []}
-    for minutes, model_dir in [*snaps.taken, (args.minutes, run)]:
+    results["train_seconds"] = train_s
+    results["summary"] = summary
+    # the full run first (it makes the pictures and audio), then the snapshots; the table is printed and
+    # the JSON written after each row, so a slow machine still leaves the most important figures behind
+    for i, (minutes, model_dir) in enumerate([(args.minutes, run), *snaps.taken]):
         t1 = time.perf_counter()
         figs, recs = model_figures(model_dir, items, args.k, args.seed)
         print(f"[{minutes:g} min weights] bounds in {time.perf_counter() - t1:.0f} s; vocoding and scoring...", flush=True)
         step = int(__import__("yaml").safe_load((model_dir / "config.yaml").read_text()).get("step", summary["step"]))
         waves: list = []
         row = {"minutes": minutes, "steps": step, **score(items, recs, vocoder, mel.sample_rate, waves), **figs}
-        results["rows"].append(row)
-    if args.figures:
-        write_figures(args.figures, items, recs, waves, vocoder, mel, results)
-    results["train_seconds"] = train_s
-    results["summary"] = summary
-
-    print(f"\ntest: {len(items)} held-out utterances; trained {summary['step']} steps in {train_s / 60:.1f} min "
-          f"(load average {load[0]:.2f}); {results['rows'][-1]['params']:,} parameters")
-    header = ("", "steps", "SC dB", "LSD dB", "STOI", "log-mel RMSE", "ELBO", "IWAE", "KL", "active")
-    rows = [("copy synthesis", "", f"{copy['sc_db']:.1f}", f"{copy['lsd_db']:.2f}", f"{copy['stoi']:.3f}", "0", "", "", "", "")]
-    for r in results["rows"]:
-        rows.append((f"VAE, {r['minutes']:g} min", r["steps"], f"{r['sc_db']:.1f}", f"{r['lsd_db']:.2f}", f"{r['stoi']:.3f}",
-                     f"{r['logmel_rmse']:.3f}", f"{r['elbo']:.0f}", f"{r['iwae']:.0f}", f"{r['kl']:.0f}",
-                     f"{r['active_units']}/{r['latent_dim']}"))
-    print(table(rows, header))
-    print("(ELBO, IWAE (k=%d), KL: nats per test utterance; log-mel RMSE in nats of log-mel)" % args.k)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str))
+        results["rows"] = sorted([*results["rows"], row], key=lambda r: r["minutes"])
+        if i == 0 and args.figures:
+            write_figures(args.figures, items, recs, waves, vocoder, mel, results)
+        report(results, args, len(items), summary, train_s, load)
+    if args.figures and len(results["rows"]) > 1:
+        write_figures(args.figures, items, [], [], vocoder, mel, results, curve_only=True)
     return results
 
 
