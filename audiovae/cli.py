@@ -276,11 +276,16 @@ def _train_config(config: str | None, model_name: str | None, overrides: tuple[s
     from audiovae.models.registry import make_config
     from audiovae.training import TrainConfig
 
-    base = from_dict(TrainConfig, load_yaml(config), config) if config else TrainConfig()
+    from audiovae.training.config import default_train_config
+
+    base = load_yaml(config) if config else {}
     model_over = [o for o in overrides if o.startswith("model=")]
     if model_name:
         model_over.append(f"model={model_name}")
-    cfg = apply_overrides(base, model_over)
+    model = apply_overrides(from_dict(TrainConfig, {"model": base.get("model", TrainConfig.model)}, config), model_over).model
+    # the model's registered training defaults, then the YAML, then KEY=VALUE
+    cfg = from_dict(TrainConfig, {**to_dict(default_train_config(model)), **base}, config)
+    cfg = apply_overrides(cfg, model_over)
     # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
     cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})
     cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model=")])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from audiovae.data.download import CORPORA, download, extract_archive, fetch_corpus, locate
+from audiovae.data.download import CORPORA, download, extract_archive, fetch_corpus
 from audiovae.errors import DownloadError, UnsafeArchiveError
 from tests.httpserver import Files, serve
 

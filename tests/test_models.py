@@ -175,3 +175,18 @@ def test_bounds_against_a_closed_form_marginal_likelihood():
     # and IWAE_k reaches log p(x) as k grows: within a few standard errors at k = 10,000
     m, se = mean_se(iw[10000])
     assert ((m - log_px).abs() < 3 * se + 1e-3).all(), (m - log_px, se)
+
+
+def test_conv_vae_frames_do_not_see_far_away_frames():
+    """Per-frame LayerNorm keeps the conv VAE local: appending latent frames leaves decoded frames far
+    from the join unchanged (GroupNorm(1, c) pools statistics over the whole segment and changes them all)."""
+    torch.manual_seed(0)
+    z = torch.randn(1, 8, 20)
+    longer = torch.cat([z, 5 * torch.randn(1, 8, 30)], dim=-1)
+    local = build_model("conv", {"channels": 32, "latent_dim": 8})
+    torch.testing.assert_close(local.decode(z).mean[..., :40], local.decode(longer).mean[..., :40])
+    x = torch.randn(1, 256, 80)
+    x_longer = torch.cat([x, 3 * torch.randn(1, 256, 120)], dim=-1)
+    torch.testing.assert_close(local.encoder_params(x)[0][..., :10], local.encoder_params(x_longer)[0][..., :10])
+    pooled = build_model("conv", {"channels": 32, "latent_dim": 8, "norm": "group"})
+    assert not torch.allclose(pooled.decode(z).mean[..., :40], pooled.decode(longer).mean[..., :40], atol=1e-4)

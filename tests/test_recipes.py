@@ -26,7 +26,6 @@ import struct
 import subprocess
 import sys
 import tarfile
-import time
 import zipfile
 from pathlib import Path
 
@@ -368,7 +367,7 @@ def test_fashion_mnist_recipe(tmp_path, audiovae_cmd):
     with serve() as (url, st):
         args, n_test = [], 10000
         if not FASHION.is_dir():
-            sums = publish(st, sorted(tiny_idx(tmp_path / "published").iterdir()), tmp_path)
+            publish(st, sorted(tiny_idx(tmp_path / "published").iterdir()), tmp_path)
             args, n_test = ["--data-dir", tmp_path / "data"], 40
         env = {"AUDIOVAE_MIRROR": url, "AUDIOVAE_CHECKSUMS": str(tmp_path / "SHA256SUMS"),
                "EVAL_OPTS": "--k 1 --limit 200" if FASHION.is_dir() else "--k 1"}

@@ -353,3 +353,27 @@ def test_demo_end_to_end_small(tmp_path):
     for rel in re.findall(r'(?:src)="([^"]+)"', html):
         assert (out / "report" / rel).is_file(), rel
     assert html.count("<audio") >= 3 * 2 + 3 + 5
+
+
+
+
+def test_cli_train_uses_the_models_registered_training_defaults(feats, tmp_path):
+    """`audiovae train --model conv` takes the conv VAE's registered batch size, crop, lr and warm-ups;
+    the dense model keeps TrainConfig's generic ones; KEY=VALUE still wins over both."""
+    import yaml
+
+    from audiovae.models.conv import TRAIN_DEFAULTS
+
+    def saved(run: str, *args: str) -> dict:
+        res = CliRunner().invoke(cli, ["train", str(feats), "-o", str(tmp_path / run), *args, "--max-steps", "1"])
+        assert res.exit_code == 0, res.output
+        return yaml.safe_load((tmp_path / run / "train.yaml").read_text())
+
+    conv = saved("conv", "--model", "conv", "model_config.channels=16", "val_batches=1")
+    expected = {k: v for k, v in TRAIN_DEFAULTS.items() if k not in ("max_steps", "val_batches")}
+    assert {k: conv[k] for k in expected} == expected
+    assert TRAIN_DEFAULTS["batch_size"] != TrainConfig.batch_size  # else this test checks nothing
+    dense = saved("dense", "--model", "dense", "model_config.hidden=[16]", "val_batches=1")
+    assert dense["batch_size"] == TrainConfig.batch_size and dense["lr"] == TrainConfig.lr
+    over = saved("over", "--model", "conv", "model_config.channels=16", "val_batches=1", "batch_size=3")
+    assert over["batch_size"] == 3 and over["segment_frames"] == TRAIN_DEFAULTS["segment_frames"]

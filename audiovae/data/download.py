@@ -31,7 +31,6 @@ import hashlib
 import http.client
 import os
 import shutil
-import socket
 import stat
 import tarfile
 import tempfile

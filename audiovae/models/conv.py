@@ -4,6 +4,22 @@ The encoder halves the frame rate ``log2(downsample)`` times; the latent is a
 sequence ``(B, latent_dim, ceil(T / downsample))``. Any length encodes and
 decodes: the input is padded to a multiple of ``downsample`` and the output is
 cut back to ``T``.
+
+Layout (``c`` = ``channels``; rates relative to the mel frame rate)::
+
+    encoder  mel --conv k5--> c  [full_rate_blocks x ResBlock]
+             repeat log2(downsample) times: --stride-2 conv--> [res_blocks x ResBlock(dilations 1, 2, 4..)]
+             --1x1--> (mu, logvar)                                   at 1/downsample
+    decoder  z --conv k3--> c
+             repeat log2(downsample) times: [res_blocks x ResBlock(dilations 1, 2, 4..)] --stride-2 transposed conv-->
+             [full_rate_blocks x ResBlock] --conv k5--> likelihood parameters   at the full rate
+
+A :class:`ResBlock` is pre-activation: norm, SiLU, dilated conv, norm, SiLU,
+1x1 conv, plus the input. ``norm="layer"`` normalises each frame over its
+channels, so a frame's output never depends on the length of the sequence or
+on padding (GroupNorm(1, c) would mix statistics over the whole segment).
+Most of the work happens at the reduced rates, which is what keeps a CPU step
+cheap (see docs/fidelity.md for the measurements behind these defaults).
 """
 
 from __future__ import annotations
@@ -23,53 +39,89 @@ from audiovae.models.registry import register
 @dataclass
 class ConvVAEConfig:
     n_mels: int = 256
-    channels: int = 256
-    latent_dim: int = 32
+    channels: int = 128
+    latent_dim: int = 64
     downsample: int = 4  # latent frame rate = mel frame rate / downsample (a power of 2)
-    kernel: int = 5
-    res_blocks: int = 2  # residual blocks at full and at latent rate
+    kernel: int = 3  # kernel of the residual blocks' dilated convolutions
+    res_blocks: int = 2  # residual blocks at each reduced rate (encoder and decoder)
+    full_rate_blocks: int = 0  # residual blocks at the full frame rate (the costly ones)
+    norm: str = "layer"  # layer (per frame, over channels) | group (GroupNorm(1, c) over the segment) | none
     likelihood: str = "gaussian"
+    min_log_scale: float = -7.0  # floor of the Gaussian likelihood's learned log-sigma per mel bin
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each frame of ``(B, C, T)``."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.ln = nn.LayerNorm(c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ln(x.transpose(1, 2)).transpose(1, 2)
+
+
+def _norm(kind: str, c: int) -> nn.Module:
+    if kind == "layer":
+        return ChannelNorm(c)
+    if kind == "group":
+        return nn.GroupNorm(1, c)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; choose layer, group or none")
 
 
 class ResBlock(nn.Module):
-    def __init__(self, c: int, kernel: int, dilation: int = 1):
+    def __init__(self, c: int, kernel: int, dilation: int = 1, norm: str = "layer"):
         super().__init__()
         pad = dilation * (kernel - 1) // 2
         self.net = nn.Sequential(
-            nn.GroupNorm(1, c), nn.SiLU(), nn.Conv1d(c, c, kernel, padding=pad, dilation=dilation),
-            nn.GroupNorm(1, c), nn.SiLU(), nn.Conv1d(c, c, 1),
+            _norm(norm, c), nn.SiLU(), nn.Conv1d(c, c, kernel, padding=pad, dilation=dilation),
+            _norm(norm, c), nn.SiLU(), nn.Conv1d(c, c, 1),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.net(x)
 
 
-@register("conv", ConvVAEConfig)
+# What `audiovae train --model conv` uses unless told otherwise: small crops and batches give many
+# more optimiser steps per CPU-second, which is what a CPU budget is short of (docs/fidelity.md).
+TRAIN_DEFAULTS = {"batch_size": 8, "segment_frames": 64, "lr": 2e-3, "lr_warmup_steps": 50, "kl_warmup_steps": 200,
+                  "max_steps": 20000, "val_batches": 20}
+
+
+@register("conv", ConvVAEConfig, TRAIN_DEFAULTS)
 class ConvVAE(BaseVAE):
     """Log-mel ``(B, n_mels, T)`` <-> latent ``(B, latent_dim, ceil(T / downsample))``."""
 
     is_sequence = True
 
     def __init__(self, config: ConvVAEConfig):
-        super().__init__(config, make_likelihood(config.likelihood, config.n_mels))
+        lik_kwargs = {"min_log_scale": config.min_log_scale} if config.likelihood.startswith("gaussian") else {}
+        super().__init__(config, make_likelihood(config.likelihood, config.n_mels, **lik_kwargs))
         ds = config.downsample
         if ds < 1 or ds & (ds - 1):
             raise ValueError(f"downsample must be a power of 2, got {ds}")
-        c, k = config.channels, config.kernel
+        c, k, nb, norm = config.channels, config.kernel, config.res_blocks, config.norm
         self.n_down = int(math.log2(ds))
-        enc: list[nn.Module] = [nn.Conv1d(config.n_mels, c, k, padding=k // 2)]
-        enc += [ResBlock(c, k, 2**i) for i in range(config.res_blocks)]
+
+        def blocks(n: int) -> list[nn.Module]:
+            return [ResBlock(c, k, 2**i, norm) for i in range(n)]
+
+        enc: list[nn.Module] = [nn.Conv1d(config.n_mels, c, 5, padding=2), *blocks(config.full_rate_blocks)]
         for _ in range(self.n_down):
-            enc += [nn.SiLU(), nn.Conv1d(c, c, 4, stride=2, padding=1)]
-        enc += [ResBlock(c, 3) for _ in range(config.res_blocks)]
-        enc += [nn.SiLU(), nn.Conv1d(c, 2 * config.latent_dim, 1)]
+            enc += [nn.SiLU(), nn.Conv1d(c, c, 4, stride=2, padding=1), *blocks(nb)]
+        if self.n_down == 0:
+            enc += blocks(nb)
+        enc += [_norm(norm, c), nn.SiLU(), nn.Conv1d(c, 2 * config.latent_dim, 1)]
         self.encoder = nn.Sequential(*enc)
         dec: list[nn.Module] = [nn.Conv1d(config.latent_dim, c, 3, padding=1)]
-        dec += [ResBlock(c, 3) for _ in range(config.res_blocks)]
         for _ in range(self.n_down):
-            dec += [nn.SiLU(), nn.ConvTranspose1d(c, c, 4, stride=2, padding=1)]
-        dec += [ResBlock(c, k, 2**i) for i in range(config.res_blocks)]
-        dec += [nn.SiLU(), nn.Conv1d(c, self.likelihood.out_channels(config.n_mels), k, padding=k // 2)]
+            dec += [*blocks(nb), nn.SiLU(), nn.ConvTranspose1d(c, c, 4, stride=2, padding=1)]
+        if self.n_down == 0:
+            dec += blocks(nb)
+        dec += blocks(config.full_rate_blocks)
+        dec += [_norm(norm, c), nn.SiLU(), nn.Conv1d(c, self.likelihood.out_channels(config.n_mels), 5, padding=2)]
         self.decoder = nn.Sequential(*dec)
 
     def latent_size(self, size: int) -> int:

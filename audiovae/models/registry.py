@@ -9,17 +9,29 @@ from audiovae.config import from_dict
 from audiovae.errors import ConfigError
 
 _MODELS: dict[str, tuple[type, type]] = {}
+_TRAIN_DEFAULTS: dict[str, dict] = {}
 
 
-def register(name: str, config_cls: type) -> Callable[[type], type]:
-    """Class decorator: register a model class and its config dataclass under ``name``."""
+def register(name: str, config_cls: type, train_defaults: dict | None = None) -> Callable[[type], type]:
+    """Class decorator: register a model class and its config dataclass under ``name``.
+
+    ``train_defaults``: TrainConfig fields this model trains best with (batch size,
+    crop length, lr...), used in place of TrainConfig's generic defaults unless set.
+    """
 
     def deco(cls: type) -> type:
         _MODELS[name] = (cls, config_cls)
+        _TRAIN_DEFAULTS[name] = dict(train_defaults or {})
         cls.name = name
         return cls
 
     return deco
+
+
+def train_defaults(name: str) -> dict:
+    """The TrainConfig fields registered model ``name`` overrides by default (a copy)."""
+    config_class(name)  # a clear error for an unknown name
+    return dict(_TRAIN_DEFAULTS.get(name, {}))
 
 
 def available() -> list[str]:

@@ -34,3 +34,12 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints
     early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
     device: str = "auto"  # auto | cpu | cuda
+
+
+def default_train_config(model: str = "conv", **fields) -> TrainConfig:
+    """TrainConfig for ``model``: the generic defaults above, then the model's registered training
+    defaults (e.g. the conv VAE's batch size, crop length and lr), then ``fields``."""
+    from audiovae.config import from_dict, to_dict
+    from audiovae.models.registry import train_defaults
+
+    return from_dict(TrainConfig, {**to_dict(TrainConfig()), "model": model, **train_defaults(model), **fields})

@@ -37,7 +37,7 @@ from audiovae.data.source import DataSource, open_data
 from audiovae.errors import CheckpointError, ConfigError, TrainingError
 from audiovae.models.registry import build_model, make_config
 from audiovae.training.checkpoint import load_model_dir, load_trainer_state, save_model_dir, save_trainer_state
-from audiovae.training.config import TrainConfig
+from audiovae.training.config import TrainConfig, default_train_config
 from audiovae.training.schedules import kl_weight, learning_rate
 from audiovae.utils import atomic_write_text
 
@@ -263,6 +263,7 @@ class Trainer:
         self.amp_dtype, self.scaler = amp_setup(cfg, self.device)
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best, self.bad_vals, self.last_val_step = -math.inf, 0, -1
+        self.lr_horizon = cfg.max_steps  # steps the cosine schedule spans (a time limit may shorten it)
         if state is not None:
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optimizer"])
@@ -338,7 +339,7 @@ class Trainer:
         cfg = self.cfg
         batch = batch.to(self.device)
         beta = kl_weight(self.step, cfg.beta, cfg.kl_warmup, cfg.kl_warmup_steps, cfg.kl_cycle_ramp)
-        lr = learning_rate(self.step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps)
+        lr = learning_rate(self.step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, self.lr_horizon)
         for group in self.opt.param_groups:
             group["lr"] = lr
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
@@ -386,12 +387,18 @@ class Trainer:
         self.bar.update(self.step, f"loss {row['loss']:.1f} kl {row['kl']:.1f}")
 
     def _should_stop(self, flag: dict, t_start: float) -> bool:
-        """Ctrl-C/SIGTERM or the time limit; rank 0 decides so every rank stops after the same step."""
-        over = self.cfg.max_minutes and time.perf_counter() - t_start > 60 * self.cfg.max_minutes
-        stop = torch.tensor([1.0 if self.is_main and (flag["stop"] or over) else 0.0])
+        """Ctrl-C/SIGTERM or the time limit. Rank 0's clock decides, so every rank stops after the same step
+        and uses the same learning rate: with a time limit, the cosine schedule spans whichever limit comes
+        first, the steps or the steps the time allows at the pace so far."""
+        used = (time.perf_counter() - t_start) / (60 * self.cfg.max_minutes) if self.cfg.max_minutes else 0.0
+        msg = torch.tensor([1.0 if flag["stop"] else 0.0, used], dtype=torch.float64) if self.is_main else torch.zeros(
+            2, dtype=torch.float64)
         if self.world > 1:
-            dist.broadcast(stop, 0)
-        return bool(stop[0])
+            dist.broadcast(msg, 0)
+        stop, used = bool(msg[0]), float(msg[1])
+        if 0 < used < 1:
+            self.lr_horizon = min(self.cfg.max_steps, max(self.step + 1, int(self.step / used)))
+        return stop or used >= 1
 
     # --- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict:
@@ -517,7 +524,7 @@ def train(
         cfg = check_resume_config(saved, dict(given or {}), out / "train.yaml")
         state = load_trainer_state(out / "trainer_state.pt")
     else:
-        cfg = cfg or TrainConfig()
+        cfg = cfg or default_train_config()
         if (out / "trainer_state.pt").exists():
             raise CheckpointError("already holds a training run; use --resume to continue it, or another folder", out)
     if max_steps is not None:
