@@ -272,11 +272,17 @@ def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n
 class GriffinLimVocoder(nn.Module):
     """Log-mel ``(B, n_mels, T)`` -> waveform ``(B, N)``: NNLS mel inversion + PGHI + fast Griffin-Lim.
 
-    Buffers (window, filterbank) follow ``.to(device)``. Defaults: 32 iterations,
-    momentum 0.99, phase-gradient heap integration for the starting phase.
+    Buffers (window, filterbank, the mel solver) follow ``.to(device)``; every step
+    runs on the log-mel's device with no host round trip, except the heap PGHI,
+    which is used only for CPU tensors. Defaults: 32 iterations, momentum 0.99,
+    ``init="pghi"``: the heap phase-gradient integration on a CPU (numba), the
+    parallel prefix-scan integration (:func:`audiovae.audio.pghi.pghi_torch`) on
+    any other device. On a CPU the NNLS iterations and the Griffin-Lim steps run
+    as fused numba kernels; elsewhere as torch operations that compute the same.
     ``forward(logmel, lengths=None, num_samples=None)``: ``lengths`` are valid
     frames per item; the output has ``(frames - 1) * hop`` samples per item
-    unless ``num_samples`` ``(B,)`` gives the original lengths.
+    unless ``num_samples`` ``(B,)`` gives the original lengths. A padded batch
+    gives each item what it would get alone.
     """
 
     def __init__(
