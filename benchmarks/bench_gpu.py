@@ -165,7 +165,8 @@ def main() -> int:
         return f"{float(sc):.4f}", f"{float(mcd):.2f}", f"{float(stoi(ref, est, cfg.sample_rate).mean()):.4f}"
 
     with torch.no_grad():
-        rows = [("audiovae default (pghi_parallel + 32 it)", f"{t_ours * 1e3:.1f}", *quality(voc(logmel, num_samples=lengths))),
+        default = "pghi_parallel" if dev.type != "cpu" else "pghi_heap"
+        rows = [(f"audiovae default ({default} + 32 it)", f"{t_ours * 1e3:.1f}", *quality(voc(logmel, num_samples=lengths))),
                 ("audiovae, pghi_heap (CPU) + 32 it", "", *quality(GriffinLimVocoder(cfg, init="pghi_heap").to(dev)(
                     logmel, num_samples=lengths))),
                 ("audiovae, random + 32 it", "", *quality(GriffinLimVocoder(cfg, init="random").to(dev)(
@@ -180,7 +181,7 @@ def main() -> int:
     with torch.no_grad():
         t_big = gpu_time(lambda: voc(big, num_samples=big_len), max(3, args.repeat // 3))
     print(f"\nbatch of {args.big_batch} x {args.seconds:g} s in one call: {t_big * 1e3:.0f} ms "
-          f"({args.big_batch * args.seconds / t_big:.0f} s of audio per second); "
+          f"({args.big_batch * args.seconds / t_big:.1f} s of audio per second); "
           f"batch of {args.clips}: {t_ours * 1e3:.0f} ms")
     return 0
 
