@@ -36,6 +36,20 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where the system allows.
+
+    ``os.umask`` can only be read by setting it, which for a moment changes it for
+    every thread of the process (a file another thread creates meanwhile gets the
+    wrong mode). Linux >= 4.7 reports it in ``/proc/self/status``; elsewhere the
+    set-and-restore fallback is used.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -76,3 +76,27 @@ def test_melconfig_yaml_round_trip_and_overrides(tmp_path):
 def test_melconfig_rejects_nonsense(kwargs, problem):
     with pytest.raises(ConfigError, match=problem):
         MelConfig(**kwargs)
+
+
+def test_melconfig_refuses_empty_mel_bands_as_librosa_finds_them():
+    """A band with no FFT bin is refused with a message that says what to change; the bands it names
+    are exactly the all-zero rows of librosa's filterbank (checked over a grid, Slaney and HTK)."""
+    import dataclasses
+    import itertools
+    import warnings
+
+    with pytest.raises(ConfigError, match="contain no FFT bin.*n_fft=512 at 22050 Hz.*larger n_fft"):
+        MelConfig(n_fft=512, win_length=512, hop_length=128, n_mels=256)
+    MelConfig(n_fft=1024)  # rank deficient (rank 218) but every band has bins: accepted, and it vocodes
+    for sr, n_fft, n_mels, fmin, htk in itertools.product((8000, 44100), (256, 1024), (40, 128, 256),
+                                                          (0.0, 55.0), (False, True)):
+        fields = {f.name: f.default for f in dataclasses.fields(MelConfig)}
+        fields.update(sample_rate=sr, n_fft=n_fft, win_length=n_fft, hop_length=n_fft // 4, n_mels=n_mels, fmin=fmin,
+                      htk=htk)
+        cfg = object.__new__(MelConfig)  # bypass validation to ask the check itself
+        for k, v in fields.items():
+            object.__setattr__(cfg, k, v)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fb = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, htk=htk)
+        assert cfg.empty_mel_bands() == np.nonzero(fb.max(axis=1) == 0)[0].tolist(), (sr, n_fft, n_mels, fmin, htk)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -124,7 +126,7 @@ def test_batch_with_lengths_equals_alone(speech_dir):
 
 def test_initial_phase_is_unit_modulus():
     mag = torch.rand(2, CFG.n_freqs, 5)
-    for init in ("pghi", "random", "zeros"):
+    for init in ("pghi", "pghi_heap", "pghi_parallel", "random", "zeros"):
         a = initial_phase(mag, CFG, init)
         torch.testing.assert_close(a.abs(), torch.ones_like(mag))
     with pytest.raises(ValueError):
@@ -177,3 +179,158 @@ def test_fused_cpu_kernels_equal_torch_path(speech_dir, monkeypatch):
         monkeypatch.setattr(vocoder_mod, "use_cpu_kernels", True)
         assert fused.dtype == dtype
         torch.testing.assert_close(fused, plain, rtol=tol * 10, atol=tol * 10)
+
+
+# --- any configuration MelConfig accepts vocodes; the rest is refused ------------------------------------------------
+
+GRID = [
+    # sample_rate, n_fft, n_mels: full rank, rank deficient (fewer independent bands than mels), refused (empty bands)
+    (22050, 2048, 256), (22050, 1024, 256), (16000, 256, 80), (8000, 512, 256), (44100, 2048, 256),
+    (16000, 512, 128), (22050, 512, 256), (44100, 1024, 256), (16000, 256, 256),
+]
+
+
+@pytest.mark.parametrize("sr,n_fft,n_mels", GRID)
+def test_every_accepted_configuration_vocodes(sr, n_fft, n_mels):
+    from audiovae.errors import ConfigError
+
+    kwargs = dict(sample_rate=sr, n_fft=n_fft, win_length=min(1024, n_fft), hop_length=min(256, n_fft // 4), n_mels=n_mels)
+    import librosa
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fb_ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels)  # the independent judge of "empty band"
+    if (fb_ref.max(axis=1) == 0).any():
+        with pytest.raises(ConfigError, match="contain no FFT bin"):
+            MelConfig(**kwargs)
+        return
+    cfg = MelConfig(**kwargs)
+    t = np.arange(int(0.6 * sr)) / sr
+    x = torch.from_numpy(0.4 * np.sin(2 * np.pi * (150 + 900 * t) * t) * (1 + 0.3 * np.sin(2 * np.pi * 4 * t)))[None]
+    fe = MelFrontend(cfg).double()
+    voc = GriffinLimVocoder(cfg, n_iter=16).double()
+    y = voc(fe(x), num_samples=[x.shape[-1]])
+    assert torch.isfinite(y).all()
+    # the mel inversion is as good as scipy's NNLS on these frames (rank-deficient filterbanks included)
+    mel = fe.mel(x)
+    s = voc.magnitude(torch.log(mel.clamp_min(cfg.log_floor)))
+    fb = voc.fb.double().numpy()
+    for j in range(2, mel.shape[-1], 7):
+        target = np.maximum(mel[0, :, j].numpy(), cfg.log_floor)
+        _, rnorm = nnls(fb, target, maxiter=5000)
+        ours = np.linalg.norm(fb @ s[0, :, j].numpy() - target)
+        assert ours <= rnorm + 2e-3 * np.linalg.norm(target), (j, ours, rnorm)
+    # and the resynthesis has the chirp's spectrum (SC against the true magnitude)
+    w = torch.hann_window(cfg.win_length, dtype=torch.float64)
+    ref = AF.magnitude(AF.stft(x, w, cfg.n_fft, cfg.hop_length))
+    assert float(spectral_convergence(ref, AF.magnitude(AF.stft(y, w, cfg.n_fft, cfg.hop_length)))[0]) < 0.35
+
+
+def test_vocoder_leaves_flush_denormal_as_found():
+    from audiovae.audio import vocoder as vocoder_mod
+    from audiovae.audio.vocoder import flush_denormal_enabled
+
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        # the probe reads the flag: a float32 subnormal survives a multiplication only when flushing is off
+        assert flush_denormal_enabled()
+        torch.set_flush_denormal(False)
+        assert not flush_denormal_enabled()
+        voc = GriffinLimVocoder(CFG, n_iter=2)
+        logmel = torch.full((1, CFG.n_mels, 6), float(np.log(CFG.log_floor)))
+        logmel[0, 40:60, 2:4] = 0.0
+        for state in (False, True, False):
+            torch.set_flush_denormal(state)
+            for fused in (True, False):  # the torch path flushes inside the NNLS iterations
+                vocoder_mod.use_cpu_kernels = fused
+                voc(logmel)
+                assert flush_denormal_enabled() == state
+    finally:
+        vocoder_mod.use_cpu_kernels = True
+        torch.set_flush_denormal(False)
+
+
+# --- the device code paths are torch operations equal to the CPU kernels -------------------------------------------
+
+
+def test_fused_nnls_equals_torch_path(speech):
+    wave, _ = speech
+    x = torch.from_numpy(wave[:22050])[None]
+    voc = GriffinLimVocoder(CFG)
+    mel = MelFrontend(CFG).mel(x)
+    for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
+        m = mel.to(dtype)
+        args = (m, voc.fb.to(dtype), voc.blocks, "nnls", 20, (voc.pinv, voc._step))
+        fused = mel_to_linear(*args, csr=voc.csr)
+        plain = mel_to_linear(*args)  # banded torch products (the CPU fallback)
+        assert fused.dtype == dtype and fused.shape == (1, CFG.n_freqs, m.shape[-1])
+        torch.testing.assert_close(fused, plain, rtol=tol, atol=tol * float(plain.abs().max()))
+
+
+def test_dense_torch_nnls_equals_banded(monkeypatch):
+    # the dense-product formulation used off the CPU computes the same iterates as the banded one
+    from audiovae.audio import vocoder as vocoder_mod
+
+    voc = GriffinLimVocoder(CFG)
+    mel = torch.rand(2, CFG.n_mels, 9, dtype=torch.float64) + 1e-3
+    args = (mel, voc.fb.double(), voc.blocks, "nnls", 10, (voc.pinv, voc._step))
+    banded = mel_to_linear(*args)
+    u = torch.matmul(mel.transpose(1, 2), voc.pinv)
+    fb = voc.fb.double()
+    dense = vocoder_mod._fista(torch.matmul(u, fb).clamp_min(0), mel.transpose(1, 2), lambda v: v @ fb.T,
+                               lambda r: r @ fb, voc._step, 10)
+    torch.testing.assert_close(dense.transpose(1, 2), banded)
+
+
+def test_random_init_drawn_on_the_tensors_device():
+    mag = torch.rand(2, CFG.n_freqs, 7)
+    a = initial_phase(mag, CFG, "random", seed=3)
+    b = initial_phase(mag, CFG, "random", seed=3)
+    torch.testing.assert_close(a, b)
+    ph = torch.angle(a)
+    # uniform on (-pi, pi]: mean near 0, variance near pi^2 / 3
+    assert abs(float(ph.mean())) < 0.05 and abs(float(ph.var()) - np.pi**2 / 3) < 0.1
+
+
+def test_parallel_pghi_batch_equals_alone_and_beats_random(speech_dir):
+    import soundfile as sf
+
+    from audiovae.audio.pghi import pghi_torch
+
+    waves = [torch.from_numpy(sf.read(speech_dir / f"utt0{i}.wav", dtype="float64")[0])[: 12000 + 6000 * i] for i in range(3)]
+    lengths = torch.tensor([len(w) for w in waves])
+    batch = torch.zeros(3, int(lengths.max()), dtype=torch.float64)
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    win = torch.hann_window(CFG.win_length, dtype=torch.float64)
+    mag = AF.magnitude(AF.stft(batch, win, CFG.n_fft, CFG.hop_length))
+    n_frames = AF.num_frames(lengths, CFG.hop_length)
+    mag = mag * (torch.arange(mag.shape[-1])[None, :] < n_frames[:, None])[:, None, :]
+    ph = pghi_torch(mag, CFG.n_fft, CFG.hop_length, CFG.win_length, n_frames=n_frames)
+    for i, w in enumerate(waves):
+        alone = pghi_torch(mag[i : i + 1, :, : n_frames[i]], CFG.n_fft, CFG.hop_length, CFG.win_length)
+        torch.testing.assert_close(ph[i : i + 1, :, : n_frames[i]], alone)
+    # as a starting point it is far more consistent than random phase (SC with no iteration at all)
+    x, m = waves[2][None], mag[2:3, :, : n_frames[2]]
+    sc = {init: _sc_after(m, x.shape[-1], init, 0) for init in ("pghi_parallel", "pghi_heap", "random")}
+    assert sc["pghi_parallel"] < 0.8 * sc["random"], sc
+
+
+def test_vocode_files_batched_equals_one_by_one(speech_dir, tmp_path):
+    import soundfile as sf
+
+    from audiovae.tasks.signal import mel_files, vocode_files
+
+    wavs = [speech_dir / f"utt0{i}.wav" for i in range(3)]
+    mels, bad = mel_files(wavs, tmp_path / "mels", CFG)
+    assert not bad and len(mels) == 3
+    batched, bad = vocode_files([tmp_path / "mels"], tmp_path / "batched", n_iter=4, batch_size=3)
+    assert not bad
+    alone, _ = vocode_files([tmp_path / "mels"], tmp_path / "alone", n_iter=4, batch_size=1)
+    assert sorted(p.name for p in batched) == sorted(p.name for p in alone) == [f"utt0{i}.wav" for i in range(3)]
+    for wav in wavs:
+        a, _ = sf.read(tmp_path / "batched" / wav.name, dtype="float32")
+        b, _ = sf.read(tmp_path / "alone" / wav.name, dtype="float32")
+        assert len(a) == len(b) == sf.info(wav).frames  # the original length, from the .mel.npz
+        np.testing.assert_allclose(a, b, atol=2e-4)

@@ -54,6 +54,16 @@ class MelCSR:
         self.w64 = fb_t[rows, cols]
         self.w32 = self.w64.astype(np.float32)
         self.n_mels = fb.shape[0]
+        # the same non-zeros by band (row-major): a band's bins are contiguous, so fb @ y is one short dot per band
+        fb_np = fb_t.T
+        nz_r = fb_np != 0
+        self.band_ptr = np.concatenate([[0], np.cumsum(nz_r.sum(1))]).astype(np.int64)
+        r_rows, r_cols = np.nonzero(nz_r)
+        self.band_w64 = fb_np[r_rows, r_cols]
+        self.band_lo = np.array([r_cols[self.band_ptr[j]] if self.band_ptr[j + 1] > self.band_ptr[j] else 0
+                                 for j in range(self.n_mels)], np.int64)
+        if not all(np.all(np.diff(r_cols[self.band_ptr[j]:self.band_ptr[j + 1]]) == 1) for j in range(self.n_mels)):
+            raise ValueError("a mel band's non-zero bins are not contiguous")
 
 
 def magnitude_mel(spec_frames: torch.Tensor, csr: MelCSR, power: float) -> torch.Tensor:
@@ -131,3 +141,64 @@ def gl_resynth(frames: torch.Tensor, window: torch.Tensor, hop: int, inv_env: to
     y = torch.empty(frames.shape[0], length, dtype=frames.dtype)
     _gl_resynth(frames.numpy(), window.numpy(), hop, inv_env.numpy(), n_valid.numpy(), buf.numpy(), y.numpy())
     return y
+
+
+@numba.njit(cache=True, parallel=True, nogil=True, fastmath={"reassoc", "contract"})
+def _nnls_frames(u, mel, indptr, cols, weights, band_ptr, band_lo, band_w, step, n_iter, out):
+    """Projected accelerated gradient (FISTA) for ``min ||fb s - mel||^2, s >= 0``, one frame per task.
+
+    u, mel: (N, M) start coefficients (``s0 = max(fb^T u, 0)``) and targets; out: (N, F).
+    The filterbank is stored by band (``band_*``: ``fb y`` is one short dot product per
+    band) and by frequency bin (``indptr``, ``cols``, ``weights``: ``fb^T r`` has at
+    most two terms per bin), as :class:`MelCSR`: each is one pass over its ~2F
+    non-zeros without scattered writes; a frame's iterates (two F-vectors, one M-vector) stay in L1 cache.
+    Accumulates in float64 whatever the output dtype; values below 1e-35 are set to 0
+    (no subnormals reach the Griffin-Lim iterations).
+    """
+    n, f = out.shape
+    m = mel.shape[1]
+    for t in numba.prange(n):
+        s = np.empty(f, np.float64)
+        y = np.empty(f, np.float64)
+        r = np.empty(m, np.float64)
+        for k in range(f):
+            acc = 0.0
+            for j in range(indptr[k], indptr[k + 1]):
+                acc += weights[j] * u[t, cols[j]]
+            v = acc if acc > 1e-35 else 0.0
+            s[k] = v
+            y[k] = v
+        tk = 1.0
+        for _ in range(n_iter):
+            for j in range(m):
+                p0 = band_ptr[j]
+                lo = band_lo[j] - p0
+                acc = 0.0
+                for i in range(p0, band_ptr[j + 1]):
+                    acc += band_w[i] * y[lo + i]
+                r[j] = acc - mel[t, j]
+            t_new = (1.0 + np.sqrt(1.0 + 4.0 * tk * tk)) / 2.0
+            beta = (tk - 1.0) / t_new
+            for k in range(f):
+                g = 0.0
+                for j in range(indptr[k], indptr[k + 1]):
+                    g += weights[j] * r[cols[j]]
+                sn = y[k] - step * g
+                if sn < 1e-35:
+                    sn = 0.0
+                y[k] = sn + beta * (sn - s[k])
+                s[k] = sn
+            tk = t_new
+        for k in range(f):
+            out[t, k] = s[k]
+
+
+def nnls_frames(u: torch.Tensor, mel: torch.Tensor, csr: MelCSR, step: float, n_iter: int) -> torch.Tensor:
+    """Non-negative ``S`` ``(B, T, F)`` (frame-major) from start coefficients and mel targets ``(B, T, M)`` (CPU)."""
+    b, t, m = mel.shape
+    un = u.reshape(b * t, m).contiguous().numpy()
+    mn = mel.reshape(b * t, m).contiguous().numpy()
+    out = np.empty((b * t, csr.indptr.shape[0] - 1), dtype=mn.dtype)
+    _nnls_frames(un.astype(np.float64, copy=False), mn.astype(np.float64, copy=False), csr.indptr, csr.cols, csr.w64,
+                 csr.band_ptr, csr.band_lo, csr.band_w64, float(step), int(n_iter), out)
+    return torch.from_numpy(out).reshape(b, t, -1)

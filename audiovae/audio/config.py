@@ -62,8 +62,33 @@ class MelConfig:
             problems.append(f"log_floor must be in (0, 1), got {self.log_floor}")
         if self.norm not in (None, "slaney"):
             problems.append(f"norm must be 'slaney' or None, got {self.norm!r}")
+        if not problems:
+            empty = self.empty_mel_bands()
+            if empty:
+                problems.append(
+                    f"{len(empty)} of the {self.n_mels} mel bands contain no FFT bin (the lowest: band {empty[0]}) with "
+                    f"n_fft={self.n_fft} at {self.sample_rate} Hz, so their features would always be silent and the "
+                    f"vocoder could not invert them; use fewer mels, a larger n_fft (zero padding is enough: "
+                    f"win_length can stay) or a higher fmin"
+                )
         if problems:
             raise ConfigError("invalid MelConfig: " + "; ".join(problems))
+
+    def empty_mel_bands(self) -> list[int]:
+        """Indices of mel bands whose triangle contains no FFT bin (an all-zero filter).
+
+        Band ``i`` of the filterbank (librosa's construction) is non-zero exactly at
+        the bins strictly between mel points ``i`` and ``i + 2``; computed here with
+        numpy so that building a configuration does not import librosa.
+        """
+        import numpy as np
+
+        pts = _mel_to_hz(np.linspace(_hz_to_mel(self.fmin, self.htk), _hz_to_mel(self.f_max, self.htk),
+                                     self.n_mels + 2), self.htk)
+        bins = np.arange(self.n_freqs) * (self.sample_rate / self.n_fft)
+        lo = np.searchsorted(bins, pts[:-2], side="right")  # first bin > lower edge
+        hi = np.searchsorted(bins, pts[2:], side="left")  # first bin >= upper edge
+        return [int(i) for i in np.nonzero(hi <= lo)[0]]
 
     @property
     def f_max(self) -> float:
@@ -95,3 +120,25 @@ class MelConfig:
         from audiovae.config import from_dict
 
         return from_dict(cls, data, source)
+
+
+def _hz_to_mel(f, htk: bool):
+    """librosa's ``hz_to_mel`` (Slaney's auditory-toolbox scale, or HTK's)."""
+    import numpy as np
+
+    f = np.asanyarray(f, dtype=np.float64)
+    if htk:
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    lin = f / (200.0 / 3)
+    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log, lin)
+
+
+def _mel_to_hz(m, htk: bool):
+    """librosa's ``mel_to_hz``."""
+    import numpy as np
+
+    m = np.asanyarray(m, dtype=np.float64)
+    if htk:
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    return np.where(m >= 15.0, 1000.0 * np.exp(np.log(6.4) / 27.0 * (m - 15.0)), (200.0 / 3) * m)

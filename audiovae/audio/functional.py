@@ -204,6 +204,7 @@ def melspectrogram(
     blocks: list[Block] | None = None,
     chunk: int = 1,
     csr=None,
+    dense: bool | None = None,
 ) -> torch.Tensor:
     """Mel spectrogram ``(B, n_mels, T)`` of ``wave`` ``(B, N)`` (linear, not log).
 
@@ -215,7 +216,10 @@ def melspectrogram(
     alone; later frames are zero. The batch is processed ``chunk`` items at a
     time so the spectrogram of a chunk stays in cache. ``csr`` (a
     :class:`~audiovae.audio._cpu_kernels.MelCSR`) switches a CPU run to the
-    fused magnitude-and-mel kernel.
+    fused magnitude-and-mel kernel. ``dense`` (default: on any device but the CPU)
+    takes ``torch.stft`` and one dense filterbank product over the whole batch,
+    what torchaudio's ``MelSpectrogram`` does: on a GPU a few large kernels beat the
+    banded product's many small ones.
     """
     if wave.dim() == 1:
         return melspectrogram(wave[None], cfg, None if lengths is None else lengths.reshape(1), window, fb, blocks, chunk,
@@ -233,6 +237,18 @@ def melspectrogram(
         lengths = torch.as_tensor(lengths, device=device)
         mask = torch.arange(wave.shape[-1], device=device)[None, :] < lengths[:, None]
         wave = wave * mask
+    if dense is None:
+        dense = device.type != "cpu"
+    if dense:
+        # torch.stft centres a zero-padded window in each n_fft frame: same magnitudes as stft_frames
+        spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window.shape[-1], window, center=True, pad_mode="constant",
+                          return_complex=True)
+        mag = torch.view_as_real(spec).square().sum(-1) if cfg.power == 2.0 else spec.abs()
+        mel = torch.matmul(fb, mag)
+        if lengths is not None:
+            fmask = torch.arange(mel.shape[-1], device=device)[None, :] < num_frames(lengths, cfg.hop_length)[:, None]
+            mel = mel * fmask[:, None, :]
+        return mel
     fused = device.type == "cpu" and csr is not None
     if device.type != "cpu":
         chunk = wave.shape[0]

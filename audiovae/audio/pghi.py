@@ -28,6 +28,7 @@ import math
 
 import numba
 import numpy as np
+import torch
 
 HANN_LAMBDA = 0.25645
 
@@ -200,3 +201,97 @@ def pghi(
     n_frames = np.clip(np.asarray(n_frames, np.int64).reshape(-1), 1, mag.shape[2])
     _pghi_batch(mag, phase, n_frames, int(n_fft), int(hop_length), float(lam), float(tol), int(seed))
     return phase
+
+
+def phase_gradients_torch(
+    mag: torch.Tensor, n_fft: int, hop_length: int, win_length: int, tol: float = 1e-5,
+    n_frames: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The phase derivatives PGHI integrates, as torch operations on ``mag``'s device.
+
+    Returns ``(log_s, tg, fg)``, each ``(B, F, T)``: the floored log magnitude, the
+    time derivative *without* its linear term ``2 pi k hop / n_fft`` (radians per
+    hop) and the frequency derivative (radians per bin), from the same centred
+    differences as :func:`pghi` (one-sided at each item's own first and last frame).
+    """
+    b, f, t = mag.shape
+    lam = HANN_LAMBDA * win_length**2
+    peak = mag.flatten(1).amax(1).clamp_min(1e-300 if mag.dtype == torch.float64 else 1e-30)
+    floor = (peak * tol)[:, None, None]
+    ls = torch.log(torch.maximum(mag, floor * 1e-3))
+    # d log s / d k, centred inside, one-sided at the edges
+    dk = torch.empty_like(ls)
+    dk[:, 1:-1] = 0.5 * (ls[:, 2:] - ls[:, :-2])
+    dk[:, :1] = ls[:, 1:2] - ls[:, :1]
+    dk[:, -1:] = ls[:, -1:] - ls[:, -2:-1]
+    tg = (hop_length * n_fft / lam) * dk
+    # d log s / d t with the item's own last frame as the edge (a padded batch = each item alone)
+    idx = torch.arange(t, device=mag.device)
+    last = (torch.as_tensor(n_frames, device=mag.device).reshape(b, 1) - 1) if n_frames is not None else \
+        torch.full((b, 1), t - 1, device=mag.device)
+    hi = torch.minimum(idx[None, :] + 1, last).clamp_min(0)  # (B, T)
+    lo = (idx - 1).clamp_min(0)[None, :].expand(b, t)
+    lo = torch.minimum(lo, hi)
+    den = (hi - lo).to(mag.dtype).clamp_min(1)
+    gather = lambda j: torch.gather(ls, 2, j[:, None, :].expand(b, f, t))  # noqa: E731
+    fg = (-lam / (n_fft * hop_length)) * (gather(hi) - gather(lo)) / den[:, None, :]
+    fg = torch.where((hi > lo)[:, None, :], fg, torch.zeros_like(fg))
+    return ls, tg, fg
+
+
+def pghi_torch(
+    mag: torch.Tensor, n_fft: int, hop_length: int, win_length: int, tol: float = 1e-5,
+    n_frames: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A parallel phase-gradient integration: phase ``(B, F, T)`` (time-invariant convention) on ``mag``'s device.
+
+    The heap of :func:`pghi` is sequential: it integrates outward from the largest
+    coefficient, so the phase follows spectral ridges. Here the same gradients are
+    integrated along ridges with a fixed rule that needs no queue: bin ``k`` of
+    frame ``t`` continues from ``q``, the spectral peak of frame ``t - 1`` nearest
+    to ``k``: a time step at bin ``q`` (trapezoid of the time derivative), then the
+    frequency-direction integral from ``q`` to ``k`` within frame ``t``::
+
+        phi(k, t) = phi(q, t-1) + (tg(q, t-1) + tg(q, t)) / 2 + F(k, t) - F(q, t)
+
+    with ``F`` the cumulative trapezoid of the frequency derivative along
+    frequency (a cumsum). That recursion is a composition of (gather, add) maps,
+    which is associative, so it runs as a parallel prefix scan over time:
+    ``ceil(log2 T)`` steps of two gathers each over the whole batch, a handful of
+    kernels on a GPU whatever the length. Frame 0 is the frequency integral alone.
+    """
+    b, f, t = mag.shape
+    ls, tg, fg = phase_gradients_torch(mag, n_fft, hop_length, win_length, tol, n_frames)
+    two_pi = 2 * math.pi
+    fint = torch.zeros_like(fg)
+    fint[:, 1:] = torch.cumsum(0.5 * (fg[:, 1:] + fg[:, :-1]), dim=1)
+    # nearest spectral peak (local maximum along frequency) of every frame, for every bin
+    k = torch.arange(f, device=mag.device)[None, :, None]
+    left = torch.cat([ls[:, :1] - 1, ls[:, :-1]], 1)
+    right = torch.cat([ls[:, 1:], ls[:, -1:] - 1], 1)
+    is_peak = (ls >= left) & (ls > right)
+    below = torch.cummax(torch.where(is_peak, k, -1), dim=1).values
+    above = torch.flip(torch.cummin(torch.flip(torch.where(is_peak, k, f), [1]), dim=1).values, [1])
+    d_below = torch.where(below >= 0, k - below, 2 * f)
+    d_above = torch.where(above < f, above - k, 2 * f)
+    nearest = torch.where(d_below <= d_above, below, above)
+    nearest = torch.where((nearest >= 0) & (nearest < f), nearest, k.expand_as(nearest))
+    # step t (t >= 1): index q into frame t-1 and increment a; the linear part of the time derivative,
+    # 2 pi q hop / n_fft, is reduced mod 2 pi in integer arithmetic
+    q = nearest[:, :, :-1]
+    lin = (two_pi / n_fft) * ((q * hop_length) % n_fft).to(mag.dtype)
+    g = lambda x, idx: torch.gather(x, 1, idx)  # noqa: E731
+    inc = 0.5 * (g(tg[:, :, :-1], q) + g(tg[:, :, 1:], q)) + lin + fint[:, :, 1:] - g(fint[:, :, 1:], q)
+    idx = torch.cat([k.expand(b, f, 1), q], 2)
+    acc = torch.remainder(torch.cat([fint[:, :, :1], inc], 2), two_pi)
+    # Hillis-Steele inclusive scan: after the step with offset d, element t composes steps t-2d+1 .. t
+    d = 1
+    while d < t:
+        prev_idx, prev_acc = idx[:, :, :-d], acc[:, :, :-d]
+        cur_idx = idx[:, :, d:]
+        new_acc = torch.remainder(g(prev_acc, cur_idx) + acc[:, :, d:], two_pi)
+        new_idx = g(prev_idx, cur_idx)
+        acc = torch.cat([acc[:, :, :d], new_acc], 2)
+        idx = torch.cat([idx[:, :, :d], new_idx], 2)
+        d *= 2
+    return acc

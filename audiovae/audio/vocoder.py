@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Literal
+from typing import Iterator, Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -13,16 +13,47 @@ from audiovae.audio import functional as AF
 from audiovae.audio.config import MelConfig
 from audiovae.errors import InvalidFeatureError
 
-Init = Literal["pghi", "random", "zeros"]
+Init = Literal["pghi", "pghi_heap", "pghi_parallel", "random", "zeros"]
 MelInverse = Literal["nnls", "pinv"]
 
 
-def mel_solver(fb: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """What :func:`mel_to_linear` needs from a filterbank, computed once: the Cholesky factor of
-    ``fb fb^T`` (float64) and the projected-gradient step ``1 / ||fb||_2^2``."""
-    fb64 = fb.detach().double()
-    chol = torch.linalg.cholesky(fb64 @ fb64.T)
-    return chol, 1.0 / float(torch.linalg.matrix_norm(fb64, ord=2) ** 2)
+def mel_solver(fb: torch.Tensor, rcond: float = 1e-9) -> tuple[torch.Tensor, float]:
+    """What :func:`mel_to_linear` needs from a filterbank ``(M, F)``, computed once.
+
+    Returns the pseudo-inverse of ``fb fb^T`` (float64 ``(M, M)``, from its
+    eigendecomposition with eigenvalues below ``rcond`` times the largest dropped)
+    and the projected-gradient step ``1 / ||fb||_2^2``. The pseudo-inverse gives the
+    minimum-norm least-squares start ``fb^T (fb fb^T)^+ mel`` for every filterbank,
+    including rank-deficient ones (e.g. 256 mels with ``n_fft=1024``, rank 218),
+    where a Cholesky factorisation fails.
+    """
+    fb64 = fb.detach().double().cpu()
+    evals, evecs = torch.linalg.eigh(fb64 @ fb64.T)
+    keep = evals > rcond * evals[-1]
+    inv = torch.where(keep, 1.0 / torch.where(keep, evals, torch.ones_like(evals)), torch.zeros_like(evals))
+    return (evecs * inv) @ evecs.T, 1.0 / float(evals[-1])
+
+
+@contextlib.contextmanager
+def flush_denormal() -> Iterator[None]:
+    """Flush subnormal floats to zero inside the block, then restore the caller's setting.
+
+    torch has no getter for the flag, so the current state is read by a probe: a
+    float32 subnormal times one is zero exactly when flushing is on.
+    """
+    before = flush_denormal_enabled()
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported and not before:
+            torch.set_flush_denormal(False)
+
+
+def flush_denormal_enabled() -> bool:
+    """Whether this thread flushes float32 subnormals to zero (``torch.set_flush_denormal``)."""
+    tiny = torch.tensor([1e-39], dtype=torch.float32)
+    return bool((tiny * torch.tensor([1.0], dtype=torch.float32))[0] == 0)
 
 
 def mel_to_linear(
@@ -32,52 +63,72 @@ def mel_to_linear(
     method: MelInverse = "nnls",
     n_iter: int = 20,
     solver: tuple[torch.Tensor, float] | None = None,
+    csr=None,
+    frame_major: bool = False,
 ) -> torch.Tensor:
-    """Non-negative ``S`` ``(B, F, T)`` with ``fb @ S ~= mel`` for ``mel`` ``(B, M, T)``.
+    """Non-negative ``S`` ``(B, F, T)`` with ``fb @ S ~= mel`` for ``mel`` ``(B, M, T)``, on ``mel``'s device.
 
     ``"nnls"`` solves ``min ||fb S - mel||^2, S >= 0`` per frame: it starts from
-    the clamped minimum-norm solution ``max(fb^T (fb fb^T)^-1 mel, 0)`` (a
-    256x256 Cholesky solve per frame) and runs ``n_iter`` steps of accelerated
-    projected gradient (FISTA) with the banded filterbank: on 16 clips of
-    speech the relative mel residual goes from 1.9e-3 (the clamped start) to
-    2e-4 after 20 steps and 6e-5 after 30. ``"pinv"`` is the clamped
-    minimum-norm solution alone. ``solver`` is :func:`mel_solver`'s result, to
-    avoid recomputing it on every call.
+    the clamped minimum-norm solution ``max(fb^T (fb fb^T)^+ mel, 0)`` and runs
+    ``n_iter`` steps of accelerated projected gradient (FISTA) with the banded
+    filterbank: on 16 clips of speech the relative mel residual goes from 1.9e-3
+    (the clamped start) to 2e-4 after 20 steps and 6e-5 after 30. ``"pinv"`` is
+    the clamped minimum-norm solution alone. ``solver`` is :func:`mel_solver`'s
+    result, to avoid recomputing it on every call. ``csr`` (a
+    :class:`~audiovae.audio._cpu_kernels.MelCSR`) runs the iterations on a CPU as
+    one fused kernel per frame; otherwise they are torch operations (banded
+    products on a CPU, dense matrix products elsewhere). With ``frame_major`` the
+    result is returned as a ``(B, T, F)`` tensor instead (what Griffin-Lim uses).
     """
     if blocks is None:
         blocks = AF.banded_blocks(fb)
+    if method not in ("nnls", "pinv"):
+        raise ValueError(f"unknown mel inversion {method!r}; choose nnls or pinv")
     dtype = mel.dtype
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    fbw = fb.to(work)
-    chol, step = solver if solver is not None else mel_solver(fb)
-    chol = chol.to(device=mel.device, dtype=work)
+    pinv, step = solver if solver is not None else mel_solver(fb)
     lead = mel.shape[:-2]
     mel3 = mel.reshape(-1, *mel.shape[-2:]).to(work).clamp_min(0)
-    # A few items at a time, so the iterates stay in cache (the loop is memory-bound).
-    chunk = mel3.shape[0] if mel.device.type != "cpu" else 2
+    # u = (fb fb^T)^+ mel, frame-major (B, T, M): one matrix product
+    u = torch.matmul(mel3.transpose(1, 2), pinv.to(device=mel.device, dtype=work))
+    if mel.device.type == "cpu" and csr is not None and method == "nnls":
+        from audiovae.audio import _cpu_kernels as K
+
+        s_tf = K.nnls_frames(u, mel3.transpose(1, 2), csr, step, n_iter)
+    else:
+        s_tf = _mel_to_linear_torch(u, mel3.transpose(1, 2), fb.to(device=mel.device, dtype=work), blocks, step,
+                                    method, n_iter)
+    s_tf = s_tf.reshape(*lead, mel.shape[-1], fb.shape[1]).to(dtype)
+    return s_tf if frame_major else s_tf.transpose(-1, -2)
+
+
+def _mel_to_linear_torch(u, mel_tf, fbw, blocks, step, method, n_iter):
+    """The iterations as torch operations on frame-major ``(B, T, M)`` arrays -> ``(B, T, F)``."""
+    if mel_tf.device.type == "cpu":
+        # banded products, a few items at a time so the iterates stay in cache (the loop is memory-bound)
+        fwd = lambda v: AF.banded_matmul(fbw, blocks, v.transpose(1, 2)).transpose(1, 2)  # noqa: E731
+        bwd = lambda r: AF.banded_matmul(fbw, blocks, r.transpose(1, 2), transpose=True).transpose(1, 2)  # noqa: E731
+        chunk = 2
+    else:
+        fb_t = fbw.T.contiguous()
+        fwd = lambda v: torch.matmul(v, fb_t)  # noqa: E731  (B, T, F) @ (F, M): one GEMM
+        bwd = lambda r: torch.matmul(r, fbw)  # noqa: E731
+        chunk = u.shape[0]
     outs = []
-    flush = torch.set_flush_denormal(True)  # silent frames drive iterates to slow subnormals
-    try:
-        for i in range(0, mel3.shape[0], chunk):
-            outs.append(_mel_to_linear_chunk(mel3[i : i + chunk], fbw, blocks, chol, step, method, n_iter))
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
-    return torch.cat(outs, 0).reshape(*lead, fb.shape[1], mel.shape[-1]).to(dtype)
+    with flush_denormal():  # silent frames drive iterates to slow subnormals
+        for i in range(0, u.shape[0], chunk):
+            s = bwd(u[i : i + chunk]).clamp_min_(0)
+            if method == "nnls":
+                s = _fista(s, mel_tf[i : i + chunk], fwd, bwd, step, n_iter)
+            outs.append(s)
+    return torch.cat(outs, 0)
 
 
-def _mel_to_linear_chunk(melw, fbw, blocks, chol, step, method, n_iter):
-    u = torch.cholesky_solve(melw, chol)
-    if method == "pinv":
-        return AF.banded_matmul(fbw, blocks, u, transpose=True).clamp_min_(0)
-    if method != "nnls":
-        raise ValueError(f"unknown mel inversion {method!r}; choose nnls or pinv")
-    # start from the clamped minimum-norm solution fb^T (fb fb^T)^-1 mel
-    s = AF.banded_matmul(fbw, blocks, u, transpose=True).clamp_min_(0)
+def _fista(s, target, fwd, bwd, step, n_iter):
     y = s
     t = 1.0
     for _ in range(n_iter):
-        grad = AF.banded_matmul(fbw, blocks, AF.banded_matmul(fbw, blocks, y) - melw, transpose=True)
+        grad = bwd(fwd(y) - target)
         s_new = torch.add(y, grad, alpha=-step).clamp_min_(0)
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
         y = torch.add(s_new, s_new - s, alpha=(t - 1) / t_new)
@@ -93,32 +144,45 @@ def initial_phase(
     generator: torch.Generator | None = None,
     n_frames: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Unit-modulus complex ``(B, F, T)`` starting phase for :func:`griffin_lim`.
+    """Unit-modulus complex ``(B, F, T)`` starting phase for :func:`griffin_lim`, on ``mag``'s device.
 
-    ``"pghi"`` integrates phase gradients estimated from the magnitude
-    (:mod:`audiovae.audio.pghi`, computed on the CPU; ``n_frames`` ``(B,)`` keeps
-    each item of a padded batch to its own frames); ``"random"`` is uniform;
-    ``"zeros"`` is zero phase.
+    - ``"pghi"``: phase-gradient integration from the magnitude: the heap
+      integration (:func:`audiovae.audio.pghi.pghi`, numba) for CPU tensors, the
+      parallel one (``"pghi_parallel"``) on any other device, with no host copy;
+    - ``"pghi_heap"`` / ``"pghi_parallel"``: either of the two explicitly (the heap
+      runs on the CPU, its result is copied to ``mag``'s device);
+    - ``"random"``: uniform phase, drawn on ``mag``'s device (from ``generator``, or
+      a generator on that device seeded with ``seed``);
+    - ``"zeros"``: zero phase.
+
+    ``n_frames`` ``(B,)`` keeps each item of a padded batch to its own frames.
     """
     cdtype = torch.complex128 if mag.dtype == torch.float64 else torch.complex64
     if init == "zeros":
         return torch.ones(mag.shape, dtype=cdtype, device=mag.device)
     if init == "random":
         if generator is None:
-            generator = torch.Generator(device="cpu").manual_seed(seed)
-        ph = torch.rand(mag.shape, generator=generator, dtype=mag.dtype) * (2 * math.pi)
-        return torch.polar(torch.ones_like(ph), ph).to(mag.device)
+            generator = torch.Generator(device=mag.device).manual_seed(seed)
+        ph = torch.rand(mag.shape, generator=generator, dtype=mag.dtype, device=mag.device) * (2 * math.pi)
+        return torch.polar(torch.ones_like(ph), ph)
     if init == "pghi":
+        init = "pghi_heap" if mag.device.type == "cpu" else "pghi_parallel"
+    if init == "pghi_heap":
         from audiovae.audio.pghi import pghi
 
         nf = None if n_frames is None else torch.as_tensor(n_frames).cpu().numpy()
         ph = pghi(mag.detach().cpu().numpy(), cfg.n_fft, cfg.hop_length, cfg.win_length, seed=seed, n_frames=nf)
-        k = np.arange(ph.shape[1])[None, :, None]
-        # time-invariant phase -> phase referenced to the start of the window (see functional.stft)
-        ph = ph - math.pi * k * cfg.win_length / cfg.n_fft
         ph = torch.from_numpy(ph).to(device=mag.device, dtype=mag.dtype)
-        return torch.polar(torch.ones_like(ph), ph)
-    raise ValueError(f"unknown initial phase {init!r}; choose pghi, random or zeros")
+    elif init == "pghi_parallel":
+        from audiovae.audio.pghi import pghi_torch
+
+        ph = pghi_torch(mag, cfg.n_fft, cfg.hop_length, cfg.win_length, n_frames=n_frames)
+    else:
+        raise ValueError(f"unknown initial phase {init!r}; choose pghi, pghi_heap, pghi_parallel, random or zeros")
+    # time-invariant phase -> phase referenced to the start of the window (see functional.stft)
+    k = torch.arange(ph.shape[1], device=mag.device, dtype=mag.dtype)[None, :, None]
+    ph = ph - (math.pi * cfg.win_length / cfg.n_fft) * k
+    return torch.polar(torch.ones_like(ph), ph)
 
 
 def griffin_lim(
@@ -208,11 +272,17 @@ def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n
 class GriffinLimVocoder(nn.Module):
     """Log-mel ``(B, n_mels, T)`` -> waveform ``(B, N)``: NNLS mel inversion + PGHI + fast Griffin-Lim.
 
-    Buffers (window, filterbank) follow ``.to(device)``. Defaults: 32 iterations,
-    momentum 0.99, phase-gradient heap integration for the starting phase.
+    Buffers (window, filterbank, the mel solver) follow ``.to(device)``; every step
+    runs on the log-mel's device with no host round trip, except the heap PGHI,
+    which is used only for CPU tensors. Defaults: 32 iterations, momentum 0.99,
+    ``init="pghi"``: the heap phase-gradient integration on a CPU (numba), the
+    parallel prefix-scan integration (:func:`audiovae.audio.pghi.pghi_torch`) on
+    any other device. On a CPU the NNLS iterations and the Griffin-Lim steps run
+    as fused numba kernels; elsewhere as torch operations that compute the same.
     ``forward(logmel, lengths=None, num_samples=None)``: ``lengths`` are valid
     frames per item; the output has ``(frames - 1) * hop`` samples per item
-    unless ``num_samples`` ``(B,)`` gives the original lengths.
+    unless ``num_samples`` ``(B,)`` gives the original lengths. A padded batch
+    gives each item what it would get alone.
     """
 
     def __init__(
@@ -233,16 +303,28 @@ class GriffinLimVocoder(nn.Module):
         fb = AF.mel_filterbank(cfg, torch.float64)
         self.blocks = AF.banded_blocks(fb)
         self.register_buffer("fb", fb.float(), persistent=False)
-        chol, self._step = mel_solver(fb)
-        self.register_buffer("chol", chol, persistent=False)
+        pinv, self._step = mel_solver(fb)
+        self.register_buffer("pinv", pinv, persistent=False)
+        self._csr = None
+
+    @property
+    def csr(self):
+        """The filterbank by frequency bin, for the fused CPU kernels (built on first use)."""
+        if self._csr is None:
+            from audiovae.audio._cpu_kernels import MelCSR
+
+            self._csr = MelCSR(self.fb)
+        return self._csr
 
     def magnitude(self, logmel: torch.Tensor) -> torch.Tensor:
         """Linear STFT magnitude ``(B, F, T)`` estimated from log-mel ``(B, n_mels, T)``."""
         check_logmel(logmel, self.config)
         mel = torch.exp(logmel)
+        csr = self.csr if (logmel.device.type == "cpu" and use_cpu_kernels) else None
+        # computed frame-major (B, T, F), the layout Griffin-Lim works in; returned as a (B, F, T) view
         s = mel_to_linear(mel, self.fb.to(logmel.dtype), self.blocks, self.mel_inverse, self.nnls_iter,
-                          (self.chol, self._step))
-        return s.sqrt() if self.config.power == 2.0 else s
+                          (self.pinv, self._step), csr=csr, frame_major=True)
+        return (s.sqrt() if self.config.power == 2.0 else s).transpose(-1, -2)
 
     def forward(
         self, logmel: torch.Tensor, lengths: torch.Tensor | None = None, num_samples: torch.Tensor | None = None

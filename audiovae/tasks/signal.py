@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Iterable
@@ -69,23 +70,52 @@ def vocode_files(
     config: MelConfig | None = None,
     strict: bool = False,
     progress: bool = False,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
 ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Write ``out_dir/<stem>.wav`` for each log-mel file, with the configuration stored in it."""
+    """Write ``out_dir/<stem>.wav`` for each log-mel file, with the configuration stored in it.
+
+    Files with the same configuration are vocoded ``batch_size`` at a time (similar
+    lengths together, padded, each item inverted exactly as it would be alone), on
+    ``device``. Returns (written, [(bad path, problem)]).
+    """
     files = _expand(mels, (SUFFIX, ".npy"))
     ok, bad = [], []
-    vocoders: dict[MelConfig, GriffinLimVocoder] = {}
-    for path in tqdm(files, desc="vocode", unit="file", disable=not progress or len(files) < 2):
+    groups: dict[MelConfig, list[tuple[Path, torch.Tensor, int | None]]] = {}
+    for path in files:
         try:
             logmel, cfg, num_samples = load_mel(path, config)
-            voc = vocoders.get(cfg) or vocoders.setdefault(cfg, GriffinLimVocoder(cfg, n_iter, momentum, init))
-            with torch.no_grad():
-                wave = voc(torch.from_numpy(logmel)[None], num_samples=None if num_samples is None else [num_samples])[0]
-            ok.append(save_audio(Path(out_dir) / f"{_stem(path)}.wav", wave.numpy(), cfg.sample_rate))
         except AudioVAEError as exc:
             if strict:
                 raise
             bad.append((exc.path or str(path), exc.problem))
+            continue
+        groups.setdefault(cfg, []).append((path, torch.from_numpy(logmel), num_samples))
+    device = torch.device(device)
+    with tqdm(total=sum(len(g) for g in groups.values()), desc="vocode", unit="file",
+              disable=not progress or len(files) < 2) as bar:
+        for cfg, items in groups.items():
+            voc = GriffinLimVocoder(cfg, n_iter, momentum, init).to(device)
+            items.sort(key=lambda it: it[1].shape[-1])
+            for i in range(0, len(items), max(1, batch_size)):
+                part = items[i : i + max(1, batch_size)]
+                for (path, _, _), wave in zip(part, _vocode_batch(voc, part, device)):
+                    ok.append(save_audio(Path(out_dir) / f"{_stem(path)}.wav", wave, cfg.sample_rate))
+                bar.update(len(part))
     return ok, bad
+
+
+def _vocode_batch(voc: GriffinLimVocoder, part: list, device: torch.device) -> list:
+    """Waveforms (numpy) for a list of (path, logmel (M, T), num_samples or None), as one padded batch."""
+    cfg = voc.config
+    frames = [lm.shape[-1] for _, lm, _ in part]
+    n = [ns if ns is not None else (t - 1) * cfg.hop_length for (_, _, ns), t in zip(part, frames)]
+    batch = torch.full((len(part), cfg.n_mels, max(frames)), math.log(cfg.log_floor))
+    for j, (_, lm, _) in enumerate(part):
+        batch[j, :, : lm.shape[-1]] = lm
+    with torch.no_grad():
+        wave = voc(batch.to(device), num_samples=torch.tensor(n, device=device)).cpu()
+    return [wave[j, : n[j]].numpy() for j in range(len(part))]
 
 
 def resynthesize(input: Path, output: Path, cfg: MelConfig, n_iter: int = 32, init: str = "pghi") -> dict:

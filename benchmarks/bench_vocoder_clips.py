@@ -1,0 +1,159 @@
+"""Per clip, from the log-mel, on real speech: audiovae's vocoder against torchaudio's, in the same run.
+
+    python benchmarks/bench_vocoder_clips.py                  # 80 clips, 3 timed repeats each
+    python benchmarks/bench_vocoder_clips.py --clips 16 --repeat 1   # a quick look
+
+The clips are the Asterisk prompts (``asterisk-core-sounds-{es,fr,it,ru}-g722``: real
+recorded speech, one speaker per language, 16 kHz G.722), the same number from each
+language, 1-12 s long, chosen evenly from the sorted file list and decoded to 22050 Hz
+with ffmpeg. Each clip goes through the front end to the default 256-bin log-mel; then,
+one clip at a time as ``audiovae vocode``/``resynth`` work:
+
+- audiovae: ``GriffinLimVocoder`` (NNLS mel inversion + PGHI + 32 fast Griffin-Lim iterations);
+- torchaudio: ``InverseMelScale`` (least squares, then ReLU) + ``GriffinLim`` (100 iterations,
+  momentum 0.99, random initial phase).
+
+Times are per clip, the median of ``--repeat`` timed runs (the methods interleaved) after one
+untimed warm-up call on the first clip (the first call of a fresh vocoder is timed separately); RTF is
+the sum of the per-clip medians over the total audio duration. Quality: SC and LSD on
+the 2048/256 STFT magnitudes against the original, MCD (24 mel-cepstra) and STOI;
+means over clips. The machine may be shared: run it twice and compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import table  # noqa: E402
+
+from audiovae.audio.config import MelConfig  # noqa: E402
+from audiovae.audio.frontend import MelFrontend  # noqa: E402
+from audiovae.audio.metrics import resynthesis_metrics  # noqa: E402
+from audiovae.audio.vocoder import GriffinLimVocoder  # noqa: E402
+
+SOUNDS = Path("/usr/share/asterisk/sounds")
+LANGS = ("es_MX_f_Allison", "fr_CA_f_June", "it_IT_m_Carlo", "ru_RU_f_IvrvoiceRU")
+G722_BYTES_PER_S = 8000  # 64 kbit/s
+
+
+def asterisk_clips(n: int, sr: int, min_s: float = 1.0, max_s: float = 12.0) -> list[tuple[str, np.ndarray]]:
+    """``n`` clips (name, float32 waveform at ``sr``), n/4 per language, 1-12 s, decoded with ffmpeg."""
+    chosen = []
+    per = -(-n // len(LANGS))
+    for lang in LANGS:
+        files = sorted(p for p in (SOUNDS / lang).rglob("*.g722")
+                       if min_s * G722_BYTES_PER_S <= p.stat().st_size <= max_s * G722_BYTES_PER_S)
+        if not files:
+            raise SystemExit(f"no clips under {SOUNDS / lang} (apt-get install asterisk-core-sounds-*-g722)")
+        idx = np.linspace(0, len(files) - 1, per).round().astype(int)
+        chosen += [files[i] for i in idx]
+    chosen = chosen[:n]
+    out = []
+    with tempfile.TemporaryDirectory() as d:
+        for i, p in enumerate(chosen):
+            wav = Path(d) / f"{i}.wav"
+            subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "g722", "-i", str(p),
+                            "-ar", str(sr), "-ac", "1", str(wav)], check=True)
+            x, file_sr = sf.read(wav, dtype="float32")
+            assert file_sr == sr
+            out.append((f"{p.parent.name[:2]}/{p.stem}", x))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=80)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per clip and method (median)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-iter", type=int, default=32, help="our Griffin-Lim iterations")
+    ap.add_argument("--init", default="pghi", help="our initial phase")
+    ap.add_argument("--peer-iter", type=int, default=100, help="torchaudio's Griffin-Lim iterations")
+    ap.add_argument("--skip-peer", action="store_true", help="time only audiovae")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    import torchaudio
+
+    cfg = MelConfig()
+    clips = asterisk_clips(args.clips, cfg.sample_rate)
+    total_s = sum(len(x) for _, x in clips) / cfg.sample_rate
+    print(f"{len(clips)} Asterisk clips ({total_s:.0f} s, {min(len(x) for _, x in clips) / cfg.sample_rate:.1f}-"
+          f"{max(len(x) for _, x in clips) / cfg.sample_rate:.1f} s), {cfg.n_mels} mels, n_fft {cfg.n_fft}, "
+          f"{torch.get_num_threads()} threads, {args.repeat} timed repeats per clip, torch {torch.__version__}, "
+          f"torchaudio {torchaudio.__version__}\n")
+    fe = MelFrontend(cfg)
+    with torch.no_grad():
+        logmels = [fe(torch.from_numpy(x)[None]) for _, x in clips]
+
+    # the first call of a fresh vocoder in this process (numba cache load, filterbank set-up)
+    t0 = time.perf_counter()
+    voc = GriffinLimVocoder(cfg, n_iter=args.n_iter, init=args.init)
+    t_setup = time.perf_counter() - t0
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        voc(logmels[0], num_samples=[len(clips[0][1])])
+        t_first = time.perf_counter() - t0
+    print(f"first call of a fresh vocoder: construction {t_setup * 1e3:.0f} ms, first clip {t_first * 1e3:.0f} ms "
+          f"(clip of {len(clips[0][1]) / cfg.sample_rate:.1f} s; timed figures exclude it)\n", flush=True)
+
+    ta_inv = torchaudio.transforms.InverseMelScale(n_stft=cfg.n_freqs, n_mels=cfg.n_mels, sample_rate=cfg.sample_rate,
+                                                   norm="slaney", mel_scale="slaney")
+
+    def peer(logmel: torch.Tensor, n: int) -> torch.Tensor:
+        gl = torchaudio.transforms.GriffinLim(n_fft=cfg.n_fft, n_iter=args.peer_iter, win_length=cfg.win_length,
+                                              hop_length=cfg.hop_length, power=1.0, momentum=0.99, length=n)
+        return gl(ta_inv(torch.exp(logmel)))
+
+    methods = {f"audiovae ({args.init} + {args.n_iter} it)": lambda lm, n: voc(lm, num_samples=[n])}
+    if not args.skip_peer:
+        methods[f"torchaudio ({args.peer_iter} it)"] = peer
+    results = {name: ([], []) for name in methods}
+    with torch.no_grad():
+        for fn in methods.values():
+            fn(logmels[0], len(clips[0][1]))  # warm-up
+        torch.manual_seed(0)
+        # clip by clip, the methods interleaved in every repeat, so that load from other processes hits both alike
+        for i, ((_, x), lm) in enumerate(zip(clips, logmels)):
+            if i and i % 20 == 0:
+                print(f"after {i} clips:", flush=True)
+                summarize(results, sum(len(c[1]) for c in clips[:i]) / cfg.sample_rate)
+            times = {name: [] for name in methods}
+            outs = {}
+            for _ in range(args.repeat):
+                for name, fn in methods.items():
+                    t0 = time.perf_counter()
+                    outs[name] = fn(lm, len(x))
+                    times[name].append(time.perf_counter() - t0)
+            for name in methods:
+                results[name][0].append(statistics.median(times[name]))
+                results[name][1].append(resynthesis_metrics(torch.from_numpy(x), outs[name][0], cfg.sample_rate))
+
+    summarize(results, total_s)
+
+
+def summarize(results: dict, total_s: float) -> None:
+    rows = []
+    for name, (times, qual) in results.items():
+        sc = np.array([q["spectral_convergence"] for q in qual])
+        rows.append((name, f"{np.mean(20 * np.log10(sc)):.2f}", f"{np.mean(sc):.4f}",
+                     f"{np.mean([q['log_spectral_distance_db'] for q in qual]):.3f}",
+                     f"{np.mean([q['mel_cepstral_distortion_db'] for q in qual]):.3f}",
+                     f"{np.mean([q['stoi'] for q in qual]):.4f}", f"{sum(times):.2f}", f"{sum(times) / total_s:.4f}"))
+    print(table(rows, ("method", "SC dB", "SC", "LSD dB", "MCD dB", "STOI", "time (s)", "RTF")))
+    if len(results) == 2:
+        (_, (t_a, _)), (_, (t_b, _)) = results.items()
+        print(f"time ratio audiovae / torchaudio: {sum(t_a) / sum(t_b):.3f} (target <= 0.333)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
