@@ -14,14 +14,9 @@ import torch
 
 torch.set_num_threads(int(os.environ.get("AUDIOVAE_TEST_THREADS", "2")))
 
-SENTENCES = [
-    "The quick brown fox jumps over the lazy dog.",
-    "She sells sea shells by the sea shore.",
-    "A variational autoencoder learns a latent space of speech.",
-    "Griffin and Lim turned magnitudes back into sound.",
-    "Every frame has two hundred and fifty six mel bins.",
-    "Please call Stella and ask her to bring these things.",
-]
+from tests.corpora import SENTENCES as _ALL_SENTENCES  # noqa: E402
+
+SENTENCES = _ALL_SENTENCES[:6]
 VOICES = ["en", "en-us", "en+f3", "en+m3", "en-gb", "en+f2"]
 
 
@@ -47,6 +42,16 @@ def speech_dir(tmp_path_factory) -> Path:
     for i, (text, voice) in enumerate(zip(SENTENCES, VOICES)):
         speak(text, d / f"utt{i:02d}.wav", voice)
     return d
+
+
+@pytest.fixture(scope="session")
+def feats(speech_dir, tmp_path_factory) -> Path:
+    """A feature cache of the six utterances (two held out for validation). Tests copy it before changing it."""
+    from audiovae.data.features import extract
+
+    out = tmp_path_factory.mktemp("feats")
+    extract(speech_dir, out, workers=0, val_fraction=0.34, progress=False)
+    return out
 
 
 @pytest.fixture(scope="session")

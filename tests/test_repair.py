@@ -203,15 +203,6 @@ def image_run(stripes, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def feats(speech_dir, tmp_path_factory) -> Path:
-    from audiovae.data.features import extract
-
-    out = tmp_path_factory.mktemp("rfeats")
-    extract(speech_dir, out, workers=0, val_fraction=0.34, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def conv_run(feats, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("convrun") / "run"
     cfg = TrainConfig(model="conv", model_config={"channels": 16, "latent_dim": 4, "res_blocks": 1}, batch_size=4,

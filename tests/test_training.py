@@ -30,13 +30,6 @@ from audiovae.training.checkpoint import load_model_dir, load_trainer_state
 SMALL_DENSE = {"hidden": [64], "latent_dim": 8}
 
 
-@pytest.fixture(scope="module")
-def feats(speech_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("feats")
-    extract(speech_dir, out, workers=0, val_fraction=0.34, progress=False)
-    return out
-
-
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 
 from audiovae.audio.normalize import Normalizer
 from audiovae.cli import cli
-from audiovae.data.features import extract
 from audiovae.errors import ConfigError, TrainingError
 from audiovae.models import build_model
 from audiovae.tasks.evaluate import evaluate
@@ -40,13 +39,6 @@ def invoke(*args: str):
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         raise res.exception
     return res
-
-
-@pytest.fixture(scope="module")
-def feats(speech_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("feats")
-    extract(speech_dir, out, workers=0, val_fraction=0.34, progress=False)
-    return out
 
 
 # --- what a run hands to evaluate ------------------------------------------------------------------
