@@ -164,12 +164,13 @@ stage_evaluate_features() {
 # stage 5: reconstruct a few held-out utterances, sample from the prior, then the report if the toolkit has it
 stage_generate_speech() {
   local split n=${N_RECONSTRUCT:-2} out="$exp_dir/generate"
-  split=$(manifest_splits | grep -x test || manifest_splits | head -n 1)
+  # (no `| head` under pipefail: the writer's SIGPIPE when head has had enough would fail the stage)
+  split=$(manifest_splits | awk '$0 == "test" {t = 1} NR == 1 {first = $0} END {print (t ? "test" : first)}')
   mkdir -p "$out/reconstruct"
-  awk -F'\t' -v s="$split" '!/^#/ && $1 != "id" && $8 == s {print $1 "\t" $2}' "$exp_dir/data/manifest.tsv" \
-    | head -n "$n" | while IFS=$'\t' read -r id path; do
+  awk -F'\t' -v s="$split" -v n="$n" '!/^#/ && $1 != "id" && $8 == s && c++ < n {print $1 "\t" $2}' \
+    "$exp_dir/data/manifest.tsv" | while IFS=$'\t' read -r id path; do
         case "$path" in /*) ;; *) path="$exp_dir/data/$path" ;; esac
-        av reconstruct "$exp_dir/train" "$path" -o "$out/reconstruct/$id.wav"
+        av reconstruct "$exp_dir/train" "$path" -o "$out/reconstruct/$id.wav" </dev/null
       done
   av sample "$exp_dir/train" -o "$out/samples" -n "${N_SAMPLES:-4}" --seconds "${SAMPLE_SECONDS:-2}"
   stage_report "$exp_dir/feats"
