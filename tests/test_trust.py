@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from click.testing import CliRunner
 
 from audiovae.audio.normalize import Normalizer
 from audiovae.cli import cli
+from audiovae.data.features import extract
 from audiovae.errors import ConfigError, TrainingError
 from audiovae.models import build_model
 from audiovae.tasks.evaluate import evaluate
@@ -126,15 +126,33 @@ def test_resume_takes_the_same_command_line_and_names_what_differs(feats, tmp_pa
     assert other.exit_code == 1 and "model='conv'" in other.output and "model='dense'" in other.output
 
 
+def _other_statistics(feats: Path, tmp_path: Path) -> Path:
+    """Another cache of the same audio: the same validation utterances, one training utterance moved to a test
+    split, so its training statistics differ."""
+    import json
+
+    from audiovae.data.corpora import folder_manifest
+
+    recs = json.loads((feats / "index.json").read_text())
+    split = {r["id"]: r["split"] for r in recs}
+    moved = next(r["id"] for r in recs if r["split"] == "train")
+    corpus = Path(recs[0]["source"]).parent
+    manifest = folder_manifest(corpus, tmp_path / "manifest.tsv",
+                               split_of=lambda uid: "test" if uid == moved else split[uid])
+    other = tmp_path / "other"
+    extract(manifest, other, workers=0, progress=False)
+    with np.load(feats / "stats.npz") as a, np.load(other / "stats.npz") as b:
+        assert not np.allclose(a["mean"], b["mean"])  # else the tests below check nothing
+    return other
+
+
 def test_resume_refuses_a_cache_with_other_statistics(feats, tmp_path):
     run = tmp_path / "run"
     train(feats, run, TrainConfig(model="dense", model_config={"hidden": [64], "latent_dim": 8}, max_steps=4),
           progress=False)
-    other = tmp_path / "other"
-    shutil.copytree(feats, other)
-    with np.load(other / "stats.npz") as st:
-        mean, std, frames = st["mean"], st["std"], st["frames"]
-    np.savez(other / "stats.npz", mean=mean + 1, std=std, frames=frames)
+    other = _other_statistics(feats, tmp_path)
+    with np.load(feats / "stats.npz") as st:
+        mean = st["mean"]
     with pytest.raises(ConfigError, match="normalisation statistics"):
         train(other, run, None, resume=True, max_steps=8, progress=False)
     saved = load_model_dir(run).normalizer
@@ -182,10 +200,7 @@ def test_evaluate_normalises_with_the_model_not_the_cache(feats, tmp_path):
     run = tmp_path / "run"
     train(feats, run, TrainConfig(model="dense", model_config={"hidden": [64], "latent_dim": 8}, max_steps=20),
           progress=False)
-    other = tmp_path / "other"  # the same audio, another cache with other statistics
-    shutil.copytree(feats, other)
-    with np.load(other / "stats.npz") as st:
-        np.savez(other / "stats.npz", mean=st["mean"] - 3, std=st["std"] * 1.7, frames=st["frames"])
+    other = _other_statistics(feats, tmp_path)  # the same audio, another cache with other statistics
     a = evaluate(run, feats, k=8, progress=False)
     b = evaluate(run, other, k=8, progress=False)
     assert b["elbo"] == pytest.approx(a["elbo"], rel=1e-6) and b["iwae"] == pytest.approx(a["iwae"], rel=1e-6)
