@@ -337,12 +337,12 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoin
     import json
 
     from audiovae.tasks.evaluate import evaluate, format_table
-    from audiovae.training.checkpoint import describe, load_model_dir, resolve_model_dir
+    from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
     from audiovae.utils import atomic_write_text
 
-    click.echo(describe(load_model_dir(resolve_model_dir(run_dir, checkpoint))))
-    res = evaluate(run_dir, data, k=k, split=split, limit=limit, batch_size=batch_size, checkpoint=checkpoint,
-                   device=device)
+    loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
+    click.echo(describe(loaded))
+    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size)
     click.echo(format_table(res))
     if json_out:
         atomic_write_text(json_out, json.dumps(res, indent=2))

@@ -41,7 +41,7 @@ def model_dataset(loaded: LoadedModel, src: DataSource, split: str):
 
 @torch.no_grad()
 def evaluate(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | LoadedModel,
     data: str | os.PathLike | DataSource,
     k: int = 64,
     split: str | None = None,
@@ -67,8 +67,11 @@ def evaluate(
     docstring); ``log_jacobian`` is the per-item shift that was added.
     Images also get ``bits_per_dim`` (from the IWAE bound) and ``elbo_bits_per_dim``.
     """
-    dev = pick_device(device)
-    loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=dev)
+    if isinstance(run_dir, LoadedModel):  # already loaded (the CLI loads once to say which checkpoint)
+        loaded, dev = run_dir, next(run_dir.model.parameters()).device
+    else:
+        dev = pick_device(device)
+        loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=dev)
     model = loaded.model
     src = data if isinstance(data, DataSource) else open_data(data)
     split = split or ("val" if src.is_features else "test")
