@@ -6,7 +6,9 @@
 Prints issue 9's tables: wave -> log-mel; log-mel -> audio with 32 iterations (and
 torchaudio's 100) with the time split into magnitude (NNLS), initial phase and
 iterations; Griffin-Lim at equal iterations from random phase; quality (SC, MCD,
-STOI) of our default against torchaudio-100; one call on a batch of 64. Each time
+STOI) of our default against torchaudio-100; one call on a batch of 64; training the
+conv VAE (the trainer against a bare loop; fp32/bf16; eager/``torch.compile``; batch
+32 up to the largest that fits). Each time
 is the median of ``--repeat`` timed runs after a warm-up, with
 ``torch.cuda.synchronize()`` around each. On a machine without a CUDA GPU it says
 so and exits with status 0: nothing is measured.
@@ -79,6 +81,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--big-batch", type=int, default=64)
     ap.add_argument("--quality-clips", type=int, default=4)
+    ap.add_argument("--train-steps", type=int, default=50, help="timed training steps per setting (0: skip training)")
+    ap.add_argument("--train-batches", default="32,128,512,2048", help="training batch sizes to try")
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # "cpu": a smoke test of this script
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -183,7 +187,51 @@ def main() -> int:
     print(f"\nbatch of {args.big_batch} x {args.seconds:g} s in one call: {t_big * 1e3:.0f} ms "
           f"({args.big_batch * args.seconds / t_big:.1f} s of audio per second); "
           f"batch of {args.clips}: {t_ours * 1e3:.0f} ms")
+
+    if args.train_steps:
+        train_table(dev, [int(b) for b in args.train_batches.split(",")], args.train_steps)
     return 0
+
+
+def train_table(dev: torch.device, batches: list[int], steps: int) -> None:
+    """Training the default conv VAE (crops of 128 frames): the trainer against a bare loop of the same
+    model, batches, noise and AdamW, fp32 and bf16 autocast, eager and ``torch.compile``; steps/s and
+    seconds of audio per second. A batch that does not fit is reported as such."""
+    import tempfile
+
+    from bench_training import bare_loop, trainer_per_step
+
+    from audiovae.data.features import extract
+    from audiovae.data.synth import make_corpus
+    from audiovae.training.config import default_train_config
+
+    tmp = Path(tempfile.mkdtemp())
+    # every training item gives one crop per epoch: enough utterances for the biggest batch
+    make_corpus(tmp / "corpus", int(max(batches) * 1.15) + 16)
+    extract(tmp / "corpus", tmp / "feats", workers=4, progress=False)
+    hop_s = MelConfig().hop_length / MelConfig().sample_rate
+    rows = []
+    for batch in batches:
+        for amp in (False, True):
+            for comp in (False, True):
+                cfg = default_train_config("conv", batch_size=batch, segment_frames=128, max_steps=steps,
+                                           val_every=10**9, val_batches=1, checkpoint_every=10**9, device=dev.type,
+                                           amp=amp, amp_dtype="bfloat16", compile=comp, lr_warmup_steps=0)
+                label = (batch, "bf16" if amp else "fp32", "compile" if comp else "eager")
+                try:
+                    bare = bare_loop(tmp / "feats", cfg)
+                    trainer = trainer_per_step(tmp / "feats", cfg, tmp / "run")
+                except torch.OutOfMemoryError:
+                    rows.append((*label, "does not fit", "", "", "", ""))
+                    torch.cuda.empty_cache()
+                    continue
+                rows.append((*label, f"{bare * 1e3:.1f} ms", f"{trainer * 1e3:.1f} ms",
+                             f"{(trainer / bare - 1) * 100:+.0f}%", f"{1 / trainer:.1f}",
+                             f"{batch * 128 * hop_s / trainer:,.0f}"))
+                print(rows[-1], flush=True)
+    print(f"\ntraining the default conv VAE ({steps} timed steps after 5 warm-up steps, crops of 128 frames)")
+    print(table(rows, ("batch", "precision", "mode", "bare loop/step", "trainer/step", "trainer overhead",
+                       "trainer steps/s", "audio s/s")))
 
 
 if __name__ == "__main__":

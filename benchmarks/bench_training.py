@@ -5,21 +5,21 @@
 
 For the dense and conv mel VAEs (on the built-in synthetic corpus) the same
 model, batches, noise and optimiser run (a) through `audiovae.training.train`
-(progress bar, CSV logging, one checkpoint) and (b) through a hand-written loop
-measured in the same run. Also: parameters and training throughput of every
+(CSV logging, validation and checkpoints excluded by differencing two run lengths)
+and (b) through a hand-written loop measured in the same run. ``bare_loop`` and
+``trainer_per_step`` also serve ``bench_gpu.py`` (CUDA, bf16, torch.compile). Also: parameters and training throughput of every
 registered model.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -36,43 +36,62 @@ from audiovae.training.schedules import kl_weight, learning_rate  # noqa: E402
 from audiovae.training.trainer import _noise, resolve_config  # noqa: E402
 
 
-def bare_loop(data_path: Path, cfg: TrainConfig) -> float:
-    """The same training, hand-written: returns seconds for cfg.max_steps steps."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(data_path: Path, cfg: TrainConfig, warmup: int = 5) -> float:
+    """The same training, hand-written: seconds per step (after ``warmup`` steps) on ``cfg.device``,
+    with ``cfg.amp`` (bf16 autocast) and ``cfg.compile`` as the trainer uses them."""
     data = open_data(data_path)
     cfg = resolve_config(cfg, data)
+    device = torch.device("cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu")
     train_set, collate = data.dataset("train", cfg.model, context=cfg.context, segment=cfg.segment_frames, train=True)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model, cfg.model_config)
+    model = build_model(cfg.model, cfg.model_config).to(device)
+    fwd = torch.compile(model) if cfg.compile else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    step, epoch = 0, 0
-    t0 = time.perf_counter()
-    while step < cfg.max_steps:
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if cfg.amp else contextlib.nullcontext
+    step, epoch, t0 = 0, 0, None
+    total = cfg.max_steps + warmup
+    while step < total:
         loader = DataLoader(train_set, batch_sampler=SeededBatchSampler(len(train_set), cfg.batch_size, cfg.seed, epoch),
-                            collate_fn=collate)
+                            collate_fn=collate, pin_memory=device.type == "cuda")
         for batch in loader:
+            if step == warmup:
+                _sync(device)
+                t0 = time.perf_counter()
+            batch = batch.to(device)
             for g in opt.param_groups:
                 g["lr"] = learning_rate(step, cfg.lr, cfg.lr_schedule, cfg.lr_warmup_steps, cfg.max_steps)
-            out = model(batch.x, kl_weight(step, cfg.beta, cfg.kl_warmup, cfg.kl_warmup_steps), 0.0, batch.lengths,
-                        _noise(cfg.seed, step, 0, 1))
+            with amp():
+                out = fwd(batch.x, kl_weight(step, cfg.beta, cfg.kl_warmup, cfg.kl_warmup_steps), 0.0, batch.lengths,
+                          _noise(cfg.seed, step, 0, 1))
             opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            out.loss.float().backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
-            if step >= cfg.max_steps:
+            if step >= total:
                 break
         epoch += 1
-    return time.perf_counter() - t0
+    _sync(device)
+    return (time.perf_counter() - t0) / cfg.max_steps
 
 
-def trainer_run(data_path: Path, cfg: TrainConfig, out: Path) -> tuple[float, float, float]:
-    """Seconds for cfg.max_steps steps through the trainer (setup excluded), mean data and step seconds."""
-    train(data_path, out, cfg, progress=True)
-    rows = list(csv.DictReader(open(out / "metrics.csv")))
-    data_s = float(np.mean([float(r["data_s"]) for r in rows]))
-    step_s = float(np.mean([float(r["step_s"]) for r in rows]))
-    total = float(sum(1.0 / float(r["items_per_s"]) * 0 + float(r["data_s"]) + float(r["step_s"]) for r in rows))
-    return total, data_s, step_s
+def trainer_per_step(data_path: Path, cfg: TrainConfig, out: Path, warmup: int = 5) -> float:
+    """Seconds per step through ``train()``: the wall time of ``max_steps + warmup`` steps less that of
+    ``warmup`` steps (setup, the two validations and the final checkpoint cancel out)."""
+    import shutil
+
+    walls = []
+    for n in (warmup, cfg.max_steps + warmup):
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        train(data_path, out, TrainConfig(**{**cfg.__dict__, "max_steps": n}), progress=False)
+        walls.append(time.perf_counter() - t0)
+    return (walls[1] - walls[0]) / cfg.max_steps
 
 
 def main() -> None:
@@ -88,23 +107,17 @@ def main() -> None:
     rows = []
     for name, cfg in (
         ("dense", TrainConfig(model="dense", batch_size=256, max_steps=args.steps, val_every=10**9, val_batches=1,
-                              checkpoint_every=10**9)),
+                              checkpoint_every=10**9, device="cpu")),
         ("conv", TrainConfig(model="conv", batch_size=16, segment_frames=128, max_steps=args.steps, val_every=10**9,
-                             val_batches=1, checkpoint_every=10**9)),
+                             val_batches=1, checkpoint_every=10**9, device="cpu")),
     ):
         bare = bare_loop(tmp / "feats", cfg)
-        t0 = time.perf_counter()
-        total, data_s, step_s = trainer_run(tmp / "feats", cfg, tmp / f"run_{name}")
-        wall = time.perf_counter() - t0
-        per_step_bare = bare / args.steps
-        per_step_trainer = total / args.steps
+        trainer = trainer_per_step(tmp / "feats", cfg, tmp / f"run_{name}")
         frames = cfg.batch_size * (1 if name == "dense" else cfg.segment_frames)
-        unit = f"{frames / per_step_trainer:,.0f} frames/s" if name == "dense" else f"{frames * hop_s / per_step_trainer:,.1f} audio s/s"
-        rows.append((name, f"{per_step_bare * 1000:.1f} ms", f"{per_step_trainer * 1000:.1f} ms",
-                     f"{(per_step_trainer / per_step_bare - 1) * 100:+.1f}%", f"{data_s * 1000:.2f} ms",
-                     f"{step_s * 1000:.1f} ms", unit, f"{wall:.1f} s"))
-    print(table(rows, ("model", "bare loop/step", "trainer/step", "overhead", "loader wait", "compute", "throughput",
-                       "trainer wall (with setup, validation, checkpoint)")))
+        unit = f"{frames / trainer:,.0f} frames/s" if name == "dense" else f"{frames * hop_s / trainer:,.1f} audio s/s"
+        rows.append((name, f"{bare * 1000:.1f} ms", f"{trainer * 1000:.1f} ms", f"{(trainer / bare - 1) * 100:+.1f}%",
+                     unit))
+    print(table(rows, ("model", "bare loop/step", "trainer/step", "overhead", "throughput")))
 
     # every registered model: parameters and training throughput on random data of its shape
     prow = []

@@ -139,7 +139,7 @@ class BaseVAE(nn.Module):
         stops the loss from pushing a latent channel's KL, averaged over the
         batch's items (and latent frames, for sequences), below it. ``eps``
         fixes the standard-normal noise: a tensor shaped like ``mu`` or a
-        function of that shape returning one. ``reduce`` sums a tensor over the
+        function ``(shape, device)`` returning one. ``reduce`` sums a tensor over the
         processes of a distributed run, so the free-bits clamp sees the global
         batch (2 processes x B items == 1 process x 2B items).
         """
@@ -147,7 +147,7 @@ class BaseVAE(nn.Module):
         if eps is None:
             eps = torch.randn_like(mu)
         elif callable(eps):
-            eps = eps(mu.shape).to(device=mu.device, dtype=mu.dtype)
+            eps = eps(mu.shape, mu.device).to(dtype=mu.dtype)  # a callable (shape, device) -> noise
         z = mu + torch.exp(0.5 * logvar) * eps
         dec = self.decode(z, self._size(x))
         dmask, zmask = self.masks(x, lengths, mu)

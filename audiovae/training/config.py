@@ -34,6 +34,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints
     early_stop_patience: int = 0  # validations without improvement before stopping; 0 = off
     device: str = "auto"  # auto | cpu | cuda
+    log_every: int = 0  # metrics.csv row every N steps (the mean over them); 0 = auto: 1 on the CPU, 50 on a GPU
+    compile: bool = False  # torch.compile the model (a GPU's step is bound by kernel launches; resume stays exact)
 
 
 def default_train_config(model: str = "conv", **fields) -> TrainConfig:

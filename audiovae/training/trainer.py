@@ -45,7 +45,8 @@ TRAIN_COLUMNS = ["step", "epoch", "loss", "elbo", "elbo_per_dim", "recon", "kl",
                  "data_s", "step_s", "items_per_s"]
 VAL_COLUMNS = ["step", "epoch", "val_elbo", "val_elbo_per_dim", "val_recon", "val_kl", "active_units"]
 # settings that may differ when a run is resumed: how long it goes on, not what it computes
-RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_epochs", "early_stop_patience", "device", "num_workers")
+RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_epochs", "early_stop_patience", "device", "num_workers",
+                     "log_every")
 
 
 def _dist_info() -> tuple[int, int]:
@@ -148,11 +149,12 @@ class _CSV:
 
 
 def _noise(seed: int, step: int, rank: int, world: int) -> Callable:
-    """Noise of step ``step`` for this rank's slice of the global batch."""
+    """Noise of step ``step`` for this rank's slice of the global batch, drawn on the device that asks
+    (a CUDA generator on a GPU: no host-side draw and copy per step; the CPU's numbers on the CPU)."""
 
-    def make(shape: torch.Size) -> torch.Tensor:
-        g = torch.Generator().manual_seed((seed * 7_368_787 + step * 1_000_003 + 17) % (2**63))
-        full = torch.randn((shape[0] * world, *shape[1:]), generator=g)
+    def make(shape: torch.Size, device: torch.device | str = "cpu") -> torch.Tensor:
+        g = torch.Generator(device=device).manual_seed((seed * 7_368_787 + step * 1_000_003 + 17) % (2**63))
+        full = torch.randn((shape[0] * world, *shape[1:]), generator=g, device=device)
         return full[rank * shape[0] : (rank + 1) * shape[0]]
 
     return make
@@ -277,6 +279,15 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.compile:
+            # the encoder and decoder stacks, compiled in place: fewer, fused kernels, and nn.Module.compile
+            # keeps the parameter names, so checkpoints are those of an eager run. The ELBO's noise (a new
+            # closure each step, which would make torch.compile recompile every step) and KL stay eager.
+            for part in (self.model.encoder, self.model.decoder):
+                part.compile()
+        # metrics stay on the device between log steps: no host sync per step on a GPU
+        self.log_every = cfg.log_every or (1 if self.device.type == "cpu" else 50)
+        self.window = _LogWindow(self.device, log_jacobian(normalizer, 1.0), check_grad=self.scaler is None)
         self.train_set, self.collate = data.dataset("train", cfg.model, normalizer, context=cfg.context,
                                                     segment=cfg.segment_frames, train=True)
         val_set, val_collate = data.dataset("val", cfg.model, normalizer, context=cfg.context, segment=cfg.segment_frames)
@@ -347,7 +358,8 @@ class Trainer:
             res = self.ddp(batch.x, beta, cfg.free_bits, batch.lengths, _noise(cfg.seed, self.step, self.rank, self.world),
                            reduce=_all_reduce_sum if self.world > 1 else None)
         loss = res.loss.float()
-        if not torch.isfinite(loss):
+        checked = self.log_every == 1  # otherwise non-finite values are found at the next log step, without a sync now
+        if checked and not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; stopped before the update, the last "
                                 f"checkpoint in {self.out} is intact (try a lower lr or grad_clip)")
         self.opt.zero_grad(set_to_none=True)
@@ -362,24 +374,30 @@ class Trainer:
         else:
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-            if not torch.isfinite(gnorm):
+            if checked and not torch.isfinite(gnorm):
                 raise TrainingError(f"gradient became {float(gnorm)} at step {self.step + 1}; stopped before the "
                                     f"update, the last checkpoint in {self.out} is intact")
             self.opt.step()
         return {"res": res, "loss": loss, "gnorm": gnorm, "beta": beta, "lr": lr}
 
     def log_step(self, s: dict, t_data: float, t_step: float) -> None:
+        """Add the step to the log window; every ``log_every`` steps (and before a checkpoint, validation or
+        the end) :meth:`flush_log` writes the window's means: the only host sync of the loop."""
+        self.window.add(self.step, s, t_data, t_step, self.world)
+        if self.step % self.log_every == 0:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        if self.window.steps == 0:
+            return
+        row, bad_step = self.window.take()
+        if bad_step >= 0:  # found late (log_every > 1): the weights are spoilt, the last checkpoint is not
+            raise TrainingError(f"loss or gradient became non-finite at step {bad_step} (found at step {self.step}, "
+                                f"log_every={self.log_every}); the last checkpoint in {self.out} is intact (try a "
+                                "lower lr or grad_clip)")
         if not self.is_main:
             return
-        res = s["res"]
-        n_items = res.elbo.shape[0] * self.world
-        jac = log_jacobian(self.normalizer, res.n_dims.double().mean())
-        row = {"step": self.step, "epoch": self.epoch, "loss": s["loss"].item(),
-               "elbo": float(res.elbo.detach().double().mean() + jac),
-               "elbo_per_dim": float((res.elbo.detach().double().sum() + jac * res.elbo.shape[0]) / res.n_dims.sum()),
-               "recon": float(res.recon.detach().double().mean() + jac), "kl": float(res.kl.detach().mean()),
-               "beta": s["beta"], "lr": s["lr"], "grad_norm": float(s["gnorm"]),
-               "data_s": t_data, "step_s": t_step - t_data, "items_per_s": n_items / max(1e-9, t_step)}
+        row.update(step=self.step, epoch=self.epoch)
         self.train_log.write(row)
         if self.tb:
             for k in ("loss", "elbo", "kl", "beta", "lr"):
@@ -426,8 +444,10 @@ class Trainer:
                     self.log_step(s, t_data, time.perf_counter() - t_wait)
                     interrupted = self._should_stop(flag, t_start)
                     if cfg.val_every and self.step % cfg.val_every == 0:
+                        self.flush_log()
                         stopped_early = self.validate()
                     if self.step % cfg.checkpoint_every == 0:
+                        self.flush_log()  # rows up to a checkpoint are the same whether or not the run is resumed
                         self.checkpoint()
                     if self.step >= cfg.max_steps or stopped_early or interrupted:
                         break
@@ -436,7 +456,9 @@ class Trainer:
                     self.epoch += 1
                     self.batch_in_epoch = 0
                     if not cfg.val_every:
+                        self.flush_log()
                         stopped_early = self.validate()
+            self.flush_log()
             if self.last_val_step != self.step:
                 self.validate()  # whatever ended the run, best/ reflects its last weights too
             self.checkpoint()
@@ -453,6 +475,50 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
         return summary
+
+
+class _LogWindow:
+    """Sums of the logged quantities over the steps since the last metrics.csv row, kept on the device."""
+
+    KEYS = ("loss", "elbo", "elbo_sum", "n_dims", "recon", "kl", "grad_norm", "items")
+
+    def __init__(self, device: torch.device, jac_per_dim: float, check_grad: bool = True):
+        # check_grad=False with a GradScaler: an inf gradient there only skips the update and lowers the scale
+        self.device, self.jac_per_dim, self.check_grad = device, float(jac_per_dim), check_grad
+        self.sums = torch.zeros(len(self.KEYS), dtype=torch.float64, device=device)
+        self.bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss/gradient
+        self.steps, self.t_data, self.t_step, self.last = 0, 0.0, 0.0, {}
+
+    def add(self, step: int, s: dict, t_data: float, t_step: float, world: int) -> None:
+        res = s["res"]
+        elbo = res.elbo.detach().double()
+        dims = res.n_dims.double()
+        jac = self.jac_per_dim * dims  # densities of log-mel features, not of normalised ones
+        gnorm = torch.as_tensor(s["gnorm"], dtype=torch.float64, device=self.device)
+        vals = torch.stack([s["loss"].detach().double(), (elbo + jac).mean(), (elbo + jac).sum(), dims.sum(),
+                            (res.recon.detach().double() + jac).mean(), res.kl.detach().double().mean(), gnorm,
+                            torch.tensor(float(elbo.shape[0] * world), dtype=torch.float64, device=self.device)])
+        self.sums += vals
+        finite = torch.isfinite(vals[0]) & (torch.isfinite(gnorm) if self.check_grad else True)
+        self.bad = torch.where((self.bad < 0) & ~finite, torch.full_like(self.bad, step), self.bad)
+        self.steps += 1
+        self.t_data += t_data
+        self.t_step += t_step
+        self.last = {"beta": s["beta"], "lr": s["lr"]}
+
+    def take(self) -> tuple[dict, int]:
+        """The window's row (means per step) and the first bad step (-1 if none); starts a new window."""
+        sums, bad = self.sums.tolist(), int(self.bad)
+        v = dict(zip(self.KEYS, sums))
+        n = self.steps
+        row = {"loss": v["loss"] / n, "elbo": v["elbo"] / n, "elbo_per_dim": v["elbo_sum"] / max(1.0, v["n_dims"]),
+               "recon": v["recon"] / n, "kl": v["kl"] / n, "grad_norm": v["grad_norm"] / n, **self.last,
+               "data_s": self.t_data / n, "step_s": (self.t_step - self.t_data) / n,
+               "items_per_s": v["items"] / max(1e-9, self.t_step)}
+        self.sums.zero_()
+        self.bad.fill_(-1)
+        self.steps, self.t_data, self.t_step = 0, 0.0, 0.0
+        return row, bad
 
 
 class _Progress:
