@@ -28,6 +28,27 @@ def test_spectral_metrics_closed_form():
     assert torch.allclose(log_spectral_distance(s, 2 * s), torch.full((2,), 20 * np.log10(2.0)).float(), atol=1e-4)
 
 
+def test_lsd_over_an_80_db_range_matches_librosa_amplitude_to_db():
+    """top_db=80 floors both spectra 80 dB below the reference's peak; a band the reference does not
+    carry (zeros) then costs what the estimate puts above that floor, not 100 dB of faint noise."""
+    rng = np.random.default_rng(1)
+    ref = rng.random((2, 64, 20)) + 1e-3
+    ref[:, 48:] = 0.0  # an empty band, as above 8 kHz in a 16 kHz recording
+    est = ref * np.exp(rng.normal(0, 0.3, ref.shape))
+    est[:, 48:] = 3e-5 + 5e-5 * rng.random((2, 16, 20))  # faint noise (-90..-82 dB) where the reference is silent
+    expect = []
+    for r, e in zip(ref, est):
+        db_r = librosa.amplitude_to_db(r, ref=1.0, amin=1e-30, top_db=None)
+        db_e = librosa.amplitude_to_db(e, ref=1.0, amin=1e-30, top_db=None)
+        lo = db_r.max() - 80.0
+        d = np.maximum(db_r, lo) - np.maximum(db_e, lo)
+        expect.append(np.sqrt((d**2).mean(axis=0)).mean())
+    ours = log_spectral_distance(torch.from_numpy(ref), torch.from_numpy(est), top_db=80.0)
+    np.testing.assert_allclose(ours.numpy(), expect, rtol=1e-9)
+    absolute = log_spectral_distance(torch.from_numpy(ref), torch.from_numpy(est))
+    assert (absolute > ours + 3).all()  # the empty band dominates the absolute-floor LSD
+
+
 def test_mel_cepstrum_matches_librosa_and_scipy():
     rng = np.random.default_rng(0)
     x = rng.standard_normal(8000)

@@ -18,11 +18,24 @@ def spectral_convergence(ref_mag: torch.Tensor, est_mag: torch.Tensor) -> torch.
     return (ref - est).flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp_min(1e-12)
 
 
-def log_spectral_distance(ref_mag: torch.Tensor, est_mag: torch.Tensor, floor: float = 1e-5) -> torch.Tensor:
+def log_spectral_distance(ref_mag: torch.Tensor, est_mag: torch.Tensor, floor: float = 1e-5,
+                          top_db: float | None = None) -> torch.Tensor:
     """Log-spectral distance in dB per item: mean over frames of the RMS over bins of
-    ``20 log10(max(S, floor) / max(S_hat, floor))`` for magnitudes ``(B, F, T)``."""
+    ``20 log10(max(S, floor) / max(S_hat, floor))`` for magnitudes ``(B, F, T)``.
+
+    ``top_db``: instead of the absolute ``floor``, floor both spectra ``top_db`` dB below the
+    reference's peak (per item), as ``librosa.amplitude_to_db(S, ref=np.max, top_db=80)`` limits a
+    spectrogram's range. With the absolute floor (1e-5, -100 dB re full scale), bands the recording
+    does not carry (above 8 kHz in a 16 kHz telephone recording) count with whatever faint noise the
+    estimate has there; an 80 dB range counts what is within 80 dB of the loudest bin."""
     ref, est = _match(ref_mag, est_mag)
-    d = 20 * (torch.log10(ref.clamp_min(floor)) - torch.log10(est.clamp_min(floor)))
+    if top_db is not None:
+        peak = ref.flatten(1).max(dim=1).values.clamp_min(1e-30)
+        floor = (peak * 10 ** (-top_db / 20)).reshape(-1, *([1] * (ref.dim() - 1)))
+        ref, est = torch.maximum(ref, floor), torch.maximum(est, floor)
+    else:
+        ref, est = ref.clamp_min(floor), est.clamp_min(floor)
+    d = 20 * (torch.log10(ref) - torch.log10(est))
     return d.square().mean(dim=1).sqrt().mean(dim=-1)
 
 
@@ -102,7 +115,10 @@ def have_stoi() -> bool:
 
 
 def resynthesis_metrics(ref_wave: torch.Tensor, est_wave: torch.Tensor, sample_rate: int) -> dict[str, float]:
-    """SC and LSD on the 2048/256 STFT magnitudes, MCD and (if available) STOI, for one pair ``(N,)``."""
+    """SC and LSD on the 2048/256 STFT magnitudes, MCD and (if available) STOI, for one pair ``(N,)``.
+
+    Two LSDs: ``log_spectral_distance_db`` with the absolute floor (-100 dB re full scale) and
+    ``log_spectral_distance_80db_db`` over the 80 dB below the reference's peak."""
     ref, est = _match_len(ref_wave.reshape(1, -1).double(), est_wave.reshape(1, -1).double())
     window = torch.hann_window(1024, dtype=torch.float64)
     s_ref = AF.magnitude(AF.stft(ref, window, 2048, 256))
@@ -110,6 +126,7 @@ def resynthesis_metrics(ref_wave: torch.Tensor, est_wave: torch.Tensor, sample_r
     out = {
         "spectral_convergence": float(spectral_convergence(s_ref, s_est)[0]),
         "log_spectral_distance_db": float(log_spectral_distance(s_ref, s_est)[0]),
+        "log_spectral_distance_80db_db": float(log_spectral_distance(s_ref, s_est, top_db=80.0)[0]),
         "mel_cepstral_distortion_db": float(mel_cepstral_distortion(ref, est, sample_rate)[0]),
     }
     if have_stoi():
