@@ -84,19 +84,20 @@ def test_discretized_logistic_is_normalised():
     torch.testing.assert_close(total, torch.ones_like(total), atol=2e-3, rtol=0)
 
 
+@pytest.mark.parametrize("ds", [1, 2, 4])
 @pytest.mark.parametrize("t", [1, 2, 7, 33, 101])
-def test_conv_vae_any_length(t):
-    model = build_model("conv", {"n_mels": 256, "channels": 32, "latent_dim": 8, "downsample": 4})
+def test_conv_vae_any_length(t, ds):
+    model = build_model("conv", {"n_mels": 256, "channels": 32, "latent_dim": 8, "downsample": ds})
     x = torch.randn(2, 256, t)
     mu, _ = model.encoder_params(x)
-    assert mu.shape == (2, 8, -(-t // 4))
+    assert mu.shape == (2, 8, -(-t // ds))
     assert model.reconstruct(x).shape == x.shape
     out = model.elbo(x)
     assert torch.isfinite(out.elbo).all() and out.n_dims[0] == 256 * t
 
 
 def test_conv_vae_lengths_mask_padding():
-    model = build_model("conv", {"n_mels": 256, "channels": 32, "latent_dim": 8})
+    model = build_model("conv", {"n_mels": 256, "channels": 32, "latent_dim": 8, "downsample": 4})
     x = torch.randn(2, 256, 40)
     lengths = torch.tensor([40, 17])
     out = model.elbo(x, lengths=lengths, eps=torch.zeros(2, 8, 10))
@@ -183,10 +184,10 @@ def test_conv_vae_frames_do_not_see_far_away_frames():
     torch.manual_seed(0)
     z = torch.randn(1, 8, 20)
     longer = torch.cat([z, 5 * torch.randn(1, 8, 30)], dim=-1)
-    local = build_model("conv", {"channels": 32, "latent_dim": 8})
+    local = build_model("conv", {"channels": 32, "latent_dim": 8, "downsample": 4})
     torch.testing.assert_close(local.decode(z).mean[..., :40], local.decode(longer).mean[..., :40])
     x = torch.randn(1, 256, 80)
     x_longer = torch.cat([x, 3 * torch.randn(1, 256, 120)], dim=-1)
     torch.testing.assert_close(local.encoder_params(x)[0][..., :10], local.encoder_params(x_longer)[0][..., :10])
-    pooled = build_model("conv", {"channels": 32, "latent_dim": 8, "norm": "group"})
+    pooled = build_model("conv", {"channels": 32, "latent_dim": 8, "norm": "group", "downsample": 4})
     assert not torch.allclose(pooled.decode(z).mean[..., :40], pooled.decode(longer).mean[..., :40], atol=1e-4)
