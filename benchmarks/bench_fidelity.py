@@ -82,7 +82,7 @@ def build_features(root: Path, train_files: list[Path], work: Path) -> Path:
     """A feature cache of the non-test files, made once (a mirror of symlinks keeps the ids unique)."""
     key = hashlib.sha1("\n".join(sorted(str(f.resolve()) for f in train_files)).encode()).hexdigest()[:12]
     feats = work / f"features_{key}"
-    if (feats / "index.json").exists():
+    if (feats / "cache.json").exists():  # written last: a complete cache
         return feats
     mirror = work / f"corpus_{key}"
     for f in train_files:
@@ -155,7 +155,8 @@ def score(items: list[dict], logmels: list[torch.Tensor], vocoder: GriffinLimVoc
             keep.append(y.numpy())
         m = resynthesis_metrics(torch.from_numpy(it["wave"]), y, sr)
         rows.append({"sc_db": 20 * math.log10(max(m["spectral_convergence"], 1e-12)),
-                     "lsd_db": m["log_spectral_distance_db"], "stoi": m.get("stoi", float("nan")),
+                     "lsd_db": m["log_spectral_distance_db"], "lsd80_db": m["log_spectral_distance_80db_db"],
+                     "stoi": m.get("stoi", float("nan")),
                      "logmel_rmse": float((lm - it["logmel"]).square().mean().sqrt())})
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
 
@@ -194,14 +195,16 @@ def write_figures(out: Path, items: list[dict], recs: list[torch.Tensor], waves:
     out.mkdir(parents=True, exist_ok=True)
     plt = _plt()
     rows, copy = results["rows"], results["copy_synthesis"]
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
     mins = [r["minutes"] for r in rows]
     for ax, key, label, goal in ((axes[0], "stoi", "STOI (higher is better)", 0.90),
-                                 (axes[1], "lsd_db", "LSD dB (lower is better)", 4.5)):
+                                 (axes[1], "lsd_db", "LSD dB, floor -100 dBFS (lower is better)", 4.5),
+                                 (axes[2], "lsd80_db", "LSD dB, 80 dB range (lower is better)", None)):
         ax.plot(mins, [r[key] for r in rows], "o-", label="VAE reconstruction")
         ax.axhline(copy[key], color="k", ls="--", lw=1, label="copy synthesis (vocoder on true log-mel)")
-        ax.axhline(goal, color="tab:red", ls=":", lw=1, label="goal")
-        ax.set_xlabel("training minutes (this CPU, contended)")
+        if goal is not None:
+            ax.axhline(goal, color="tab:red", ls=":", lw=1, label="goal")
+        ax.set_xlabel("training minutes (this 2-core CPU)")
         ax.set_title(label, fontsize=10)
         ax.set_xticks(mins)
     axes[0].legend(fontsize=7, loc="lower right")
@@ -231,19 +234,56 @@ def write_figures(out: Path, items: list[dict], recs: list[torch.Tensor], waves:
         save_audio(audio / f"{stem}_vae.wav", resample(waves[i][:n], mel.sample_rate, 16000), 16000)
 
 
+def plot_curves(jsons: list[str], out: Path) -> None:
+    """One curve per results JSON (a run and its snapshots): STOI, LSD and LSD80 against training minutes.
+    A run that stopped at ``max_steps`` before its time limit is plotted at the minutes it trained."""
+    from audiovae.tasks.plots import _plt
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
+    copy = None
+    for spec in jsons:
+        path, _, name = spec.partition("=")  # RESULTS.json or RESULTS.json=LABEL
+        res = json.loads(Path(path).read_text())
+        copy = res["copy_synthesis"]
+        end = min(res["settings"]["minutes"], res.get("train_seconds", math.inf) / 60)
+        rows = sorted(res["rows"], key=lambda r: r["minutes"])
+        mins = [min(r["minutes"], end) for r in rows]
+        label = (name + ", " if name else "") + f"{res['settings']['minutes']:g}-min run" + (f" (stopped at {rows[-1]['steps']:,} steps, {end:.1f} min)"
+                                                               if end < res["settings"]["minutes"] - 0.5 else "")
+        for ax, key in zip(axes, ("stoi", "lsd_db", "lsd80_db")):
+            ax.plot(mins, [r[key] for r in rows], "o-", label=label)
+    for ax, key, title, goal in zip(axes, ("stoi", "lsd_db", "lsd80_db"),
+                                    ("STOI (higher is better)", "LSD dB, floor -100 dBFS (lower is better)",
+                                     "LSD dB, 80 dB range (lower is better)"), (0.90, 4.5, None)):
+        ax.axhline(copy[key], color="k", ls="--", lw=1, label="copy synthesis")
+        if goal is not None:
+            ax.axhline(goal, color="tab:red", ls=":", lw=1, label="issue's goal")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("training minutes (one core of this 2-core CPU)")
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle("default conv VAE, 46 held-out asterisk utterances", fontsize=10)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def report(results: dict, args, n_items: int, summary: dict, train_s: float, load) -> None:
     """Print the table (copy synthesis row, then the VAE rows) and write the JSON."""
     copy = results["copy_synthesis"]
     print(f"\ntest: {n_items} held-out utterances; trained {summary['step']} steps in {train_s / 60:.1f} min "
           f"(load average {load[0]:.2f}); {results['rows'][-1]['params']:,} parameters")
-    header = ("", "steps", "SC dB", "LSD dB", "STOI", "log-mel RMSE", "ELBO", "IWAE", "KL", "active")
-    rows = [("copy synthesis", "", f"{copy['sc_db']:.1f}", f"{copy['lsd_db']:.2f}", f"{copy['stoi']:.3f}", "0", "", "", "", "")]
+    header = ("", "steps", "SC dB", "LSD dB", "LSD80 dB", "STOI", "log-mel RMSE", "ELBO", "IWAE", "KL", "active")
+    rows = [("copy synthesis", "", f"{copy['sc_db']:.1f}", f"{copy['lsd_db']:.2f}", f"{copy['lsd80_db']:.2f}",
+             f"{copy['stoi']:.3f}", "0", "", "", "", "")]
     for r in results["rows"]:
-        rows.append((f"VAE, {r['minutes']:g} min", r["steps"], f"{r['sc_db']:.1f}", f"{r['lsd_db']:.2f}", f"{r['stoi']:.3f}",
+        rows.append((f"VAE, {r['minutes']:g} min", r["steps"], f"{r['sc_db']:.1f}", f"{r['lsd_db']:.2f}",
+                     f"{r['lsd80_db']:.2f}", f"{r['stoi']:.3f}",
                      f"{r['logmel_rmse']:.3f}", f"{r['elbo']:.0f}", f"{r['iwae']:.0f}", f"{r['kl']:.0f}",
                      f"{r['active_units']}/{r['latent_dim']}"))
     print(table(rows, header))
-    print("(ELBO, IWAE (k=%d), KL: nats per test utterance; log-mel RMSE in nats of log-mel)" % args.k, flush=True)
+    print("(LSD: absolute floor, -100 dB re full scale; LSD80: over the 80 dB below each original's peak. ELBO, "
+          "IWAE (k=%d), KL: nats per test utterance; log-mel RMSE in nats of log-mel)" % args.k, flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2, default=str))
@@ -266,10 +306,17 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--work", type=Path, default=Path("bench_fidelity_work"), help="scratch folder (cache, runs)")
     ap.add_argument("--name", default=None, help="run name under WORK/runs (default: from the settings)")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--rescore", type=Path, nargs="+", default=None, metavar="MODEL_DIR",
+                    help="train nothing: score these model directories (e.g. WORK/runs/NAME) on the same test files")
     ap.add_argument("--figures", type=Path, default=None,
                     help="write the curve, a spectrogram picture and three original/VAE wav pairs (16 kHz, <= 3 s) here")
+    ap.add_argument("--plot", nargs="+", default=None, metavar="RESULTS_JSON[=LABEL]",
+                    help="train nothing: draw the curves of these --json results into --figures/fidelity_curve.png")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.plot:
+        plot_curves(args.plot, (args.figures or Path(".")) / "fidelity_curve.png")
+        return {}
 
     files = read_list(args.data_list)
     root, train_files, test_files = split_by_file(files, args.test_fraction)
@@ -280,12 +327,25 @@ def main(argv: list[str] | None = None) -> dict:
     items = load_tests(test_files[: args.limit_test], mel, args.max_test_seconds)
     vocoder = GriffinLimVocoder(mel, n_iter=args.vocoder_iters)
 
-    copy_path = args.work / f"copy_synthesis_{hashlib.sha1(repr((sorted(t['path'] for t in items), args.max_test_seconds, args.vocoder_iters)).encode()).hexdigest()[:12]}.json"
+    copy_path = args.work / f"copy_synthesis_{hashlib.sha1(repr((sorted(t['path'] for t in items), args.max_test_seconds, args.vocoder_iters, 'lsd80')).encode()).hexdigest()[:12]}.json"
     if copy_path.exists():
         copy = json.loads(copy_path.read_text())
     else:
         copy = score(items, [it["logmel"] for it in items], vocoder, mel.sample_rate)
         copy_path.write_text(json.dumps(copy))
+
+    if args.rescore:
+        results = {"settings": {"rescore": [str(p) for p in args.rescore], "test_files": len(items)},
+                   "copy_synthesis": copy, "rows": []}
+        for model_dir in args.rescore:
+            figs, recs = model_figures(model_dir, items, args.k, args.seed)
+            step = int(__import__("yaml").safe_load((model_dir / "config.yaml").read_text()).get("step", 0))
+            results["rows"].append({"minutes": float("nan"), "name": model_dir.name, "steps": step,
+                                    **score(items, recs, vocoder, mel.sample_rate), **figs})
+            print(model_dir, json.dumps(results["rows"][-1]), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2, default=str))
+        return results
 
     cfg = default_train_config("conv", seed=args.seed)  # what `audiovae train --model conv` uses
     cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config("conv", cfg.model_config))})
