@@ -9,7 +9,7 @@ language, 1-12 s long, chosen evenly from the sorted file list and decoded to 22
 with ffmpeg. Each clip goes through the front end to the default 256-bin log-mel; then,
 one clip at a time as ``audiovae vocode``/``resynth`` work:
 
-- audiovae: ``GriffinLimVocoder`` (NNLS mel inversion + PGHI + 32 fast Griffin-Lim iterations);
+- audiovae: ``GriffinLimVocoder`` (NNLS mel inversion + PGHI + fast Griffin-Lim, the defaults);
 - torchaudio: ``InverseMelScale`` (least squares, then ReLU) + ``GriffinLim`` (100 iterations,
   momentum 0.99, random initial phase).
 
@@ -37,7 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import table  # noqa: E402
 
-from audiovae.audio.config import MelConfig  # noqa: E402
+from audiovae.audio.config import VOCODER_ITERS, MelConfig  # noqa: E402
 from audiovae.audio.frontend import MelFrontend  # noqa: E402
 from audiovae.audio.metrics import resynthesis_metrics  # noqa: E402
 from audiovae.audio.vocoder import GriffinLimVocoder  # noqa: E402
@@ -76,8 +76,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per clip and method (median)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n-iter", type=int, default=32, help="our Griffin-Lim iterations")
+    ap.add_argument("--n-iter", type=int, default=VOCODER_ITERS, help="our Griffin-Lim iterations")
     ap.add_argument("--init", default="pghi", help="our initial phase")
+    ap.add_argument("--nnls-iter", type=int, default=None, help="our NNLS iterations (default: the vocoder's)")
     ap.add_argument("--peer-iter", type=int, default=100, help="torchaudio's Griffin-Lim iterations")
     ap.add_argument("--skip-peer", action="store_true", help="time only audiovae")
     args = ap.parse_args()
@@ -97,7 +98,8 @@ def main() -> None:
 
     # the first call of a fresh vocoder in this process (numba cache load, filterbank set-up)
     t0 = time.perf_counter()
-    voc = GriffinLimVocoder(cfg, n_iter=args.n_iter, init=args.init)
+    voc = GriffinLimVocoder(cfg, n_iter=args.n_iter, init=args.init,
+                            **({} if args.nnls_iter is None else {"nnls_iter": args.nnls_iter}))
     t_setup = time.perf_counter() - t0
     with torch.no_grad():
         t0 = time.perf_counter()

@@ -53,7 +53,7 @@ def test_pghi_beats_random_and_zero_phase(speech_mag, n_iter):
 
 
 def test_pghi_32_beats_random_100(speech_mag):
-    # the default (PGHI + 32 iterations) does better than what peers get from 100 random-phase iterations
+    # the default (PGHI + VOCODER_ITERS iterations) does better than what peers get from 100 random-phase iterations
     x, mag = speech_mag
     assert _sc_after(mag, x.shape[-1], "pghi", 32) < _sc_after(mag, x.shape[-1], "random", 100)
 

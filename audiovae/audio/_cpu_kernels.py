@@ -76,8 +76,10 @@ def magnitude_mel(spec_frames: torch.Tensor, csr: MelCSR, power: float) -> torch
     return torch.from_numpy(out).reshape(b, t, csr.n_mels).transpose(1, 2)
 
 
-@numba.njit(cache=True, parallel=True, nogil=True)
-def _gl_spectral(rebuilt, tprev, mag, alpha, spec):
+# fastmath: the division and square root vectorise (about 1.5x faster here); alpha and tiny (1e-16) come
+# in the arrays' dtype, so float32 spectra are not promoted to float64 arithmetic
+@numba.njit(cache=True, parallel=True, nogil=True, fastmath=True)
+def _gl_spectral(rebuilt, tprev, mag, alpha, tiny, spec):
     """Fast Griffin-Lim's spectral step, one pass: ``a = R - alpha P``; ``spec = mag * a / |a|``.
 
     All arrays are ``(B * T, F)``; complex ones as ``(..., 2)`` real views.
@@ -87,7 +89,7 @@ def _gl_spectral(rebuilt, tprev, mag, alpha, spec):
         for k in range(f):
             re = rebuilt[t, k, 0] - alpha * tprev[t, k, 0]
             im = rebuilt[t, k, 1] - alpha * tprev[t, k, 1]
-            s = mag[t, k] / (np.sqrt(re * re + im * im) + 1e-16)
+            s = mag[t, k] / (np.sqrt(re * re + im * im) + tiny)
             spec[t, k, 0] = re * s
             spec[t, k, 1] = im * s
 
@@ -131,7 +133,8 @@ def gl_spectral(rebuilt: torch.Tensor, tprev: torch.Tensor | None, mag: torch.Te
     p = r if tprev is None else torch.view_as_real(tprev).reshape(b * t, f, 2).numpy()
     out = torch.empty_like(rebuilt)
     o = torch.view_as_real(out).reshape(b * t, f, 2).numpy()
-    _gl_spectral(r, p, mag.reshape(b * t, f).numpy(), 0.0 if tprev is None else alpha, o)
+    m = mag.reshape(b * t, f).numpy()
+    _gl_spectral(r, p, m, m.dtype.type(0.0 if tprev is None else alpha), m.dtype.type(1e-16), o)
     return out
 
 

@@ -9,6 +9,13 @@ from typing import Optional
 
 from audiovae.errors import ConfigError
 
+# The vocoder's defaults, used by every command and task that vocodes (one place to change them).
+# Measured per clip on real speech (benchmarks/bench_vocoder_clips.py, docs/vocoder_perf.md): PGHI +
+# 40 fast Griffin-Lim iterations from a 5-iteration NNLS magnitude reach a lower MCD than torchaudio's
+# 100 iterations in under a third of its time on one thread; more NNLS iterations change nothing audible.
+VOCODER_ITERS = 40
+NNLS_ITERS = 5
+
 
 @dataclass(frozen=True)
 class MelConfig:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from audiovae.audio import functional as AF
-from audiovae.audio.config import MelConfig
+from audiovae.audio.config import NNLS_ITERS, VOCODER_ITERS, MelConfig
 from audiovae.errors import InvalidFeatureError
 
 Init = Literal["pghi", "pghi_heap", "pghi_parallel", "random", "zeros"]
@@ -188,7 +188,7 @@ def initial_phase(
 def griffin_lim(
     mag: torch.Tensor,
     cfg: MelConfig,
-    n_iter: int = 32,
+    n_iter: int = VOCODER_ITERS,
     momentum: float = 0.99,
     init: Init | torch.Tensor = "pghi",
     lengths: torch.Tensor | None = None,
@@ -274,7 +274,7 @@ class GriffinLimVocoder(nn.Module):
 
     Buffers (window, filterbank, the mel solver) follow ``.to(device)``; every step
     runs on the log-mel's device with no host round trip, except the heap PGHI,
-    which is used only for CPU tensors. Defaults: 32 iterations, momentum 0.99,
+    which is used only for CPU tensors. Defaults: ``VOCODER_ITERS`` (40) iterations, momentum 0.99,
     ``init="pghi"``: the heap phase-gradient integration on a CPU (numba), the
     parallel prefix-scan integration (:func:`audiovae.audio.pghi.pghi_torch`) on
     any other device. On a CPU the NNLS iterations and the Griffin-Lim steps run
@@ -288,11 +288,11 @@ class GriffinLimVocoder(nn.Module):
     def __init__(
         self,
         config: MelConfig | None = None,
-        n_iter: int = 32,
+        n_iter: int = VOCODER_ITERS,
         momentum: float = 0.99,
         init: Init = "pghi",
         mel_inverse: MelInverse = "nnls",
-        nnls_iter: int = 20,
+        nnls_iter: int = NNLS_ITERS,
     ):
         super().__init__()
         self.config = config or MelConfig()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiovae.audio.config import MelConfig
+from audiovae.audio.config import VOCODER_ITERS, MelConfig
 from audiovae.audio.io import load_audio, save_audio
 from audiovae.data.corpora import folder_manifest
 from audiovae.data.features import extract
@@ -26,7 +26,7 @@ from audiovae.utils import atomic_write_text
 
 
 def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 2.5, max_steps: int = 3000,
-             channels: int = 128, latent_dim: int = 16, vocoder_iters: int = 32, log=print, progress: bool = True) -> dict:
+             channels: int = 128, latent_dim: int = 16, vocoder_iters: int = VOCODER_ITERS, log=print, progress: bool = True) -> dict:
     """Synthesise a corpus, extract 256-bin features, train a ConvVAE, write audio, pictures, a summary and
     ``report/index.html`` (the page of :func:`audiovae.tasks.report.make_report`)."""
     out = Path(out_dir)

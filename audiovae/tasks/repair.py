@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from audiovae.audio.config import VOCODER_ITERS
 from audiovae.errors import ConfigError, DataError, InvalidAudioError
 from audiovae.tasks.impute import DEFAULTS, METHODS, impute
 from audiovae.utils import atomic_path, atomic_write_text
@@ -464,7 +465,7 @@ def repair_audio(
     picture: str | os.PathLike | None = None,
     checkpoint: str = "best",
     device: str = "auto",
-    vocoder_iters: int = 32,
+    vocoder_iters: int = VOCODER_ITERS,
 ) -> dict:
     """Repair the gaps (or random packet loss, ``drop``) of one audio file with the mel VAE in ``run``.
 
