@@ -262,8 +262,8 @@ def test_tampered_or_foreign_checkpoints_are_refused(feats, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(feats, tmp_path, monkeypatch):
-    run = tmp_path / "run"
+def _nan_loss_at_step(monkeypatch, step: int) -> None:
+    """Make the training loss NaN at training step ``step`` (counting training-mode ELBO calls)."""
     from audiovae.models.base import BaseVAE
 
     real = BaseVAE.elbo
@@ -273,11 +273,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(feats, tmp_path, monkeypa
         out = real(self, x, *a, **k)
         if self.training:
             calls["n"] += 1
-            if calls["n"] == 5:
+            if calls["n"] == step:
                 out.loss = out.loss * float("nan")
         return out
 
     monkeypatch.setattr(BaseVAE, "elbo", poisoned)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(feats, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    _nan_loss_at_step(monkeypatch, 5)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=2, val_every=100)
     with pytest.raises(TrainingError, match="nan"):
         train(feats, run, cfg, progress=False)
@@ -401,20 +406,7 @@ def test_log_every_writes_window_means_and_leaves_training_alone(feats, tmp_path
 
 
 def test_log_every_finds_a_nan_late_but_before_the_next_checkpoint(feats, tmp_path, monkeypatch):
-    from audiovae.models.base import BaseVAE
-
-    real = BaseVAE.elbo
-    calls = {"n": 0}
-
-    def poisoned(self, x, *a, **k):
-        out = real(self, x, *a, **k)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 5:
-                out.loss = out.loss * float("nan")
-        return out
-
-    monkeypatch.setattr(BaseVAE, "elbo", poisoned)
+    _nan_loss_at_step(monkeypatch, 5)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,
                       val_every=100, log_every=10)
     with pytest.raises(TrainingError, match="non-finite at step 5 .found at step 8"):
