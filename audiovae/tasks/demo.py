@@ -116,8 +116,8 @@ def _summary_md(out: Path, ex, summary: dict, ev: dict, files: dict, seconds: fl
         f"1. `corpus/`: {ex.n_utterances} synthetic utterances (glottal pulses through formant filters, 6 voices).",
         f"2. `features/`: 256-bin log-mel features, {ex.n_frames} frames, with per-bin mean/std (`stats.npz`).",
         f"3. `run/`: a ConvVAE trained for {summary['step']} steps; `run/best/` holds the best validation checkpoint.",
-        "4. Validation figures (nats per utterance, higher is better; log-densities of normalised",
-        "   continuous features, so they can be positive):",
+        "4. Validation figures (nats per utterance, higher is better; log-densities of the log-mel",
+        "   features, continuous, so they can be positive):",
         "",
         f"   - ELBO {ev['elbo']:.1f}, IWAE bound (k={ev['k']}) {ev['iwae']:.1f}"
         + (f" +- {ev['iwae_stderr']:.1f} (standard error over {ev['items']} utterances)" if ev["iwae_stderr"] else ""),
