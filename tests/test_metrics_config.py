@@ -33,9 +33,11 @@ def test_lsd_over_an_80_db_range_matches_librosa_amplitude_to_db():
     carry (zeros) then costs what the estimate puts above that floor, not 100 dB of faint noise."""
     rng = np.random.default_rng(1)
     ref = rng.random((2, 64, 20)) + 1e-3
+    ref[1] *= 1e-3  # a quiet item: its floor is its own peak less 80 dB, not a shared or absolute one
     ref[:, 48:] = 0.0  # an empty band, as above 8 kHz in a 16 kHz recording
     est = ref * np.exp(rng.normal(0, 0.3, ref.shape))
-    est[:, 48:] = 3e-5 + 5e-5 * rng.random((2, 16, 20))  # faint noise (-90..-82 dB) where the reference is silent
+    # faint noise where the reference is silent, straddling each item's floor (peak - 80 dB)
+    est[:, 48:] = ref.max(axis=(1, 2))[:, None, None] * 1e-4 * rng.uniform(0.3, 3.0, (2, 16, 20))
     expect = []
     for r, e in zip(ref, est):
         db_r = librosa.amplitude_to_db(r, ref=1.0, amin=1e-30, top_db=None)
@@ -46,7 +48,10 @@ def test_lsd_over_an_80_db_range_matches_librosa_amplitude_to_db():
     ours = log_spectral_distance(torch.from_numpy(ref), torch.from_numpy(est), top_db=80.0)
     np.testing.assert_allclose(ours.numpy(), expect, rtol=1e-9)
     absolute = log_spectral_distance(torch.from_numpy(ref), torch.from_numpy(est))
-    assert (absolute > ours + 3).all()  # the empty band dominates the absolute-floor LSD
+    assert absolute[0] > ours[0] + 3  # the empty band dominates the absolute-floor LSD
+    for other in (log_spectral_distance(torch.from_numpy(ref), torch.from_numpy(est), floor=1e-4),
+                  log_spectral_distance(torch.from_numpy(ref), torch.from_numpy(est), top_db=70.0)):
+        assert not np.allclose(other.numpy(), expect, rtol=1e-3)  # the test tells these apart
 
 
 def test_mel_cepstrum_matches_librosa_and_scipy():

@@ -26,7 +26,8 @@ class Batch:
     lengths: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.x.to(device, non_blocking=True), None if self.lengths is None else self.lengths.to(device))
+        lengths = None if self.lengths is None else self.lengths.to(device, non_blocking=True)
+        return Batch(self.x.to(device, non_blocking=True), lengths)
 
 
 def collate_tensors(items) -> Batch:

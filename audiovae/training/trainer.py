@@ -358,7 +358,9 @@ class Trainer:
             res = self.ddp(batch.x, beta, cfg.free_bits, batch.lengths, _noise(cfg.seed, self.step, self.rank, self.world),
                            reduce=_all_reduce_sum if self.world > 1 else None)
         loss = res.loss.float()
-        checked = self.log_every == 1  # otherwise non-finite values are found at the next log step, without a sync now
+        # one process, logging every step: stop before the update. Otherwise non-finite values are found at the
+        # next log step without a sync now, and under DDP every rank learns of them there, so all stop together
+        checked = self.log_every == 1 and self.world == 1
         if checked and not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {self.step + 1}; stopped before the update, the last "
                                 f"checkpoint in {self.out} is intact (try a lower lr or grad_clip)")
@@ -380,17 +382,17 @@ class Trainer:
             self.opt.step()
         return {"res": res, "loss": loss, "gnorm": gnorm, "beta": beta, "lr": lr}
 
-    def log_step(self, s: dict, t_data: float, t_step: float) -> None:
+    def log_step(self, s: dict, t_begin: float, t_data: float) -> None:
         """Add the step to the log window; every ``log_every`` steps (and before a checkpoint, validation or
         the end) :meth:`flush_log` writes the window's means: the only host sync of the loop."""
-        self.window.add(self.step, s, t_data, t_step, self.world)
+        self.window.add(self.step, s, t_begin, t_data, self.world)
         if self.step % self.log_every == 0:
             self.flush_log()
 
     def flush_log(self) -> None:
         if self.window.steps == 0:
             return
-        row, bad_step = self.window.take()
+        row, bad_step = self.window.take(self.world)
         if bad_step >= 0:  # found late (log_every > 1): the weights are spoilt, the last checkpoint is not
             raise TrainingError(f"loss or gradient became non-finite at step {bad_step} (found at step {self.step}, "
                                 f"log_every={self.log_every}); the last checkpoint in {self.out} is intact (try a "
@@ -441,7 +443,7 @@ class Trainer:
                     s = self.train_step(batch)
                     self.step += 1
                     self.batch_in_epoch += 1
-                    self.log_step(s, t_data, time.perf_counter() - t_wait)
+                    self.log_step(s, t_wait, t_data)
                     interrupted = self._should_stop(flag, t_start)
                     if cfg.val_every and self.step % cfg.val_every == 0:
                         self.flush_log()
@@ -478,46 +480,62 @@ class Trainer:
 
 
 class _LogWindow:
-    """Sums of the logged quantities over the steps since the last metrics.csv row, kept on the device."""
+    """Sums of the logged quantities over the steps since the last metrics.csv row, kept on the device.
 
-    KEYS = ("loss", "elbo", "elbo_sum", "n_dims", "recon", "kl", "grad_norm", "items")
+    Nothing here reads a value back from the device until :meth:`take`, whose ``.tolist()`` is the
+    loop's one host sync; so the wall time from the window's first step to that sync is the true time of
+    its steps on a GPU too (host-side step times there only measure kernel launches)."""
+
+    KEYS = ("loss", "elbo", "elbo_sum", "n_dims", "recon", "kl", "grad_norm", "finite_grads")
 
     def __init__(self, device: torch.device, jac_per_dim: float, check_grad: bool = True):
         # check_grad=False with a GradScaler: an inf gradient there only skips the update and lowers the scale
         self.device, self.jac_per_dim, self.check_grad = device, float(jac_per_dim), check_grad
         self.sums = torch.zeros(len(self.KEYS), dtype=torch.float64, device=device)
         self.bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss/gradient
-        self.steps, self.t_data, self.t_step, self.last = 0, 0.0, 0.0, {}
+        self.steps, self.items, self.t_data, self.t0, self.last = 0, 0, 0.0, 0.0, {}
 
-    def add(self, step: int, s: dict, t_data: float, t_step: float, world: int) -> None:
+    def add(self, step: int, s: dict, t_begin: float, t_data: float, world: int) -> None:
+        if self.steps == 0:
+            self.t0 = t_begin
         res = s["res"]
         elbo = res.elbo.detach().double()
         dims = res.n_dims.double()
         jac = self.jac_per_dim * dims  # densities of log-mel features, not of normalised ones
-        gnorm = torch.as_tensor(s["gnorm"], dtype=torch.float64, device=self.device)
+        gnorm = s["gnorm"].detach().double()
+        finite_g = torch.isfinite(gnorm)
+        # a step skipped by the GradScaler (inf gradient) does not make the window's mean gradient norm inf
         vals = torch.stack([s["loss"].detach().double(), (elbo + jac).mean(), (elbo + jac).sum(), dims.sum(),
-                            (res.recon.detach().double() + jac).mean(), res.kl.detach().double().mean(), gnorm,
-                            torch.tensor(float(elbo.shape[0] * world), dtype=torch.float64, device=self.device)])
+                            (res.recon.detach().double() + jac).mean(), res.kl.detach().double().mean(),
+                            torch.where(finite_g, gnorm, 0.0), finite_g.double()])
         self.sums += vals
-        finite = torch.isfinite(vals[0]) & (torch.isfinite(gnorm) if self.check_grad else True)
+        finite = torch.isfinite(vals[0]) & (finite_g if self.check_grad else True)
         self.bad = torch.where((self.bad < 0) & ~finite, torch.full_like(self.bad, step), self.bad)
         self.steps += 1
+        self.items += elbo.shape[0] * world
         self.t_data += t_data
-        self.t_step += t_step
         self.last = {"beta": s["beta"], "lr": s["lr"]}
 
-    def take(self) -> tuple[dict, int]:
-        """The window's row (means per step) and the first bad step (-1 if none); starts a new window."""
-        sums, bad = self.sums.tolist(), int(self.bad)
+    def take(self, world: int = 1) -> tuple[dict, int]:
+        """The window's row (means per step) and the first bad step on any rank (-1 if none); starts a new
+        window. Under DDP every rank learns of a bad step on any rank, so all stop together."""
+        bad = self.bad
+        if world > 1:
+            big = torch.iinfo(torch.int64).max
+            bad = torch.where(bad < 0, torch.full_like(bad, big), bad)
+            dist.all_reduce(bad, op=dist.ReduceOp.MIN)
+            bad = torch.where(bad == big, torch.full_like(bad, -1), bad)
+        sums, bad = self.sums.tolist(), int(bad)
+        wall = time.perf_counter() - self.t0
         v = dict(zip(self.KEYS, sums))
         n = self.steps
         row = {"loss": v["loss"] / n, "elbo": v["elbo"] / n, "elbo_per_dim": v["elbo_sum"] / max(1.0, v["n_dims"]),
-               "recon": v["recon"] / n, "kl": v["kl"] / n, "grad_norm": v["grad_norm"] / n, **self.last,
-               "data_s": self.t_data / n, "step_s": (self.t_step - self.t_data) / n,
-               "items_per_s": v["items"] / max(1e-9, self.t_step)}
+               "recon": v["recon"] / n, "kl": v["kl"] / n,
+               "grad_norm": v["grad_norm"] / v["finite_grads"] if v["finite_grads"] else math.inf, **self.last,
+               "data_s": self.t_data / n, "step_s": (wall - self.t_data) / n, "items_per_s": self.items / max(1e-9, wall)}
         self.sums.zero_()
         self.bad.fill_(-1)
-        self.steps, self.t_data, self.t_step = 0, 0.0, 0.0
+        self.steps, self.items, self.t_data = 0, 0, 0.0
         return row, bad
 
 
