@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 
 from audiovae import __version__
-from audiovae.audio.config import VOCODER_ITERS
+from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
 from audiovae.errors import AudioVAEError
 
+ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS} from the heap PGHI on a CPU, "
+              f"{VOCODER_ITERS_PARALLEL_PGHI} from the parallel PGHI on a GPU].")
 
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
@@ -78,7 +80,7 @@ def mel_cmd(inputs, out_dir, config, overrides, strict):
 @cli.command("vocode", short_help="Log-mel files -> audio with the Griffin-Lim vocoder.")
 @click.argument("mels", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Folder for the .wav files.")
-@click.option("--iters", default=VOCODER_ITERS, show_default=True, type=click.IntRange(0, 10000), help="Griffin-Lim iterations.")
+@click.option("--iters", default=None, type=click.IntRange(0, 10000), help=ITERS_HELP)
 @click.option(
     "--init",
     default="pghi",
@@ -102,7 +104,7 @@ def vocode_cmd(mels, out_dir, iters, init, momentum, config, strict):
 @cli.command("resynth", short_help="wav -> log-mel -> wav, with quality metrics.")
 @click.argument("input", type=click.Path(path_type=Path))
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
-@click.option("--iters", default=VOCODER_ITERS, show_default=True, type=click.IntRange(0, 10000), help="Griffin-Lim iterations.")
+@click.option("--iters", default=None, type=click.IntRange(0, 10000), help=ITERS_HELP)
 @click.option("--init", default="pghi", show_default=True, type=click.Choice(["pghi", "random", "zeros"]))
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field.")
@@ -693,7 +695,7 @@ def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="DATA for reconstructions (default: the path in the model's config.yaml).")
-@click.option("--vocoder-iters", default=VOCODER_ITERS, show_default=True, type=click.IntRange(0, 10000))
+@click.option("--vocoder-iters", default=None, type=click.IntRange(0, 10000), help=ITERS_HELP)
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors

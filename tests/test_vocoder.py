@@ -13,7 +13,7 @@ import torch
 from scipy.optimize import nnls
 
 from audiovae.audio import functional as AF
-from audiovae.audio.config import MelConfig
+from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI, MelConfig
 from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.metrics import mel_cepstral_distortion, spectral_convergence, stoi
 from audiovae.audio.vocoder import GriffinLimVocoder, griffin_lim, initial_phase, mel_to_linear
@@ -50,6 +50,18 @@ def test_pghi_beats_random_and_zero_phase(speech_mag, n_iter):
     pghi = _sc_after(mag, x.shape[-1], "pghi", n_iter)
     assert pghi < _sc_after(mag, x.shape[-1], "random", n_iter)
     assert pghi < _sc_after(mag, x.shape[-1], "zeros", n_iter)
+
+
+def test_default_iterations_follow_the_initial_phase(speech_mag):
+    """n_iter=None: 40 iterations from the heap PGHI, 64 from the parallel one; each start beats random phase."""
+    x, mag = speech_mag
+    n = x.shape[-1]
+    for init, iters in (("pghi", VOCODER_ITERS), ("pghi_parallel", VOCODER_ITERS_PARALLEL_PGHI)):
+        y = griffin_lim(mag, CFG, init=init, length=n)
+        torch.testing.assert_close(y, griffin_lim(mag, CFG, n_iter=iters, init=init, length=n))
+        assert not torch.allclose(y, griffin_lim(mag, CFG, n_iter=iters - 1, init=init, length=n))
+        assert _sc_after(mag, n, init, None) < _sc_after(mag, n, "random", iters)
+    assert _sc_after(mag, n, "pghi", None) < _sc_after(mag, n, "random", 100)
 
 
 def test_pghi_32_beats_random_100(speech_mag):
@@ -198,11 +210,16 @@ def test_fused_cpu_kernels_equal_torch_path(speech_dir, monkeypatch):
         monkeypatch.setattr(frontend_mod, "use_cpu_kernels", True)
         mag = GriffinLimVocoder(CFG).to(dtype).magnitude(fused_mel)
         fused = griffin_lim(mag, CFG, n_iter=5, lengths=lengths)
+        # the CPU loop runs the batch in chunks of items; one item per chunk must change nothing
+        monkeypatch.setattr(vocoder_mod, "CPU_CHUNK_FRAMES", 1)
+        chunked = griffin_lim(mag, CFG, n_iter=5, lengths=lengths)
+        monkeypatch.setattr(vocoder_mod, "CPU_CHUNK_FRAMES", 1024)
         monkeypatch.setattr(vocoder_mod, "use_cpu_kernels", False)
         plain = griffin_lim(mag, CFG, n_iter=5, lengths=lengths)
         monkeypatch.setattr(vocoder_mod, "use_cpu_kernels", True)
-        assert fused.dtype == dtype
+        assert fused.dtype == chunked.dtype == dtype
         torch.testing.assert_close(fused, plain, rtol=tol * 10, atol=tol * 10)
+        torch.testing.assert_close(chunked, fused, rtol=tol, atol=tol)
 
 
 # --- any configuration MelConfig accepts vocodes; the rest is refused ------------------------------------------------
@@ -339,6 +356,43 @@ def test_parallel_pghi_batch_equals_alone_and_beats_random(speech_dir):
     x, m = waves[2][None], mag[2:3, :, : n_frames[2]]
     sc = {init: _sc_after(m, x.shape[-1], init, 0) for init in ("pghi_parallel", "pghi_heap", "random")}
     assert sc["pghi_parallel"] < 0.8 * sc["random"], sc
+
+
+def test_parallel_pghi_scan_equals_sequential_recursion(speech_dir):
+    """The prefix scan and the pointer-jumping climb compute the recursion written out frame by frame."""
+    import soundfile as sf
+
+    from audiovae.audio.pghi import phase_gradients_torch, pghi_torch
+
+    x = torch.from_numpy(sf.read(speech_dir / "utt01.wav", dtype="float64")[0])[None, 4000:4000 + 37 * CFG.hop_length]
+    win = torch.hann_window(CFG.win_length, dtype=torch.float64)
+    mag = AF.magnitude(AF.stft(x, win, CFG.n_fft, CFG.hop_length))
+    ours = pghi_torch(mag, CFG.n_fft, CFG.hop_length, CFG.win_length)[0].numpy()
+    ls, tg, fg = (a[0].numpy() for a in phase_gradients_torch(mag, CFG.n_fft, CFG.hop_length, CFG.win_length))
+    f, t = ls.shape
+    fint = np.concatenate([np.zeros((1, t)), np.cumsum(0.5 * (fg[1:] + fg[:-1]), axis=0)])
+
+    def climb(k: int, col: np.ndarray) -> int:
+        while True:
+            left = col[k - 1] if k > 0 else col[k]
+            right = col[k + 1] if k < f - 1 else col[k]
+            if right > col[k] and right >= left:
+                k += 1
+            elif left > col[k]:
+                k -= 1
+            else:
+                return k
+
+    ref = np.empty((f, t))
+    ref[:, 0] = fint[:, 0]
+    for j in range(1, t):
+        for k in range(f):
+            q = climb(k, ls[:, j])
+            ref[k, j] = (ref[q, j - 1] + 0.5 * (tg[q, j - 1] + tg[q, j]) + 2 * np.pi * q * CFG.hop_length / CFG.n_fft
+                         + fint[k, j] - fint[q, j])
+    wrapped = np.angle(np.exp(1j * (ours - ref)))
+    assert np.abs(wrapped).max() < 1e-6
+    assert len({climb(k, ls[:, 10]) for k in range(f)}) > 5  # several lobes: the climb is not trivial here
 
 
 def test_vocode_files_batched_equals_one_by_one(speech_dir, tmp_path):

@@ -5,27 +5,18 @@ On a CPU these steps are limited by memory traffic, not arithmetic: computing
 an intermediate as large as the spectrum. Here one pass over the FFT output
 computes each bin's magnitude and adds it into the (at most two) mel bands
 that contain the bin; Griffin-Lim's elementwise steps are fused the same way.
-The FFTs go through ``scipy.fft`` with one worker per torch thread, about twice
-as fast as ``torch.fft`` on this kind of batch (16 x 862 frames of 2048: 28 ms
-against 55 ms on 2 cores). Other devices use the equivalent torch operations.
+The FFTs are torch's own (MKL on x86 wheels). scipy's pocketfft with
+``workers=2`` was tried and lost in the Griffin-Lim loop (40 iterations of a
+2.8-s clip on 2 cores: 206 ms against 122 ms; see docs/vocoder_perf.md): its
+threads compete with the OpenMP pools of torch and numba that spin between the
+loop's parallel regions. Other devices use the equivalent torch operations.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-import scipy.fft
 import torch
-
-
-def rfft(x: torch.Tensor, n: int | None = None) -> torch.Tensor:
-    """``torch.fft.rfft(x, n)`` over the last axis of a CPU tensor, multi-threaded (scipy.fft)."""
-    return torch.from_numpy(scipy.fft.rfft(x.numpy(), n=n, axis=-1, workers=torch.get_num_threads()))
-
-
-def irfft(x: torch.Tensor, n: int) -> torch.Tensor:
-    """``torch.fft.irfft(x, n)`` over the last axis of a CPU tensor, multi-threaded (scipy.fft)."""
-    return torch.from_numpy(scipy.fft.irfft(x.numpy(), n=n, axis=-1, workers=torch.get_num_threads()))
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

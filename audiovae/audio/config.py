@@ -10,10 +10,14 @@ from typing import Optional
 from audiovae.errors import ConfigError
 
 # The vocoder's defaults, used by every command and task that vocodes (one place to change them).
-# Measured per clip on real speech (benchmarks/bench_vocoder_clips.py, docs/vocoder_perf.md): PGHI +
-# 40 fast Griffin-Lim iterations from a 5-iteration NNLS magnitude reach a lower MCD than torchaudio's
-# 100 iterations in under a third of its time on one thread; more NNLS iterations change nothing audible.
+# Measured per clip on real speech (benchmarks/bench_vocoder_clips.py, docs/vocoder_perf.md; 80 Asterisk
+# prompts, from the log-mel): from the heap PGHI (the CPU's initial phase), 40 fast Griffin-Lim iterations
+# after a 5-iteration NNLS magnitude reach a lower MCD than torchaudio's 100 iterations (5.63 vs 5.71 dB)
+# in under a third of its time; the parallel PGHI (the initial phase on other devices, where iterations
+# are cheap) needs 64 to be better on SC, LSD, MCD and STOI alike (MCD 5.53 dB; 5.68 with 48).
+# More NNLS iterations change nothing audible.
 VOCODER_ITERS = 40
+VOCODER_ITERS_PARALLEL_PGHI = 64
 NNLS_ITERS = 5
 
 

@@ -239,6 +239,25 @@ def phase_gradients_torch(
     return ls, tg, fg
 
 
+def peak_of_lobe(ls: torch.Tensor) -> torch.Tensor:
+    """For every bin of ``ls`` ``(B, F, T)``, the local maximum along frequency reached by climbing from it.
+
+    Each bin steps to its larger neighbour while that is larger than itself (to the right on a
+    tie), so every bin of a peak's lobe, down to the valleys on either side, maps to that peak.
+    Computed by pointer jumping: ``ceil(log2 F)`` gathers, whatever the spectrum.
+    """
+    b, f, t = ls.shape
+    k = torch.arange(f, device=ls.device)[None, :, None].expand(b, f, t)
+    left = torch.cat([ls[:, :1], ls[:, :-1]], 1)
+    right = torch.cat([ls[:, 1:], ls[:, -1:]], 1)
+    go_right = (right > ls) & (right >= left)
+    go_left = (left > ls) & ~go_right
+    nxt = torch.where(go_right, (k + 1).clamp_max(f - 1), torch.where(go_left, (k - 1).clamp_min(0), k))
+    for _ in range(max(1, math.ceil(math.log2(f)))):
+        nxt = torch.gather(nxt, 1, nxt)
+    return nxt
+
+
 def pghi_torch(
     mag: torch.Tensor, n_fft: int, hop_length: int, win_length: int, tol: float = 1e-5,
     n_frames: torch.Tensor | None = None,
@@ -248,8 +267,9 @@ def pghi_torch(
     The heap of :func:`pghi` is sequential: it integrates outward from the largest
     coefficient, so the phase follows spectral ridges. Here the same gradients are
     integrated along ridges with a fixed rule that needs no queue: bin ``k`` of
-    frame ``t`` continues from ``q``, the spectral peak of frame ``t - 1`` nearest
-    to ``k``: a time step at bin ``q`` (trapezoid of the time derivative), then the
+    frame ``t`` belongs to the lobe of ``q``, the spectral peak of frame ``t`` that
+    ``k`` climbs to (:func:`peak_of_lobe`); its phase is a time step at bin ``q``
+    from frame ``t - 1`` (trapezoid of the time derivative), then the
     frequency-direction integral from ``q`` to ``k`` within frame ``t``::
 
         phi(k, t) = phi(q, t-1) + (tg(q, t-1) + tg(q, t)) / 2 + F(k, t) - F(q, t)
@@ -259,26 +279,22 @@ def pghi_torch(
     which is associative, so it runs as a parallel prefix scan over time:
     ``ceil(log2 T)`` steps of two gathers each over the whole batch, a handful of
     kernels on a GPU whatever the length. Frame 0 is the frequency integral alone.
+
+    On 24 clips of real speech (Asterisk prompts), after 40 fast Griffin-Lim
+    iterations, this rule reached MCD 5.84 dB where continuing from the nearest
+    peak of the previous frame reached 5.99 (the heap: 5.68); see docs/vocoder_perf.md.
     """
     b, f, t = mag.shape
     ls, tg, fg = phase_gradients_torch(mag, n_fft, hop_length, win_length, tol, n_frames)
     two_pi = 2 * math.pi
     fint = torch.zeros_like(fg)
     fint[:, 1:] = torch.cumsum(0.5 * (fg[:, 1:] + fg[:, :-1]), dim=1)
-    # nearest spectral peak (local maximum along frequency) of every frame, for every bin
     k = torch.arange(f, device=mag.device)[None, :, None]
-    left = torch.cat([ls[:, :1] - 1, ls[:, :-1]], 1)
-    right = torch.cat([ls[:, 1:], ls[:, -1:] - 1], 1)
-    is_peak = (ls >= left) & (ls > right)
-    below = torch.cummax(torch.where(is_peak, k, -1), dim=1).values
-    above = torch.flip(torch.cummin(torch.flip(torch.where(is_peak, k, f), [1]), dim=1).values, [1])
-    d_below = torch.where(below >= 0, k - below, 2 * f)
-    d_above = torch.where(above < f, above - k, 2 * f)
-    nearest = torch.where(d_below <= d_above, below, above)
-    nearest = torch.where((nearest >= 0) & (nearest < f), nearest, k.expand_as(nearest))
+    if t == 1:
+        return torch.remainder(fint, two_pi)
     # step t (t >= 1): index q into frame t-1 and increment a; the linear part of the time derivative,
     # 2 pi q hop / n_fft, is reduced mod 2 pi in integer arithmetic
-    q = nearest[:, :, :-1]
+    q = peak_of_lobe(ls)[:, :, 1:]
     lin = (two_pi / n_fft) * ((q * hop_length) % n_fft).to(mag.dtype)
     g = lambda x, idx: torch.gather(x, 1, idx)  # noqa: E731
     inc = 0.5 * (g(tg[:, :, :-1], q) + g(tg[:, :, 1:], q)) + lin + fint[:, :, 1:] - g(fint[:, :, 1:], q)

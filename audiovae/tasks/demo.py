@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from audiovae.audio.config import VOCODER_ITERS, MelConfig
+from audiovae.audio.config import MelConfig
 from audiovae.audio.io import load_audio, save_audio
+from audiovae.audio.vocoder import default_iters
 from audiovae.data.corpora import folder_manifest
 from audiovae.data.features import extract
 from audiovae.data.synth import make_corpus
@@ -26,7 +27,7 @@ from audiovae.utils import atomic_write_text
 
 
 def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 2.5, max_steps: int = 3000,
-             channels: int = 128, latent_dim: int = 16, vocoder_iters: int = VOCODER_ITERS, log=print, progress: bool = True) -> dict:
+             channels: int = 128, latent_dim: int = 16, vocoder_iters: int | None = None, log=print, progress: bool = True) -> dict:
     """Synthesise a corpus, extract 256-bin features, train a ConvVAE, write audio, pictures, a summary and
     ``report/index.html`` (the page of :func:`audiovae.tasks.report.make_report`)."""
     out = Path(out_dir)
@@ -54,8 +55,9 @@ def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 
     summary = train(out / "features", out / "run", tcfg, progress=progress)
     log("[4/6] evaluating (IWAE bound with k=16 on the validation utterances)")
     ev = evaluate(out / "run", out / "features", k=16, progress=progress)
-    log(f"[5/6] writing audio and pictures with the Griffin-Lim vocoder ({vocoder_iters} iterations)")
     mm = MelModel.load(out / "run", vocoder_iters=vocoder_iters)
+    iters = vocoder_iters if vocoder_iters is not None else default_iters(mm.vocoder.init, mm.device)
+    log(f"[5/6] writing audio and pictures with the Griffin-Lim vocoder ({iters} iterations)")
     frame_rate = cfg.frame_rate
     files: dict[str, list[str]] = {"reconstructions": [], "samples": [], "interpolation": [], "pictures": []}
     val_all = [r for r in index if r["split"] == "val"]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio.config import VOCODER_ITERS
 from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.io import load_audio
 from audiovae.audio.vocoder import GriffinLimVocoder
@@ -27,7 +26,7 @@ class MelModel:
     vocoder: GriffinLimVocoder
 
     @classmethod
-    def load(cls, model_dir: str | os.PathLike, vocoder_iters: int = VOCODER_ITERS, checkpoint: str = "best",
+    def load(cls, model_dir: str | os.PathLike, vocoder_iters: int | None = None, checkpoint: str = "best",
              device: str = "auto") -> "MelModel":
         """Load ``model_dir`` (a run folder: its ``best/`` or ``last`` weights) onto ``device``."""
         dev = pick_device(device)

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio.config import VOCODER_ITERS
 from audiovae.errors import ConfigError
 from audiovae.tasks.encode import IMAGE_SUFFIXES, read_image
 from audiovae.training.checkpoint import load_model_dir, pick_device, resolve_model_dir
@@ -40,7 +39,7 @@ def interpolate_images(run: str | os.PathLike, a: str | os.PathLike, b: str | os
 
 
 def interpolate_audio(run: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike,
-                      steps: int = 5, gap: float = 0.25, vocoder_iters: int = VOCODER_ITERS, checkpoint: str = "best",
+                      steps: int = 5, gap: float = 0.25, vocoder_iters: int | None = None, checkpoint: str = "best",
                       device: str = "auto") -> dict:
     """Decode ``steps`` points between two audio files (cut to the shorter one's length).
 

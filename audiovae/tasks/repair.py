@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio.config import VOCODER_ITERS
 from audiovae.errors import ConfigError, DataError, InvalidAudioError
 from audiovae.tasks.impute import DEFAULTS, METHODS, impute
 from audiovae.utils import atomic_path, atomic_write_text
@@ -465,7 +464,7 @@ def repair_audio(
     picture: str | os.PathLike | None = None,
     checkpoint: str = "best",
     device: str = "auto",
-    vocoder_iters: int = VOCODER_ITERS,
+    vocoder_iters: int | None = None,
 ) -> dict:
     """Repair the gaps (or random packet loss, ``drop``) of one audio file with the mel VAE in ``run``.
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio.config import VOCODER_ITERS
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import AudioVAEError
 from audiovae.tasks.results import read_results, run_root, write_result
@@ -133,7 +132,7 @@ def _open_data_or_note(page: _Page, data, cfg: dict) -> DataSource | None:
 
 
 def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | os.PathLike | None = None,
-                checkpoint: str = "best", device: str = "auto", vocoder_iters: int = VOCODER_ITERS, n_items: int = 3,
+                checkpoint: str = "best", device: str = "auto", vocoder_iters: int | None = None, n_items: int = 3,
                 seed: int = 0, evaluate_k: int = 16, evaluate_limit: int = 200, progress: bool = False) -> Path:
     """Write ``out_dir/index.html`` for a run and return its path.
 

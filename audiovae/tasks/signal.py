@@ -10,7 +10,7 @@ from typing import Iterable
 import torch
 from tqdm import tqdm
 
-from audiovae.audio.config import VOCODER_ITERS, MelConfig
+from audiovae.audio.config import MelConfig
 from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.io import find_audio_files, load_audio, save_audio
 from audiovae.audio.melfile import SUFFIX, load_mel, save_mel
@@ -64,7 +64,7 @@ def mel_files(
 def vocode_files(
     mels: Iterable[Path],
     out_dir: Path,
-    n_iter: int = VOCODER_ITERS,
+    n_iter: int | None = None,
     init: str = "pghi",
     momentum: float = 0.99,
     config: MelConfig | None = None,
@@ -118,7 +118,7 @@ def _vocode_batch(voc: GriffinLimVocoder, part: list, device: torch.device) -> l
     return [wave[j, : n[j]].numpy() for j in range(len(part))]
 
 
-def resynthesize(input: Path, output: Path, cfg: MelConfig, n_iter: int = VOCODER_ITERS, init: str = "pghi") -> dict:
+def resynthesize(input: Path, output: Path, cfg: MelConfig, n_iter: int | None = None, init: str = "pghi") -> dict:
     """wav -> log-mel -> wav; write ``output`` and return metrics of the pair."""
     wave, sr = load_audio(input, cfg.sample_rate, min_samples=cfg.hop_length)
     x = torch.from_numpy(wave)[None]
