@@ -12,6 +12,7 @@ from audiovae import __version__
 from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
 from audiovae.errors import AudioVAEError
 
+_DEVICE = click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
 ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS} from the heap PGHI on a CPU, "
               f"{VOCODER_ITERS_PARALLEL_PGHI} from the parallel PGHI on a GPU].")
 
@@ -85,19 +86,25 @@ def mel_cmd(inputs, out_dir, config, overrides, strict):
     "--init",
     default="pghi",
     show_default=True,
-    type=click.Choice(["pghi", "random", "zeros"]),
-    help="Initial phase: phase-gradient heap integration, random or zero.",
+    type=click.Choice(["pghi", "pghi_heap", "pghi_parallel", "random", "zeros"]),
+    help="Initial phase: phase-gradient integration (pghi: the heap on a CPU, the parallel scan on a GPU), "
+         "random or zero.",
 )
 @click.option("--momentum", default=0.99, show_default=True, type=float, help="Fast Griffin-Lim momentum (0 = classic).")
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML, only for bare .npy inputs.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
+              help="Files of the same configuration vocoded together (similar lengths; each as if alone).")
+@_DEVICE
 @click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
 @friendly_errors
-def vocode_cmd(mels, out_dir, iters, init, momentum, config, strict):
+def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device, strict):
     """Turn log-mel files (.mel.npz from `audiovae mel`) back into audio with Griffin-Lim."""
     from audiovae.tasks.signal import vocode_files
+    from audiovae.training.checkpoint import pick_device
 
     cfg = _load_mel_config(config) if config else None
-    ok, bad = vocode_files(mels, out_dir, iters, init, momentum, cfg, strict=strict, progress=True)
+    ok, bad = vocode_files(mels, out_dir, iters, init, momentum, cfg, strict=strict, progress=True,
+                           batch_size=batch_size, device=pick_device(device))
     _summary(ok, bad, "wav file")
 
 
@@ -317,7 +324,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
                            help="best: the run's best/ (best validation ELBO); last: the latest weights.")
-_DEVICE = click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
 
 
 @cli.command("evaluate", short_help="ELBO, IWAE bound, KL and active units of a model.")

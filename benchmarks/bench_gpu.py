@@ -37,7 +37,12 @@ from audiovae.audio.config import MelConfig  # noqa: E402
 from audiovae.audio.frontend import MelFrontend  # noqa: E402
 from audiovae.audio.metrics import mel_cepstral_distortion, spectral_convergence, stoi  # noqa: E402
 from audiovae.audio.vocoder import (  # noqa: E402
-    GriffinLimVocoder, default_iters, griffin_lim, initial_phase, resolve_init)
+    GriffinLimVocoder,
+    default_iters,
+    griffin_lim,
+    initial_phase,
+    resolve_init,
+)
 
 
 def _sync() -> None:

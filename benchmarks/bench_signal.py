@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import best_time, speech_clips, table  # noqa: E402
 
 from audiovae.audio import functional as AF  # noqa: E402
-from audiovae.audio.config import MelConfig  # noqa: E402
+from audiovae.audio.config import VOCODER_ITERS, MelConfig  # noqa: E402
 from audiovae.audio.frontend import MelFrontend  # noqa: E402
 from audiovae.audio.metrics import mel_cepstral_distortion, spectral_convergence, stoi  # noqa: E402
 from audiovae.audio.vocoder import GriffinLimVocoder, griffin_lim  # noqa: E402
@@ -90,7 +90,7 @@ def main() -> None:
         rows.append(("mel -> audio, 32 it", "librosa", f"{t_ours_e2e:.2f} s", f"{t_lr:.2f} s", f"{t_lr / t_ours_e2e:.2f}x", ">= 8x"))
     print(table(rows, ("speed", "peer", "ours", "peer time", "ratio", "target")))
 
-    # 4. quality for time: our default (PGHI + 32) vs peers' 100 random-phase iterations, on the true magnitude
+    # 4. quality for time: our default (PGHI + VOCODER_ITERS) vs peers' 100 random-phase iterations, on the true magnitude
     def quality(y: torch.Tensor) -> tuple[float, float, float]:
         y = y.float()
         sc = float(spectral_convergence(mag, AF.magnitude(AF.stft(y, w, cfg.n_fft, cfg.hop_length))).mean())
@@ -101,14 +101,14 @@ def main() -> None:
     ta_gl100 = torchaudio.transforms.GriffinLim(n_fft=cfg.n_fft, n_iter=100, win_length=cfg.win_length,
                                                 hop_length=cfg.hop_length, power=1.0, momentum=0.99, length=n)
     torch.manual_seed(0)
-    t_ours, (y_ours,) = _timed(lambda: griffin_lim(mag, cfg, 32, init="pghi", length=n))
+    t_ours, (y_ours,) = _timed(lambda: griffin_lim(mag, cfg, VOCODER_ITERS, init="pghi", length=n))
     t_ta100, (y_ta,) = _timed(lambda: ta_gl100(mag))
     t_lr100, (y_lr,) = _timed(lambda: torch.from_numpy(librosa.griffinlim(
         mag_np, n_iter=100, hop_length=cfg.hop_length, win_length=cfg.win_length, n_fft=cfg.n_fft, momentum=0.99,
         init="random", length=n, random_state=0)))
     q = {name: quality(y) for name, y in (("ours", y_ours), ("torchaudio", y_ta), ("librosa", y_lr))}
     qrows = [
-        ("audiovae: PGHI + 32 it", f"{t_ours:.2f}", *(f"{v:.4f}" for v in q["ours"])),
+        (f"audiovae: PGHI + {VOCODER_ITERS} it", f"{t_ours:.2f}", *(f"{v:.4f}" for v in q["ours"])),
         ("torchaudio GriffinLim 100 it", f"{t_ta100:.2f}", *(f"{v:.4f}" for v in q["torchaudio"])),
         ("librosa griffinlim 100 it", f"{t_lr100:.2f}", *(f"{v:.4f}" for v in q["librosa"])),
     ]
@@ -119,11 +119,12 @@ def main() -> None:
     print(f"ours at least as good on all three figures: {better}")
 
     # 5. end to end from the log-mel, for reference (each method with its own mel inversion)
-    t_e2e, (y_e2e,) = _timed(lambda: voc(logmel, num_samples=[n] * len(x)))
+    voc_default = GriffinLimVocoder(cfg)
+    t_e2e, (y_e2e,) = _timed(lambda: voc_default(logmel, num_samples=[n] * len(x)))
     ta_gl100_e2e, (y_ta_e2e,) = _timed(lambda: ta_gl100(ta_inv(torch.exp(logmel))))
     print("\nfrom the log-mel (mel inversion included), SC vs the true magnitude:")
     print(table([
-        ("audiovae: NNLS + PGHI + 32 it", f"{t_e2e:.2f}", *(f"{v:.4f}" for v in quality(y_e2e))),
+        (f"audiovae: NNLS + PGHI + {VOCODER_ITERS} it", f"{t_e2e:.2f}", *(f"{v:.4f}" for v in quality(y_e2e))),
         ("torchaudio InverseMelScale + GriffinLim 100 it", f"{ta_gl100_e2e:.2f}", *(f"{v:.4f}" for v in quality(y_ta_e2e))),
     ], ("method", "time (s)", "SC", "MCD dB", "STOI")))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import librosa
 import numpy as np
+import torch
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
@@ -122,6 +123,14 @@ def test_mel_then_vocode_uses_saved_config(tmp_path, speech_dir):
     assert res.exit_code == 0, res.output
     y, sr = sf.read(tmp_path / "w" / "utt01.wav")
     assert sr == 16000 and len(y) == n
+    # the GPU's initial phase, chosen by hand on the CPU, and a device that is not there
+    res = runner.invoke(cli, ["vocode", str(tmp_path / "m"), "-o", str(tmp_path / "wp"), "--iters", "4",
+                              "--init", "pghi_parallel", "--device", "cpu", "--batch-size", "1"])
+    assert res.exit_code == 0, res.output
+    assert len(sf.read(tmp_path / "wp" / "utt01.wav")[0]) == n
+    if not torch.cuda.is_available():
+        res = runner.invoke(cli, ["vocode", str(tmp_path / "m"), "-o", str(tmp_path / "wc"), "--device", "cuda"])
+        assert res.exit_code == 1 and "no CUDA device" in res.output and not (tmp_path / "wc").exists()
 
 
 def test_vocode_rejects_bad_mels(tmp_path):

@@ -16,7 +16,12 @@ from audiovae.audio import functional as AF
 from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI, MelConfig
 from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.metrics import mel_cepstral_distortion, spectral_convergence, stoi
-from audiovae.audio.vocoder import GriffinLimVocoder, griffin_lim, initial_phase, mel_to_linear
+from audiovae.audio.vocoder import (
+    GriffinLimVocoder,
+    griffin_lim,
+    initial_phase,
+    mel_to_linear,
+)
 
 CFG = MelConfig()
 
@@ -362,7 +367,7 @@ def test_parallel_pghi_scan_equals_sequential_recursion(speech_dir):
     """The prefix scan and the pointer-jumping climb compute the recursion written out frame by frame."""
     import soundfile as sf
 
-    from audiovae.audio.pghi import phase_gradients_torch, pghi_torch
+    from audiovae.audio.pghi import pghi_torch, phase_gradients_torch
 
     x = torch.from_numpy(sf.read(speech_dir / "utt01.wav", dtype="float64")[0])[None, 4000:4000 + 37 * CFG.hop_length]
     win = torch.hann_window(CFG.win_length, dtype=torch.float64)

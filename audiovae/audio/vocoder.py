@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from audiovae.audio import functional as AF
-from audiovae.audio.config import NNLS_ITERS, VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI, MelConfig
+from audiovae.audio.config import (
+    NNLS_ITERS,
+    VOCODER_ITERS,
+    VOCODER_ITERS_PARALLEL_PGHI,
+    MelConfig,
+)
 from audiovae.errors import InvalidFeatureError
 
 Init = Literal["pghi", "pghi_heap", "pghi_parallel", "random", "zeros"]
