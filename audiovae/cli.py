@@ -13,8 +13,8 @@ from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
 from audiovae.errors import AudioVAEError
 
 _DEVICE = click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
-ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS} from the heap PGHI on a CPU, "
-              f"{VOCODER_ITERS_PARALLEL_PGHI} from the parallel PGHI on a GPU].")
+ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS}; {VOCODER_ITERS_PARALLEL_PGHI} when the initial "
+              "phase is the parallel PGHI (pghi on a GPU, or pghi_parallel)].")
 
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)

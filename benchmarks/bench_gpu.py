@@ -33,7 +33,7 @@ from bench_vocoder_clips import asterisk_clips  # noqa: E402
 from common import table  # noqa: E402
 
 from audiovae.audio import functional as AF  # noqa: E402
-from audiovae.audio.config import MelConfig  # noqa: E402
+from audiovae.audio.config import VOCODER_ITERS, MelConfig  # noqa: E402
 from audiovae.audio.frontend import MelFrontend  # noqa: E402
 from audiovae.audio.metrics import mel_cepstral_distortion, spectral_convergence, stoi  # noqa: E402
 from audiovae.audio.vocoder import (  # noqa: E402
@@ -182,7 +182,7 @@ def main() -> int:
         default = resolve_init("pghi", dev)
         rows = [(f"audiovae default ({default} + {iters} it)", f"{t_ours * 1e3:.1f}",
                  *quality(voc(logmel, num_samples=lengths))),
-                ("audiovae, pghi_heap (CPU) + 40 it", "", *quality(GriffinLimVocoder(cfg, init="pghi_heap").to(dev)(
+                (f"audiovae, pghi_heap (CPU) + {VOCODER_ITERS} it", "", *quality(GriffinLimVocoder(cfg, init="pghi_heap").to(dev)(
                     logmel, num_samples=lengths))),
                 (f"audiovae, random + {iters} it", "", *quality(GriffinLimVocoder(cfg, n_iter=iters, init="random").to(dev)(
                     logmel, num_samples=lengths))),

@@ -40,7 +40,7 @@ from common import table  # noqa: E402
 from audiovae.audio.config import VOCODER_ITERS, MelConfig  # noqa: E402
 from audiovae.audio.frontend import MelFrontend  # noqa: E402
 from audiovae.audio.metrics import resynthesis_metrics  # noqa: E402
-from audiovae.audio.vocoder import GriffinLimVocoder  # noqa: E402
+from audiovae.audio.vocoder import GriffinLimVocoder, default_iters  # noqa: E402
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
 LANGS = ("es_MX_f_Allison", "fr_CA_f_June", "it_IT_m_Carlo", "ru_RU_f_IvrvoiceRU")
@@ -76,13 +76,16 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=80)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per clip and method (median)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n-iter", type=int, default=VOCODER_ITERS, help="our Griffin-Lim iterations")
+    ap.add_argument("--n-iter", type=int, default=None,
+                    help=f"our Griffin-Lim iterations (default: the vocoder's for --init on the CPU, {VOCODER_ITERS} for pghi)")
     ap.add_argument("--init", default="pghi", help="our initial phase")
     ap.add_argument("--nnls-iter", type=int, default=None, help="our NNLS iterations (default: the vocoder's)")
     ap.add_argument("--peer-iter", type=int, default=100, help="torchaudio's Griffin-Lim iterations")
     ap.add_argument("--skip-peer", action="store_true", help="time only audiovae")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.n_iter is None:
+        args.n_iter = default_iters(args.init, "cpu")
     import torchaudio
 
     cfg = MelConfig()

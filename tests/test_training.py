@@ -405,6 +405,20 @@ def test_log_every_writes_window_means_and_leaves_training_alone(feats, tmp_path
         assert float(row["lr"]) == pytest.approx(float(per_step[hi - 1]["lr"]))
 
 
+def test_loader_workers_change_nothing(feats, tmp_path):
+    """num_workers=2 (what a GPU run uses to keep the device fed) trains the same weights as the main
+    process: the random crops come from (seed, epoch, position), not from a worker's RNG. Three epochs,
+    so the workers are started again at each epoch boundary."""
+    common = dict(model="conv", model_config={"channels": 32, "latent_dim": 8, "res_blocks": 1}, batch_size=4,
+                  segment_frames=64, max_epochs=3, max_steps=1000, checkpoint_every=1000, val_every=1000,
+                  lr_warmup_steps=2)
+    train(feats, tmp_path / "w0", TrainConfig(**common, num_workers=0), progress=False)
+    train(feats, tmp_path / "w2", TrainConfig(**common, num_workers=2), progress=False)
+    a, b = _weights(tmp_path / "w0"), _weights(tmp_path / "w2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted({int(r["epoch"]) for r in _rows(tmp_path / "w2")}) == [0, 1, 2]
+
+
 def test_log_every_finds_a_nan_late_but_before_the_next_checkpoint(feats, tmp_path, monkeypatch):
     _nan_loss_at_step(monkeypatch, 5)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,

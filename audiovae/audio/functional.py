@@ -264,7 +264,6 @@ def melspectrogram(
 
             b = buf[: part.shape[0]]
             torch.mul(frame(part, window.shape[-1], cfg.hop_length), window, out=b[..., : window.shape[-1]])
-            # torch's FFT here: on 1-2 items scipy's thread start-up costs more than it saves
             outs.append(K.magnitude_mel(torch.fft.rfft(b), csr, cfg.power))
             continue
         spec = stft_frames(part, window, cfg.n_fft, cfg.hop_length, buf[: part.shape[0]])  # (b, T, F)

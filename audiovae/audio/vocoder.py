@@ -271,22 +271,29 @@ def griffin_lim(
 use_cpu_kernels = True  # fused numba kernels on CPU; the torch path runs everywhere (tests compare both)
 
 
-# Items per pass of the CPU loop: about this many frames (at least one item). A chunk's arrays
-# (~44 kB per frame: spectra, frames, the previous estimate) then stay in a 32-MB L3 cache: 16 clips of
-# 10 s on 2 cores took 11.6 us per frame and iteration in chunks of 1,024 frames, 22 us in one pass.
-CPU_CHUNK_FRAMES = 1024
+# Bytes of frames per pass of the CPU loop (at least one item per thread). Each pass keeps about five
+# arrays of its frames' size (spectra, frames, the previous estimate), so 8 MiB of real frames (1,024
+# frames at n_fft=2048 in float32) keep a pass in a 32-MB L3 cache: 16 clips of 10 s on 2 cores took
+# 11.6 us per frame and iteration in passes of 1,024 frames, 22 us in one pass (docs/vocoder_perf.md).
+# The overlap-add is parallel over items, hence the floor of one item per thread.
+CPU_CHUNK_BYTES = 8 << 20
+
+
+def _chunk_items(b: int, t: int, n_fft: int, itemsize: int) -> int:
+    """Items per pass of the CPU Griffin-Lim loop for a batch of ``b`` items of ``t`` frames."""
+    return max(1, torch.get_num_threads(), CPU_CHUNK_BYTES // max(1, t * n_fft * itemsize))
 
 
 def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n, buf):
     """The same iteration as the torch path, with the elementwise steps fused (see _cpu_kernels).
 
-    Items are independent, so the batch runs in chunks of about ``CPU_CHUNK_FRAMES`` frames.
+    Items are independent, so the batch runs in passes of :func:`_chunk_items` items.
     """
     b, t = mag_tf.shape[0], mag_tf.shape[1]
     inv_env = (1.0 / env).expand(b, n).contiguous() if env.dim() == 1 else (1.0 / env).contiguous()
     n_valid = (lengths.to(torch.int64) if lengths is not None else torch.full((b,), n, dtype=torch.int64)).contiguous()
     window = window.contiguous()
-    step = max(1, CPU_CHUNK_FRAMES // t)
+    step = _chunk_items(b, t, cfg.n_fft, mag_tf.element_size())
     if step >= b:
         return _griffin_lim_cpu_chunk(mag_tf, angles, cfg, n_iter, alpha, window, inv_env, n_valid, n, buf)
     return torch.cat([
