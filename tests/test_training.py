@@ -419,6 +419,39 @@ def test_loader_workers_change_nothing(feats, tmp_path):
     assert sorted({int(r["epoch"]) for r in _rows(tmp_path / "w2")}) == [0, 1, 2]
 
 
+@pytest.mark.parametrize("model,model_config,extra", [
+    ("conv", {"channels": 32, "latent_dim": 8, "res_blocks": 1}, {"free_bits": 0.1, "segment_frames": 32}),
+    ("dense", SMALL_DENSE, {"context": 2}),
+])
+def test_no_host_sync_in_a_step_between_log_steps(feats, tmp_path, monkeypatch, model, model_config, extra):
+    """With log_every > 1 (a GPU's default) a training step asks the device for nothing: counted on the CPU
+    with a dispatch mode (tests/host_syncs.py) around each step and each addition to the log window.
+    With log_every=1 the per-step finiteness checks show up, so the count does see syncs."""
+    from audiovae.training import trainer as trainer_mod
+    from host_syncs import HostSyncs
+
+    found: dict[str, list[list[str]]] = {"step": [], "window": []}
+
+    def counted(fn, key):
+        def wrapper(*args, **kwargs):
+            with HostSyncs() as s:
+                out = fn(*args, **kwargs)
+            found[key].append(s.where)
+            return out
+        return wrapper
+
+    monkeypatch.setattr(trainer_mod.Trainer, "train_step", counted(trainer_mod.Trainer.train_step, "step"))
+    monkeypatch.setattr(trainer_mod._LogWindow, "add", counted(trainer_mod._LogWindow.add, "window"))
+    common = dict(model=model, model_config=model_config, batch_size=4, max_steps=6, val_every=100,
+                  checkpoint_every=100, **extra)
+    train(feats, tmp_path / "a", TrainConfig(**common, log_every=3), progress=False)
+    assert len(found["step"]) == len(found["window"]) == 6
+    assert found["step"] == [[]] * 6 and found["window"] == [[]] * 6, found
+    found["step"].clear()
+    train(feats, tmp_path / "b", TrainConfig(**common, log_every=1), progress=False)
+    assert all(len(w) == 2 and all("isfinite" in line for line in w) for w in found["step"]), found["step"]
+
+
 def test_log_every_finds_a_nan_late_but_before_the_next_checkpoint(feats, tmp_path, monkeypatch):
     _nan_loss_at_step(monkeypatch, 5)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,

@@ -379,6 +379,30 @@ def test_parallel_pghi_batch_equals_alone_and_beats_random(speech_dir):
     assert sc["pghi_parallel"] < 0.8 * sc["random"], sc
 
 
+def test_device_path_has_no_host_sync_per_iteration(monkeypatch):
+    """The torch path a GPU runs (front end, NNLS, parallel PGHI, Griffin-Lim) asks the device for a
+    fixed few values per call (the input check, the longest item), none per iteration: counted on the CPU."""
+    from audiovae.audio import frontend as frontend_mod
+    from audiovae.audio import vocoder as vocoder_mod
+    from host_syncs import HostSyncs
+
+    monkeypatch.setattr(frontend_mod, "use_cpu_kernels", False)
+    monkeypatch.setattr(vocoder_mod, "use_cpu_kernels", False)
+    x = torch.randn(3, 12000, generator=torch.Generator().manual_seed(0)) * 0.1
+    lengths = torch.tensor([12000, 8000, 3000])
+    fe = MelFrontend(CFG)  # construction (the filterbank's layout) is set-up, not per call
+    with HostSyncs() as s:
+        logmel = fe(x, lengths)
+    assert s.where == []
+    counts = []
+    for n_iter in (2, 6):
+        voc = GriffinLimVocoder(CFG, n_iter=n_iter, init="pghi_parallel")
+        with HostSyncs() as s:
+            voc(logmel, num_samples=lengths)
+        counts.append(len(s.where))
+    assert counts[0] == counts[1] <= 4, s.where
+
+
 def test_parallel_pghi_scan_equals_sequential_recursion(speech_dir):
     """The prefix scan and the pointer-jumping climb compute the recursion written out frame by frame."""
     import soundfile as sf

@@ -79,8 +79,9 @@ class BaseVAE(nn.Module):
     def decoder_params(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def latent_size(self, size: int) -> int:
-        """Latent length for an input of length ``size`` (sequence models override)."""
+    def latent_size(self, size: int | torch.Tensor) -> int | torch.Tensor:
+        """Latent length for an input of length ``size``, an int or an integer tensor (elementwise, on its
+        device, with no host sync). Sequence models override it."""
         return size
 
     def prior_shape(self, n: int, size: int | None = None) -> tuple[int, ...]:  # pragma: no cover
@@ -112,7 +113,7 @@ class BaseVAE(nn.Module):
         lengths = lengths.to(x.device)
         t = torch.arange(x.shape[-1], device=x.device)
         dmask = (t[None, :] < lengths[:, None]).unsqueeze(1).to(x.dtype)
-        zl = torch.tensor([self.latent_size(int(n)) for n in lengths], device=x.device)
+        zl = self.latent_size(lengths)  # on the device: no host sync per item
         tz = torch.arange(z_like.shape[-1], device=x.device)
         zmask = (tz[None, :] < zl[:, None]).unsqueeze(1).to(x.dtype)
         return dmask, zmask

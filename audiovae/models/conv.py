@@ -127,8 +127,8 @@ class ConvVAE(BaseVAE):
         dec += [_norm(norm, c), nn.SiLU(), nn.Conv1d(c, self.likelihood.out_channels(config.n_mels), 5, padding=2)]
         self.decoder = nn.Sequential(*dec)
 
-    def latent_size(self, size: int) -> int:
-        return -(-size // self.config.downsample)
+    def latent_size(self, size: int | torch.Tensor) -> int | torch.Tensor:
+        return -(-size // self.config.downsample)  # ceil, for ints and integer tensors alike
 
     def encoder_params(self, x: torch.Tensor):
         t = x.shape[-1]
