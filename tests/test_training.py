@@ -452,6 +452,28 @@ def test_no_host_sync_in_a_step_between_log_steps(feats, tmp_path, monkeypatch, 
     assert all(len(w) == 2 and all("isfinite" in line for line in w) for w in found["step"]), found["step"]
 
 
+@pytest.mark.parametrize("with_lengths", [True, False])
+def test_loader_pins_batches_for_the_gpu(monkeypatch, with_lengths):
+    """With pin_memory=True (on CUDA) the DataLoader pins what collate returns through the same function
+    used here; a Batch must come back with page-locked tensors, or every non-blocking copy to the GPU
+    blocks. (Pinning itself needs CUDA, so Tensor.pin_memory is replaced by a recording stand-in.)"""
+    from torch.utils.data._utils.pin_memory import pin_memory as loader_pin
+
+    from audiovae.data.datasets import Batch
+
+    pinned: list[torch.Tensor] = []
+
+    def fake_pin(self, *args, **kwargs):
+        pinned.append(self.clone())
+        return pinned[-1]
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", fake_pin)
+    batch = Batch(torch.randn(2, 3, 5), torch.tensor([5, 3]) if with_lengths else None)
+    out = loader_pin(batch)
+    assert isinstance(out, Batch) and out.x is pinned[0] and torch.equal(out.x, batch.x)
+    assert (out.lengths is pinned[1]) if with_lengths else (out.lengths is None and len(pinned) == 1)
+
+
 def test_log_every_finds_a_nan_late_but_before_the_next_checkpoint(feats, tmp_path, monkeypatch):
     _nan_loss_at_step(monkeypatch, 5)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,

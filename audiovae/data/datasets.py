@@ -29,6 +29,11 @@ class Batch:
         lengths = None if self.lengths is None else self.lengths.to(device, non_blocking=True)
         return Batch(self.x.to(device, non_blocking=True), lengths)
 
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies, so that :meth:`to` a GPU does not block. A DataLoader with ``pin_memory=True``
+        calls this; without it a dataclass comes back unpinned and every copy is synchronous."""
+        return Batch(self.x.pin_memory(), None if self.lengths is None else self.lengths.pin_memory())
+
 
 def collate_tensors(items) -> Batch:
     """Items that are already equal-shaped tensors (or a batch from ``__getitems__``)."""
