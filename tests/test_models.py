@@ -191,3 +191,16 @@ def test_conv_vae_frames_do_not_see_far_away_frames():
     torch.testing.assert_close(local.encoder_params(x)[0][..., :10], local.encoder_params(x_longer)[0][..., :10])
     pooled = build_model("conv", {"channels": 32, "latent_dim": 8, "norm": "group", "downsample": 4})
     assert not torch.allclose(pooled.decode(z).mean[..., :40], pooled.decode(longer).mean[..., :40], atol=1e-4)
+
+
+def test_normalizer_takes_tensors_numpy_cannot_read():
+    """A checkpoint loaded onto a GPU hands the normaliser CUDA tensors, which numpy cannot read; tensors
+    must not go through numpy. (A tensor that requires grad is refused by numpy the same way.)"""
+    from audiovae.audio.normalize import Normalizer
+
+    mean = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    std = torch.tensor([1.0, 2.0, 0.5], requires_grad=True)
+    norm = Normalizer(mean, std)
+    assert norm.mean.dtype == norm.std.dtype == torch.float32 and not norm.mean.requires_grad
+    x = torch.ones(1, 3, 4)
+    torch.testing.assert_close(norm(x), ((1 - mean.detach()) / std.detach()).float()[None, :, None].expand(1, 3, 4))

@@ -126,6 +126,27 @@ def test_blockwise_mwg_on_a_sequence_targets_the_exact_conditional():
     assert r.acceptance > 0.05
 
 
+def test_blockwise_mwg_asks_the_device_nothing_per_block():
+    """A GPU runs the block-wise chain without waiting for the host: the acceptance counts stay on the
+    device, and which blocks hold a gap is read once (counted on the CPU, tests/host_syncs.py)."""
+    from host_syncs import HostSyncs
+
+    from audiovae.models import build_model
+
+    model = build_model("conv", {"n_mels": 16, "channels": 16, "latent_dim": 4, "downsample": 1, "res_blocks": 1})
+    x = torch.randn(2, 16, 40)
+    observed = torch.ones_like(x, dtype=torch.bool)
+    observed[..., 15:22] = False
+    counts = []
+    for iters in (2, 6):
+        torch.manual_seed(0)
+        with HostSyncs() as s:
+            r = impute(model, x, observed, "mwg", iters=iters, burn_in=1, block=2, reach=2)
+        counts.append(len(s.where))
+    assert counts[0] == counts[1] < 10, s.where
+    assert 0 < r.acceptance <= 1
+
+
 # --- masks, frames, splice --------------------------------------------------------------------------------
 
 def test_masks_have_the_promised_shape():

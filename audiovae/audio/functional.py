@@ -231,14 +231,14 @@ def melspectrogram(
         window = torch.hann_window(cfg.win_length, periodic=True, dtype=dtype, device=device)
     if fb is None:
         fb = mel_filterbank(cfg, dtype, device)
-    if blocks is None:
-        blocks = banded_blocks(fb)
     if lengths is not None:
         lengths = torch.as_tensor(lengths, device=device)
         mask = torch.arange(wave.shape[-1], device=device)[None, :] < lengths[:, None]
         wave = wave * mask
     if dense is None:
         dense = device.type != "cpu"
+    if blocks is None and not dense:
+        blocks = banded_blocks(fb)  # the filterbank's layout: host-side set-up, only for the banded product
     if dense:
         # torch.stft centres a zero-padded window in each n_fft frame: same magnitudes as stft_frames
         spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window.shape[-1], window, center=True, pad_mode="constant",

@@ -48,8 +48,10 @@ class Normalizer(nn.Module):
 
     def __init__(self, mean: torch.Tensor | np.ndarray, std: torch.Tensor | np.ndarray):
         super().__init__()
-        mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32)
-        std = torch.as_tensor(np.asarray(std), dtype=torch.float32)
+        # tensors straight to host float32 (a checkpoint loaded onto a GPU hands over CUDA tensors, which
+        # numpy cannot read); arrays through numpy
+        mean, std = (v.detach().to("cpu", torch.float32) if isinstance(v, torch.Tensor)
+                     else torch.as_tensor(np.asarray(v), dtype=torch.float32) for v in (mean, std))
         if mean.shape != std.shape or mean.dim() != 1:
             raise InvalidFeatureError(f"mean and std must be 1-D of equal length, got {tuple(mean.shape)}, {tuple(std.shape)}")
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):

@@ -148,7 +148,13 @@ def impute(
     x_cur = x
     total = torch.zeros_like(x)
     kept = 0
-    accepted, proposed = 0.0, 0.0
+    # acceptance counts stay on the device (no host sync per block and iteration); which blocks hold a
+    # missing value never changes, so it is read once
+    accepted = torch.zeros((), dtype=torch.float64, device=x.device)
+    proposed = torch.zeros_like(accepted)
+    if blocks is not None and blocks:
+        holds_gap = torch.stack([active.any() for _, active in blocks]).tolist()  # one read for all blocks
+        blocks = [b for b, keep in zip(blocks, holds_gap) if keep]
     for it in range(iters):
         if it > 0:
             mu, logvar = model.encoder_params(x_cur)
@@ -171,15 +177,13 @@ def impute(
             z = torch.where(acc.view(-1, *[1] * (z.dim() - 1)), zp, z)
             params = torch.where(acc.view(-1, *[1] * (decp.params.dim() - 1)), decp.params, dec.params)
             dec = type(dec)(dec.likelihood, params)
-            accepted += float(acc.sum())
+            accepted += acc.sum()
             proposed += acc.numel()
             x_cur = torch.where(observed, x_obs, dec.sample() if state == "sample" else dec.mean)
             continue
         else:
             ll = dec.log_prob(x_cur).flatten(1).sum(1)
             for sl, active in blocks:
-                if not bool(active.any()):
-                    continue
                 zp = z.clone()
                 zp[..., sl] = mu[..., sl] + std[..., sl] * torch.randn_like(mu[..., sl])
                 llp, decp = _loglik(model, zp, x_cur, size)
@@ -190,14 +194,14 @@ def impute(
                 z = torch.where(acc.view(-1, 1, 1), zp, z)
                 ll = torch.where(acc, llp, ll)
                 dec = type(dec)(dec.likelihood, torch.where(acc.view(-1, 1, 1), decp.params, dec.params))
-                accepted += float(acc.sum())
-                proposed += float(active.sum())
+                accepted += acc.sum()
+                proposed += active.sum()
         new = dec.sample() if state == "sample" else dec.mean
         x_cur = torch.where(observed, x_obs, new)
         if it >= burn_in:
             total += dec.mean
             kept += 1
     est = torch.where(observed, x_obs, total / kept)
-    acceptance = (accepted / proposed if proposed else 0.0) if method == "mwg" else None
+    acceptance = float(accepted / proposed.clamp_min(1)) if method == "mwg" else None
     return Imputation(est, acceptance, iters, method)
 

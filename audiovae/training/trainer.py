@@ -75,7 +75,7 @@ def amp_setup(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | Non
         return None, None
     want = cfg.amp_dtype
     if want == "auto":
-        bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False))
         want = "bfloat16" if bf16_ok else "float16"
     if want == "bfloat16":
         return torch.bfloat16, None
@@ -259,6 +259,9 @@ class Trainer:
         self.is_main = self.rank == 0
         self.data, self.out, self.cfg, self.normalizer = data, out, cfg, normalizer
         self.device = _device(cfg, self.rank)
+        # host-side control messages (stop flags, the clock) go over gloo: NCCL takes only CUDA tensors, and
+        # moving them to the GPU would add a sync per step
+        self.host_group = dist.new_group(backend="gloo") if self.world > 1 else None
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, cfg.model_config).to(self.device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -342,7 +345,7 @@ class Trainer:
                 stop[0] = 1
             self.bar.note(f"val elbo {v['val_elbo']:.1f} au {v['active_units']}")
         if self.world > 1:
-            dist.broadcast(stop, 0)
+            dist.broadcast(stop, 0, group=self.host_group)
         return bool(stop[0])
 
     # --- one optimiser step -------------------------------------------------------------------
@@ -414,7 +417,7 @@ class Trainer:
         msg = torch.tensor([1.0 if flag["stop"] else 0.0, used], dtype=torch.float64) if self.is_main else torch.zeros(
             2, dtype=torch.float64)
         if self.world > 1:
-            dist.broadcast(msg, 0)
+            dist.broadcast(msg, 0, group=self.host_group)
         stop, used = bool(msg[0]), float(msg[1])
         if 0 < used < 1:
             self.lr_horizon = min(self.cfg.max_steps, max(self.step + 1, int(self.step / used)))
@@ -475,7 +478,7 @@ class Trainer:
                 self.tb.close()
             atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
         if self.world > 1:
-            dist.barrier()
+            dist.barrier(group=self.host_group)
         return summary
 
 
@@ -614,7 +617,10 @@ def train(
     if max_steps is not None:
         cfg = from_dict(TrainConfig, {**to_dict(cfg), "max_steps": max_steps})
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
+        nccl = torch.cuda.is_available() and cfg.device != "cpu"
+        if nccl:
+            torch.cuda.set_device(_device(cfg, rank))  # NCCL, pinning threads and barriers use the current device
+        dist.init_process_group(backend="nccl" if nccl else "gloo")
     data = open_data(data_path)
     cfg = resolve_config(cfg, data)
     normalizer = data.stats
