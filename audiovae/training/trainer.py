@@ -44,7 +44,8 @@ from audiovae.utils import atomic_write_text
 TRAIN_COLUMNS = ["step", "epoch", "loss", "elbo", "elbo_per_dim", "recon", "kl", "beta", "lr", "grad_norm",
                  "data_s", "step_s", "items_per_s"]
 VAL_COLUMNS = ["step", "epoch", "val_elbo", "val_elbo_per_dim", "val_recon", "val_kl", "active_units"]
-# settings that may differ when a run is resumed: how long it goes on, not what it computes
+# settings that may differ when a run is resumed: how long it goes on and how it runs. (A run moved to another
+# device is not bit-exact from there on: CPU and CUDA generators draw different noise from the same seed.)
 RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_epochs", "early_stop_patience", "device", "num_workers",
                      "log_every")
 
