@@ -20,6 +20,17 @@ import numpy as np
 import torch
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _band_dot(band_ptr, band_lo, band_w, v, j):
+    """Mel band ``j`` of ``v`` (a frame's F values): one dot product over the band's contiguous bins."""
+    p0 = band_ptr[j]
+    lo = band_lo[j] - p0
+    acc = 0.0
+    for i in range(p0, band_ptr[j + 1]):
+        acc += band_w[i] * v[lo + i]
+    return acc
+
+
 # fastmath: the square roots and the band sums vectorise
 @numba.njit(cache=True, parallel=True, nogil=True, fastmath=True)
 def _magnitude_mel(spec, band_ptr, band_lo, band_w, power2, out):
@@ -39,12 +50,7 @@ def _magnitude_mel(spec, band_ptr, band_lo, band_w, power2, out):
             p = re * re + im * im
             mag[k] = p if power2 else np.sqrt(p)
         for j in range(m):
-            p0 = band_ptr[j]
-            lo = band_lo[j] - p0
-            acc = 0.0
-            for i in range(p0, band_ptr[j + 1]):
-                acc += band_w[i] * mag[lo + i]
-            out[t, j] = acc
+            out[t, j] = _band_dot(band_ptr, band_lo, band_w, mag, j)
 
 
 class MelCSR:
@@ -179,12 +185,7 @@ def _nnls_frames(u, mel, indptr, cols, weights, band_ptr, band_lo, band_w, step,
         tk = 1.0
         for _ in range(n_iter):
             for j in range(m):
-                p0 = band_ptr[j]
-                lo = band_lo[j] - p0
-                acc = 0.0
-                for i in range(p0, band_ptr[j + 1]):
-                    acc += band_w[i] * y[lo + i]
-                r[j] = acc - mel[t, j]
+                r[j] = _band_dot(band_ptr, band_lo, band_w, y, j) - mel[t, j]
             t_new = (1.0 + np.sqrt(1.0 + 4.0 * tk * tk)) / 2.0
             beta = (tk - 1.0) / t_new
             for k in range(f):
