@@ -319,6 +319,55 @@ def test_two_process_ddp_matches_one_process(feats, tmp_path, free_bits):
     assert any(not torch.equal(moved[k], torch.zeros_like(moved[k])) for k in moved)
 
 
+POISON_RANK_1 = """
+import os, sys
+import torch
+from audiovae.models.base import BaseVAE
+
+real, calls = BaseVAE.elbo, {"n": 0}
+
+def poisoned(self, x, *a, **k):
+    out = real(self, x, *a, **k)
+    if self.training and os.environ["RANK"] == "1":
+        calls["n"] += 1
+        if calls["n"] == 5:  # this rank's loss value only: the gradients (and so the other rank) stay finite
+            out.loss = out.loss + torch.tensor(float("nan"))
+    return out
+
+BaseVAE.elbo = poisoned
+from audiovae.cli import cli
+cli(sys.argv[1:])
+"""
+
+
+def test_ddp_bad_step_on_one_rank_stops_every_rank(feats, tmp_path):
+    """A non-finite loss on rank 1 only, with log_every=4: the ranks share their first bad step at the log step
+    (an all-reduce), so both stop there with the same message and neither waits for the other. The two ranks
+    are started by hand (torchrun would kill rank 0 as soon as rank 1 fails, before it can speak)."""
+    import socket
+
+    script = tmp_path / "poison.py"
+    script.write_text(POISON_RANK_1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        procs.append(subprocess.Popen(
+            [sys.executable, str(script), "train", str(feats), "-o", str(tmp_path / "run"), "--model", "dense",
+             "model_config.hidden=[32]", "model_config.latent_dim=4", "batch_size=8", "--max-steps", "12",
+             "log_every=4", "checkpoint_every=4", "val_every=100", "device=cpu"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env))
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    for rank, (p, err) in enumerate(zip(procs, errs)):
+        assert p.returncode != 0, (rank, err[-1500:])
+        assert "non-finite at step 5 (found at step 8" in err, (rank, err[-1500:])
+    state = load_trainer_state(tmp_path / "run" / "trainer_state.pt")
+    assert int(state["step"]) == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
 def test_evaluate_json(feats, tmp_path):
     run = tmp_path / "run"
     train(feats, run, TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=10), progress=False)
@@ -476,6 +525,30 @@ def test_loader_pins_batches_for_the_gpu(monkeypatch, with_lengths):
 
 def test_log_every_finds_a_nan_late_but_before_the_next_checkpoint(feats, tmp_path, monkeypatch):
     _nan_loss_at_step(monkeypatch, 5)
+    cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,
+                      val_every=100, log_every=10)
+    with pytest.raises(TrainingError, match="non-finite at step 5 .found at step 8"):
+        train(feats, tmp_path / "run", cfg, progress=False)
+    state = load_trainer_state(tmp_path / "run" / "trainer_state.pt")
+    assert int(state["step"]) == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_log_every_finds_an_inf_gradient_behind_a_finite_loss(feats, tmp_path, monkeypatch):
+    """Step 5's loss is finite but its gradient is not (a hook scales it by inf): with log_every=10 the window
+    still finds the step, before the checkpoint at step 8, and the step-4 checkpoint stays good."""
+    from audiovae.models.base import BaseVAE
+
+    real, calls = BaseVAE.elbo, {"n": 0}
+
+    def poisoned(self, x, *a, **k):
+        out = real(self, x, *a, **k)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] == 5:
+                out.loss.register_hook(lambda g: g * float("inf"))
+        return out
+
+    monkeypatch.setattr(BaseVAE, "elbo", poisoned)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,
                       val_every=100, log_every=10)
     with pytest.raises(TrainingError, match="non-finite at step 5 .found at step 8"):
