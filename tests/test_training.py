@@ -262,8 +262,9 @@ def test_tampered_or_foreign_checkpoints_are_refused(feats, tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def _nan_loss_at_step(monkeypatch, step: int) -> None:
-    """Make the training loss NaN at training step ``step`` (counting training-mode ELBO calls)."""
+def _spoil_step(monkeypatch, step: int, what: str = "loss") -> None:
+    """Spoil training step ``step`` (counting training-mode ELBO calls): ``"loss"`` makes the loss NaN;
+    ``"gradient"`` leaves the loss finite and scales its gradient by inf (a backward hook)."""
     from audiovae.models.base import BaseVAE
 
     real = BaseVAE.elbo
@@ -273,8 +274,10 @@ def _nan_loss_at_step(monkeypatch, step: int) -> None:
         out = real(self, x, *a, **k)
         if self.training:
             calls["n"] += 1
-            if calls["n"] == step:
+            if calls["n"] == step and what == "loss":
                 out.loss = out.loss * float("nan")
+            elif calls["n"] == step:
+                out.loss.register_hook(lambda g: g * float("inf"))
         return out
 
     monkeypatch.setattr(BaseVAE, "elbo", poisoned)
@@ -282,7 +285,7 @@ def _nan_loss_at_step(monkeypatch, step: int) -> None:
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(feats, tmp_path, monkeypatch):
     run = tmp_path / "run"
-    _nan_loss_at_step(monkeypatch, 5)
+    _spoil_step(monkeypatch, 5)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=2, val_every=100)
     with pytest.raises(TrainingError, match="nan"):
         train(feats, run, cfg, progress=False)
@@ -523,32 +526,11 @@ def test_loader_pins_batches_for_the_gpu(monkeypatch, with_lengths):
     assert (out.lengths is pinned[1]) if with_lengths else (out.lengths is None and len(pinned) == 1)
 
 
-def test_log_every_finds_a_nan_late_but_before_the_next_checkpoint(feats, tmp_path, monkeypatch):
-    _nan_loss_at_step(monkeypatch, 5)
-    cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,
-                      val_every=100, log_every=10)
-    with pytest.raises(TrainingError, match="non-finite at step 5 .found at step 8"):
-        train(feats, tmp_path / "run", cfg, progress=False)
-    state = load_trainer_state(tmp_path / "run" / "trainer_state.pt")
-    assert int(state["step"]) == 4 and all(torch.isfinite(v).all() for v in state["model"].values())
-
-
-def test_log_every_finds_an_inf_gradient_behind_a_finite_loss(feats, tmp_path, monkeypatch):
-    """Step 5's loss is finite but its gradient is not (a hook scales it by inf): with log_every=10 the window
-    still finds the step, before the checkpoint at step 8, and the step-4 checkpoint stays good."""
-    from audiovae.models.base import BaseVAE
-
-    real, calls = BaseVAE.elbo, {"n": 0}
-
-    def poisoned(self, x, *a, **k):
-        out = real(self, x, *a, **k)
-        if self.training:
-            calls["n"] += 1
-            if calls["n"] == 5:
-                out.loss.register_hook(lambda g: g * float("inf"))
-        return out
-
-    monkeypatch.setattr(BaseVAE, "elbo", poisoned)
+@pytest.mark.parametrize("what", ["loss", "gradient"])
+def test_log_every_finds_a_bad_step_late_but_before_the_next_checkpoint(feats, tmp_path, monkeypatch, what):
+    """A NaN loss, or an inf gradient behind a finite loss, at step 5 with log_every=10: the window finds
+    the step before the checkpoint at step 8, and the step-4 checkpoint stays good."""
+    _spoil_step(monkeypatch, 5, what)
     cfg = TrainConfig(model="dense", model_config=SMALL_DENSE, batch_size=32, max_steps=20, checkpoint_every=4,
                       val_every=100, log_every=10)
     with pytest.raises(TrainingError, match="non-finite at step 5 .found at step 8"):
