@@ -235,7 +235,7 @@ def test_fused_cpu_kernels_equal_torch_path(speech_dir, monkeypatch):
             unchunked = griffin_lim(mag, CFG, n_iter=5)
             for budget in (1, 2 * per_item):
                 monkeypatch.setattr(vocoder_mod, "CPU_CHUNK_BYTES", budget)
-                assert vocoder_mod._chunk_items(3, mag.shape[-1], CFG.n_fft, mag.element_size()) == (1 if budget == 1 else 2)
+                assert vocoder_mod._chunk_items(mag.shape[-1], CFG.n_fft, mag.element_size()) == (1 if budget == 1 else 2)
                 torch.testing.assert_close(griffin_lim(mag, CFG, n_iter=5, lengths=lengths), fused, rtol=tol, atol=tol)
                 torch.testing.assert_close(griffin_lim(mag, CFG, n_iter=5), unchunked, rtol=tol, atol=tol)
         finally:
@@ -446,6 +446,8 @@ def test_parallel_pghi_scan_equals_sequential_recursion(speech_dir):
     ls1, _, fg1 = (a[0].numpy() for a in phase_gradients_torch(mag[..., 5:6], CFG.n_fft, CFG.hop_length, CFG.win_length))
     f1 = np.concatenate([[0.0], np.cumsum(0.5 * (fg1[1:, 0] + fg1[:-1, 0]))])
     assert np.abs(np.angle(np.exp(1j * (both[1, :, 0].numpy() - f1)))).max() < 1e-6
+    alone = pghi_torch(mag[..., 5:6], CFG.n_fft, CFG.hop_length, CFG.win_length)  # a one-frame input (T = 1)
+    assert alone.shape == (1, f, 1) and np.abs(np.angle(np.exp(1j * (alone[0, :, 0].numpy() - f1)))).max() < 1e-6
 
 
 def test_vocode_files_batched_equals_one_by_one(speech_dir, tmp_path):

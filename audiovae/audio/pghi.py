@@ -290,8 +290,6 @@ def pghi_torch(
     fint = torch.zeros_like(fg)
     fint[:, 1:] = torch.cumsum(0.5 * (fg[:, 1:] + fg[:, :-1]), dim=1)
     k = torch.arange(f, device=mag.device)[None, :, None]
-    if t == 1:
-        return torch.remainder(fint, two_pi)
     # step t (t >= 1): index q into frame t-1 and increment a; the linear part of the time derivative,
     # 2 pi q hop / n_fft, is reduced mod 2 pi in integer arithmetic
     q = peak_of_lobe(ls)[:, :, 1:]

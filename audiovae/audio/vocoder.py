@@ -279,8 +279,8 @@ use_cpu_kernels = True  # fused numba kernels on CPU; the torch path runs everyw
 CPU_CHUNK_BYTES = 8 << 20
 
 
-def _chunk_items(b: int, t: int, n_fft: int, itemsize: int) -> int:
-    """Items per pass of the CPU Griffin-Lim loop for a batch of ``b`` items of ``t`` frames."""
+def _chunk_items(t: int, n_fft: int, itemsize: int) -> int:
+    """Items per pass of the CPU Griffin-Lim loop for items of ``t`` frames."""
     return max(1, torch.get_num_threads(), CPU_CHUNK_BYTES // max(1, t * n_fft * itemsize))
 
 
@@ -293,14 +293,11 @@ def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n
     inv_env = (1.0 / env).expand(b, n).contiguous() if env.dim() == 1 else (1.0 / env).contiguous()
     n_valid = (lengths.to(torch.int64) if lengths is not None else torch.full((b,), n, dtype=torch.int64)).contiguous()
     window = window.contiguous()
-    step = _chunk_items(b, t, cfg.n_fft, mag_tf.element_size())
-    if step >= b:
-        return _griffin_lim_cpu_chunk(mag_tf, angles, cfg, n_iter, alpha, window, inv_env, n_valid, n, buf)
-    return torch.cat([
-        _griffin_lim_cpu_chunk(mag_tf[i:i + step], angles[i:i + step], cfg, n_iter, alpha, window,
-                               inv_env[i:i + step], n_valid[i:i + step], n, buf[i:i + step])
-        for i in range(0, b, step)
-    ])
+    step = _chunk_items(t, cfg.n_fft, mag_tf.element_size())
+    parts = [_griffin_lim_cpu_chunk(mag_tf[i:i + step], angles[i:i + step], cfg, n_iter, alpha, window,
+                                    inv_env[i:i + step], n_valid[i:i + step], n, buf[i:i + step])
+             for i in range(0, b, step)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _griffin_lim_cpu_chunk(mag_tf, angles, cfg, n_iter, alpha, window, inv_env, n_valid, n, buf):

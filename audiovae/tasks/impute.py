@@ -152,7 +152,7 @@ def impute(
     # missing value never changes, so it is read once
     accepted = torch.zeros((), dtype=torch.float64, device=x.device)
     proposed = torch.zeros_like(accepted)
-    if blocks is not None and blocks:
+    if blocks:
         holds_gap = torch.stack([active.any() for _, active in blocks]).tolist()  # one read for all blocks
         blocks = [b for b, keep in zip(blocks, holds_gap) if keep]
     for it in range(iters):

@@ -291,7 +291,7 @@ class Trainer:
                 part.compile()
         # metrics stay on the device between log steps: no host sync per step on a GPU
         self.log_every = cfg.log_every or (1 if self.device.type == "cpu" else 50)
-        self.window = _LogWindow(self.device, log_jacobian(normalizer, 1.0), check_grad=self.scaler is None)
+        self.window = _LogWindow(self.device, log_jacobian(normalizer, 1.0), self.world, check_grad=self.scaler is None)
         self.train_set, self.collate = data.dataset("train", cfg.model, normalizer, context=cfg.context,
                                                     segment=cfg.segment_frames, train=True)
         val_set, val_collate = data.dataset("val", cfg.model, normalizer, context=cfg.context, segment=cfg.segment_frames)
@@ -389,14 +389,14 @@ class Trainer:
     def log_step(self, s: dict, t_begin: float, t_data: float) -> None:
         """Add the step to the log window; every ``log_every`` steps (and before a checkpoint, validation or
         the end) :meth:`flush_log` writes the window's means: the only host sync of the loop."""
-        self.window.add(self.step, s, t_begin, t_data, self.world)
+        self.window.add(self.step, s, t_begin, t_data)
         if self.step % self.log_every == 0:
             self.flush_log()
 
     def flush_log(self) -> None:
         if self.window.steps == 0:
             return
-        row, bad_step = self.window.take(self.world)
+        row, bad_step = self.window.take()
         if bad_step >= 0:  # found late (log_every > 1): the weights are spoilt, the last checkpoint is not
             raise TrainingError(f"loss or gradient became non-finite at step {bad_step} (found at step {self.step}, "
                                 f"log_every={self.log_every}); the last checkpoint in {self.out} is intact (try a "
@@ -492,14 +492,14 @@ class _LogWindow:
 
     KEYS = ("loss", "elbo", "elbo_sum", "n_dims", "recon", "kl", "grad_norm", "finite_grads")
 
-    def __init__(self, device: torch.device, jac_per_dim: float, check_grad: bool = True):
+    def __init__(self, device: torch.device, jac_per_dim: float, world: int = 1, check_grad: bool = True):
         # check_grad=False with a GradScaler: an inf gradient there only skips the update and lowers the scale
-        self.device, self.jac_per_dim, self.check_grad = device, float(jac_per_dim), check_grad
+        self.device, self.jac_per_dim, self.world, self.check_grad = device, float(jac_per_dim), world, check_grad
         self.sums = torch.zeros(len(self.KEYS), dtype=torch.float64, device=device)
         self.bad = torch.full((), -1, dtype=torch.int64, device=device)  # first step with a non-finite loss/gradient
         self.steps, self.items, self.t_data, self.t0, self.last = 0, 0, 0.0, 0.0, {}
 
-    def add(self, step: int, s: dict, t_begin: float, t_data: float, world: int) -> None:
+    def add(self, step: int, s: dict, t_begin: float, t_data: float) -> None:
         if self.steps == 0:
             self.t0 = t_begin
         res = s["res"]
@@ -516,15 +516,15 @@ class _LogWindow:
         finite = torch.isfinite(vals[0]) & (finite_g if self.check_grad else True)
         self.bad = torch.where((self.bad < 0) & ~finite, torch.full_like(self.bad, step), self.bad)
         self.steps += 1
-        self.items += elbo.shape[0] * world
+        self.items += elbo.shape[0] * self.world
         self.t_data += t_data
         self.last = {"beta": s["beta"], "lr": s["lr"]}
 
-    def take(self, world: int = 1) -> tuple[dict, int]:
+    def take(self) -> tuple[dict, int]:
         """The window's row (means per step) and the first bad step on any rank (-1 if none); starts a new
         window. Under DDP every rank learns of a bad step on any rank, so all stop together."""
         bad = self.bad
-        if world > 1:
+        if self.world > 1:
             big = torch.iinfo(torch.int64).max
             bad = torch.where(bad < 0, torch.full_like(bad, big), bad)
             dist.all_reduce(bad, op=dist.ReduceOp.MIN)
