@@ -323,3 +323,28 @@ def test_oversized_model_config_refused_before_building(tmp_path, monkeypatch):
     _one_line(err.value, m / "model.safetensors")
     assert built == ["meta"]
     assert "1,250,850,020" in str(err.value)  # the count from the meta build, nothing allocated
+
+
+# --- IDX images ------------------------------------------------------------------------------------------------
+def test_idx_gzip_bomb_refused_before_inflating(tmp_path):
+    """60000 x 2000 x 2000 zeros declared in a tiny .gz: refused from the header, nothing inflated."""
+    import gzip
+    import struct
+
+    from audiovae.data.images import read_idx
+
+    bomb = tmp_path / "train-images-idx3-ubyte.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as fh:
+        fh.write(b"\x00\x00\x08\x03" + struct.pack(">III", 60000, 2000, 2000))
+        fh.write(bytes(1 << 20))
+    with pytest.raises(DataError, match="gzip bomb") as err:
+        read_idx(bomb)
+    _one_line(err.value, bomb)
+    ok = tmp_path / "ok-idx1-ubyte.gz"
+    with gzip.open(ok, "wb") as fh:
+        fh.write(b"\x00\x00\x08\x01" + struct.pack(">I", 5) + bytes(range(5)))
+    assert read_idx(ok).tolist() == [0, 1, 2, 3, 4]
+    short = tmp_path / "short-idx1-ubyte"
+    short.write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", 5) + bytes(3))
+    with pytest.raises(DataError, match="payload is 3 bytes, header says 5"):
+        read_idx(short)
