@@ -348,3 +348,16 @@ def test_idx_gzip_bomb_refused_before_inflating(tmp_path):
     short.write_bytes(b"\x00\x00\x08\x01" + struct.pack(">I", 5) + bytes(3))
     with pytest.raises(DataError, match="payload is 3 bytes, header says 5"):
         read_idx(short)
+
+
+def test_empty_feats_file_one_line(tmp_path):
+    from audiovae.data.features import extract
+
+    out = tmp_path / "f"
+    extract(_speech(tmp_path), out, workers=0, progress=False)
+    (out / "feats.f32").write_bytes(b"")
+    res = CliRunner().invoke(cli, ["train", str(out), "--model", "dense", "-o", str(tmp_path / "run"), "--max-steps", "1"])
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output
+    assert "Aborted" not in res.output
+    errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "feats.f32" in errors[0] and "empty file" in errors[0], res.output

@@ -478,3 +478,14 @@ def test_file_written_through_a_link_made_unsafe_later_refused(tmp_path):
 
     with pytest.raises(UnsafeArchiveError, match="'top/w' lies outside"):
         check_members(_tar_with(tmp_path, build))
+
+
+def test_server_sending_too_much_is_cut_at_the_expected_size(tmp_path):
+    """A mirror that sends more than the table's size cannot fill the disk: stopped at the size, named."""
+    data = payload(300_000, 24)
+    with serve() as (url, st):
+        st.files["/big.bin"] = data
+        with pytest.raises(DownloadError, match="more than the expected 100000 bytes"):
+            download(f"{url}/big.bin", tmp_path / "big.bin", size=100_000, retries=0, progress=False)
+    part = tmp_path / "big.bin.part"
+    assert not (tmp_path / "big.bin").exists() and part.stat().st_size <= 100_000

@@ -302,6 +302,9 @@ def _fetch(url: str, part: Path, size: int | None, timeout: float, progress: boo
                         raise _Retryable(f"connection lost at byte {out.tell()} ({exc.__class__.__name__})") from None
                     if not block:
                         break
+                    if size is not None and out.tell() + len(block) > size:  # never more than the table's size on disk
+                        raise DownloadError(f"the server sent more than the expected {size} bytes (from {url})",
+                                            part.with_name(part.name[:-5]))
                     out.write(block)
                     bar.update(len(block))
                 got = out.tell()

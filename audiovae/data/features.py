@@ -448,9 +448,9 @@ class FeatureCache:
         if _sha1(p / "stats.npz") != commit.get("stats_sha1"):
             raise DataError("does not belong with feats.f32 (checksum differs from cache.json)" + repair, p / "stats.npz")
         try:
-            self.feats = np.load(p / "feats.f32", mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"unreadable frame array ({exc})" + repair, p / "feats.f32") from None
+            self.feats = load_npy(p / "feats.f32", DataError, mmap=True)  # empty, truncated, objects: one line
+        except DataError as exc:
+            raise DataError(f"unreadable frame array ({exc.problem})" + repair, p / "feats.f32") from None
         size = (p / "feats.f32").stat().st_size
         if self.feats.ndim != 2 or self.feats.shape[1] != n_mels or self.feats.shape[0] != commit["frames"] \
                 or size != commit.get("feats_bytes"):
