@@ -356,7 +356,8 @@ def test_empty_feats_file_one_line(tmp_path):
     out = tmp_path / "f"
     extract(_speech(tmp_path), out, workers=0, progress=False)
     (out / "feats.f32").write_bytes(b"")
-    res = CliRunner().invoke(cli, ["train", str(out), "--model", "dense", "-o", str(tmp_path / "run"), "--max-steps", "1"])
+    res = CliRunner().invoke(cli, ["train", str(out), "--model", "dense", "-o", str(tmp_path / "run"),
+                                   "--max-steps", "1"])
     assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output
     assert "Aborted" not in res.output
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]

@@ -392,8 +392,8 @@ class _LinkCheck:
         target = _resolve(self.links, (link.split("/") if hard else where[:-1] + link.split("/")), follow_last=True)
         if link.startswith("/") or target is None:
             kind = f"{kind} link" if kind else "link"
-            raise UnsafeArchiveError(f"member {name!r} is a {kind} to {link!r} outside the archive; refusing to extract",
-                                     self.archive)
+            raise UnsafeArchiveError(f"member {name!r} is a {kind} to {link!r} outside the archive; refusing to "
+                                     "extract", self.archive)
         if not hard:
             self.links["/".join(where)] = link
 
