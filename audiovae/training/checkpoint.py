@@ -183,10 +183,16 @@ CONFIG_KEYS = ("format", "model", "model_config", "mel", "normalized", "weights_
 
 
 def config_digest(cfg: dict) -> str:
-    """SHA-256 of a model configuration's settings (:data:`CONFIG_KEYS`) as canonical JSON."""
+    """SHA-256 of a model configuration's settings (:data:`CONFIG_KEYS`) as canonical JSON.
+
+    The settings go through YAML first, so the digest of what is saved equals that of what loads back.
+    """
     import json
 
-    text = json.dumps({k: cfg.get(k) for k in CONFIG_KEYS}, sort_keys=True, separators=(",", ":"), default=list)
+    import yaml
+
+    data = yaml.safe_load(yaml.safe_dump({k: cfg.get(k) for k in CONFIG_KEYS}))
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
