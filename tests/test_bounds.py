@@ -106,6 +106,7 @@ def test_mel_npz_header_larger_than_member_refused(tmp_path):
     ({"config": np.array("[1, 2]")}, "config should be a JSON object"),
     ({"config": np.array(["{}", "{}"])}, "config should be one JSON text"),
     ({"config": np.array("{not json")}, "cannot read"),
+    ({"config": np.array("[" * 100_000 + "]" * 100_000)}, "cannot read"),  # nested past the recursion limit
     ({"logmel": np.array([object()], dtype=object)}, "Python objects"),
     ({"source": np.zeros(1 << 19, np.float32)}, "at most"),
     ({"logmel": np.full((20, N_MELS), -5.0, np.float32)}, "transposed"),
