@@ -72,9 +72,9 @@ def load_mel(path: str | os.PathLike, config: MelConfig | None = None) -> tuple[
                 num_samples = _count(data["num_samples"], path)
     except AudioVAEError:
         raise
-    except (ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError, KeyError, EOFError, RecursionError) as exc:
     except (ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError, KeyError, EOFError,
             RecursionError) as exc:
+        raise InvalidFeatureError(f"cannot read log-mel file ({exc.__class__.__name__}: {str(exc)[:120]})", path) from None
     if logmel.ndim != 2 or logmel.shape[0] != cfg.n_mels:
         hint = " (transposed? it should be (n_mels, T))" if logmel.ndim == 2 and logmel.shape[1] == cfg.n_mels else ""
         raise InvalidFeatureError(f"expected a log-mel of shape ({cfg.n_mels}, T), got {logmel.shape}{hint}", path)
