@@ -344,3 +344,148 @@ def test_cli_download_prints_folder_and_one_line_error(tmp_path):
     assert len(errors) == 1 and "checksum mismatch" in errors[0] and "VCTK-Corpus-0.92.zip" in errors[0]
     assert "Traceback" not in bad.stderr
     assert (tmp_path / "e" / "downloads" / "VCTK-Corpus-0.92.zip.bad-checksum").read_bytes() == archive
+
+
+# --- issue 16: verification that cannot be skipped, links followed through the archive's own links ----------
+def test_same_size_wrong_content_is_refused(tmp_path):
+    """Size and checksum both given, size right, content wrong: refused (the checksum is not skipped)."""
+    good, bad = payload(8_000, 20), payload(8_000, 21)
+    with serve() as (url, st):
+        st.files["/s.tar.gz"] = bad
+        with pytest.raises(DownloadError, match="sha256 checksum mismatch"):
+            download(f"{url}/s.tar.gz", tmp_path / "s.tar.gz", sha256=sha256(good), size=len(good), progress=False)
+    assert not (tmp_path / "s.tar.gz").exists()
+    assert (tmp_path / "s.tar.gz.bad-checksum").read_bytes() == bad
+
+
+def test_tampered_archive_in_downloads_is_refused_not_extracted(tmp_path):
+    """An archive already in downloads/ is verified before extraction; a bad one is renamed aside, never deleted."""
+    archive = tar_bytes(LJ, "w:bz2")
+    tampered = tar_bytes({**LJ, "LJSpeech-1.1/metadata.csv": b"TAMPERED\n"}, "w:bz2")
+    downloads = tmp_path / "data" / "downloads"
+    downloads.mkdir(parents=True)
+    (downloads / "LJSpeech-1.1.tar.bz2").write_bytes(tampered)
+    (downloads / "LJSpeech-1.1.tar.bz2.bad-checksum").write_bytes(b"set aside earlier")
+    sums = tmp_path / "sums"
+    sums.write_text(f"{sha256(archive)}  LJSpeech-1.1.tar.bz2\n")
+    with serve() as (url, st):
+        st.files["/LJSpeech-1.1.tar.bz2"] = archive
+        with pytest.raises(DownloadError, match="checksum mismatch") as err:
+            fetch_corpus("ljspeech", tmp_path / "data", mirror=url, checksums=sums, log=lambda m: None)
+        assert st.requests == []
+        assert "\n" not in str(err.value)
+        assert not (tmp_path / "data" / "LJSpeech-1.1").exists()  # nothing extracted from it
+        assert (downloads / "LJSpeech-1.1.tar.bz2.bad-checksum").read_bytes() == b"set aside earlier"
+        assert (downloads / "LJSpeech-1.1.tar.bz2.bad-checksum.1").read_bytes() == tampered
+        # the next run downloads it afresh
+        found = fetch_corpus("ljspeech", tmp_path / "data", mirror=url, checksums=sums, log=lambda m: None)
+    assert (found / "metadata.csv").read_bytes() == LJ["LJSpeech-1.1/metadata.csv"]
+
+
+def test_existing_file_with_right_size_but_wrong_checksum_refused(tmp_path):
+    data = payload(1_000, 22)
+    (tmp_path / "have.bin").write_bytes(payload(1_000, 23))
+    with serve() as (url, st):
+        st.files["/have.bin"] = data
+        with pytest.raises(DownloadError, match="already there does not match"):
+            download(f"{url}/have.bin", tmp_path / "have.bin", sha256=sha256(data), size=len(data), progress=False)
+    assert st.requests == []
+    assert (tmp_path / "have.bin.bad-checksum").read_bytes() == payload(1_000, 23)
+
+
+def _chain(tf):
+    """top/d -> .  ;  top/d/e -> ..  ;  top/d/e/f -> ..  : each harmless alone, f ends one level above the folder."""
+    _add_link(tf, "top/d", ".", tarfile.SYMTYPE)
+    _add_link(tf, "top/d/e", "..", tarfile.SYMTYPE)
+    _add_link(tf, "top/d/e/f", "..", tarfile.SYMTYPE)
+    _add_file(tf, "top/d/e/f/escaped.txt")
+
+
+def test_symlink_chain_refused_by_check_members_itself(tmp_path):
+    """Refused by our own check, not only by tarfile's filter="data" (absent from Python 3.10 < 3.10.12)."""
+    from audiovae.data.download import check_members
+
+    archive = _tar_with(tmp_path, _chain)
+    with pytest.raises(UnsafeArchiveError, match="'top/d/e/f'"):
+        check_members(archive)
+    before = _snapshot(tmp_path)
+    with pytest.raises(UnsafeArchiveError):
+        extract_archive(archive, tmp_path / "work" / "corpus", progress=False)
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("build", [
+    lambda tf: (_add_link(tf, "top/up", "..", tarfile.SYMTYPE), _add_file(tf, "top/up/../x")),
+    lambda tf: (_add_link(tf, "top/a", "b", tarfile.SYMTYPE), _add_link(tf, "top/b", "a", tarfile.SYMTYPE),
+                _add_file(tf, "top/a/x")),  # a loop
+    lambda tf: (_add_link(tf, "top/up", "..", tarfile.SYMTYPE), _add_link(tf, "top/hl", "top/up/../../x",
+                                                                       tarfile.LNKTYPE)),
+    lambda tf: (_add_link(tf, "top/up", "..", tarfile.SYMTYPE), _add_link(tf, "top/up2", "up/..", tarfile.SYMTYPE)),
+])
+def test_links_through_links_refused(tmp_path, build):
+    from audiovae.data.download import check_members
+
+    with pytest.raises(UnsafeArchiveError):
+        check_members(_tar_with(tmp_path, build))
+
+
+def test_links_that_stay_inside_are_fine(tmp_path):
+    from audiovae.data.download import check_members
+
+    def build(tf):
+        _add_link(tf, "top/d", ".", tarfile.SYMTYPE)
+        _add_link(tf, "top/d/e", "ok.txt", tarfile.SYMTYPE)
+        _add_link(tf, "top/up", "..", tarfile.SYMTYPE)
+        _add_link(tf, "top/hard", "top/ok.txt", tarfile.LNKTYPE)
+
+    check_members(_tar_with(tmp_path, build))
+
+
+def test_extraction_applies_the_data_filter(tmp_path):
+    """tarfile's filter="data" stays on as a second guard: set-uid bits and group/other write bits are dropped,
+    and a chain our check would miss is still stopped (fails if extraction drops filter="data")."""
+    from audiovae.data import download as dl
+
+    p = tmp_path / "modes.tar"
+    with tarfile.open(p, "w") as tf:
+        info = tarfile.TarInfo("top/run.sh")
+        info.size, info.mode = 3, 0o6777
+        tf.addfile(info, io.BytesIO(b"#!\n"))
+    out = extract_archive(p, tmp_path / "corpus", member_root="top", progress=False)
+    mode = (out / "run.sh").stat().st_mode
+    assert mode & 0o7022 == 0, oct(mode)
+
+    chain = _tar_with(tmp_path, _chain)
+    orig = dl.check_members
+    dl.check_members = lambda archive: None  # our own check switched off: the filter alone must stop it
+    try:
+        with pytest.raises((tarfile.TarError, DownloadError)):
+            extract_archive(chain, tmp_path / "w2" / "corpus", progress=False)
+    finally:
+        dl.check_members = orig
+    assert not (tmp_path / "w2" / "escaped.txt").exists()
+
+
+def test_file_written_through_a_link_made_unsafe_later_refused(tmp_path):
+    """A file member at a link's name is written through the link: where it points is checked again then."""
+    from audiovae.data.download import check_members
+
+    def build(tf):
+        _add_link(tf, "top/w", "a/../..", tarfile.SYMTYPE)  # inside while top/a does not exist
+        _add_link(tf, "top/a", "d", tarfile.SYMTYPE)
+        _add_link(tf, "top/d", ".", tarfile.SYMTYPE)  # now top/a/.. is the folder, top/a/../.. above it
+        _add_file(tf, "top/w")
+
+    with pytest.raises(UnsafeArchiveError, match="'top/w' lies outside"):
+        check_members(_tar_with(tmp_path, build))
+
+
+def test_server_sending_too_much_is_cut_at_the_expected_size(tmp_path):
+    """A mirror that sends more than the table's size cannot fill the disk: stopped at the size, named."""
+    data = payload(300_000, 24)
+    with serve() as (url, st):
+        st.files["/big.bin"] = data
+        with pytest.raises(DownloadError, match="more than the expected 100000 bytes"):
+            download(f"{url}/big.bin", tmp_path / "big.bin", size=100_000, retries=0, progress=False)
+    part = tmp_path / "big.bin.part"
+    assert not (tmp_path / "big.bin").exists() and part.stat().st_size <= 100_000

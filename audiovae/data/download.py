@@ -171,7 +171,12 @@ def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
 
 
 def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, url: str) -> None:
-    """Raise :class:`DownloadError` when ``path`` has the wrong size or checksum (and set it aside)."""
+    """Raise :class:`DownloadError` when ``path`` has the wrong size or checksum (and set it aside).
+
+    Both are checked when both are known: a file of the right size with other
+    content is refused too. The refused file is renamed (``<name>.bad-checksum``,
+    or ``.bad-checksum.N`` when that name is taken), never deleted.
+    """
     got_size = path.stat().st_size
     problem = None
     if size is not None and got_size != size:
@@ -185,9 +190,18 @@ def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, u
                 break
     if problem:
         final = Path(str(path)[: -len(".part")]) if str(path).endswith(".part") else path
-        bad = final.with_name(final.name + ".bad-checksum")
+        bad = _aside_name(final.with_name(final.name + ".bad-checksum"))
         os.replace(path, bad)
         raise DownloadError(f"{problem} (from {url}); refused and kept aside as {bad}", final)
+
+
+def _aside_name(path: Path) -> Path:
+    """``path``, or ``path.1``, ``path.2``... : the first name not taken (a file set aside earlier stays)."""
+    n, cand = 0, path
+    while cand.exists() or cand.is_symlink():
+        n += 1
+        cand = path.with_name(f"{path.name}.{n}")
+    return cand
 
 
 def download(
@@ -210,15 +224,19 @@ def download(
     waiting ``backoff * 2**i`` seconds. When complete, the size (if given) and the
     SHA-256 or MD5 (if given) are checked; a mismatch renames the file to
     ``dest + ".bad-checksum"`` and raises :class:`DownloadError`. On success the
-    file is fsynced and renamed to ``dest``. An existing ``dest`` (of the right
-    size) is trusted, since only verified files get that name, and nothing is fetched.
+    file is fsynced and renamed to ``dest``. An existing ``dest`` is verified the
+    same way (it may have been put there by hand, or changed since) and nothing
+    is fetched; one that fails is renamed aside and refused, so the next call
+    downloads it afresh.
     """
     dest = Path(dest)
     if dest.exists():
-        if size is None or dest.stat().st_size == size:
-            return dest
-        raise DownloadError(f"exists with size {dest.stat().st_size} bytes, expected {size}; remove it to download again",
-                            dest)
+        try:
+            _verify(dest, size, sha256, md5, url)
+        except DownloadError as exc:
+            raise DownloadError(f"the file already there does not match: {exc.problem}; run again to download it "
+                                "afresh", dest) from None
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     attempt = 0
@@ -284,6 +302,9 @@ def _fetch(url: str, part: Path, size: int | None, timeout: float, progress: boo
                         raise _Retryable(f"connection lost at byte {out.tell()} ({exc.__class__.__name__})") from None
                     if not block:
                         break
+                    if size is not None and out.tell() + len(block) > size:  # never more than the table's size on disk
+                        raise DownloadError(f"the server sent more than the expected {size} bytes (from {url})",
+                                            part.with_name(part.name[:-5]))
                     out.write(block)
                     bar.update(len(block))
                 got = out.tell()
@@ -305,12 +326,6 @@ def _content_range_start(value: str | None) -> int | None:
 # --------------------------------------------------------------------------------------------
 # extracting one archive
 # --------------------------------------------------------------------------------------------
-def _inside(root: Path, target: Path) -> bool:
-    root = os.path.normpath(root)
-    target = os.path.normpath(target)
-    return target == root or target.startswith(root + os.sep)
-
-
 def _check_name(archive: Path, name: str) -> None:
     p = PurePosixPath(name.replace("\\", "/"))
     if name.startswith(("/", "\\")) or p.is_absolute() or (len(name) > 1 and name[1] == ":"):
@@ -319,27 +334,97 @@ def _check_name(archive: Path, name: str) -> None:
         raise UnsafeArchiveError(f"member {name!r} points outside the archive ('..'); refusing to extract", archive)
 
 
+def _resolve(links: dict[str, str], parts: list[str], follow_last: bool) -> list[str] | None:
+    """Where a path inside the archive lands once the archive's own symbolic links are followed.
+
+    ``links`` maps the real location of each link met so far to its target.
+    Returns the path's components under the extraction folder, or ``None`` when
+    it climbs above it, meets an absolute link, or loops.
+    """
+    out: list[str] = []
+    todo = list(parts)
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        here = "/".join(out + [part])
+        if here in links and (todo or follow_last):
+            hops += 1
+            target = links[here]
+            if hops > 64 or target.startswith("/"):
+                return None
+            todo = target.split("/") + todo
+            continue
+        out.append(part)
+    return out
+
+
+class _LinkCheck:
+    """Follows the links an archive makes, member by member, as extraction would create them.
+
+    A link that looks harmless on its own can point outside once the links
+    before it are followed: ``top/d -> .``, ``top/d/e -> ..``, ``top/d/e/f -> ..``
+    puts ``f`` one level above the extraction folder. Each member's own path and
+    each link's target are resolved through the links made before it.
+    """
+
+    def __init__(self, archive: Path):
+        self.archive = archive
+        self.links: dict[str, str] = {}
+
+    def member(self, name: str, link: str | None = None, kind: str = "symbolic") -> None:
+        """Check one member (``link``: its target when it is a link; ``kind``: symbolic, hard, or "" for zip's)."""
+        hard = kind == "hard"
+        parts = name.replace("\\", "/").split("/")
+        # a link replaces what is at its name; a file or folder is written through a link already there
+        where = _resolve(self.links, parts, follow_last=link is None)
+        if where is None:
+            raise UnsafeArchiveError(f"member {name!r} lies outside the archive once the archive's own links are "
+                                     "followed; refusing to extract", self.archive)
+        if link is None:
+            return
+        target = _resolve(self.links, (link.split("/") if hard else where[:-1] + link.split("/")), follow_last=True)
+        if link.startswith("/") or target is None:
+            kind = f"{kind} link" if kind else "link"
+            raise UnsafeArchiveError(f"member {name!r} is a {kind} to {link!r} outside the archive; refusing to "
+                                     "extract", self.archive)
+        if not hard:
+            self.links["/".join(where)] = link
+
+
 def check_members(archive: str | os.PathLike) -> None:
     """Raise :class:`UnsafeArchiveError`, naming the member, when the archive holds an unsafe one.
 
     Unsafe: an absolute path, a ``..`` component, a symbolic or hard link whose
-    target falls outside the extraction folder, a device file or FIFO.
+    target falls outside the extraction folder (following the links the archive
+    makes before it, see :class:`_LinkCheck`), a member whose path leaves the
+    folder through such links, a device file or FIFO. This check stands on its
+    own: it does not lean on ``tarfile``'s ``filter="data"`` (absent from Python
+    3.10 before 3.10.12), which extraction applies as well.
     """
     archive = Path(archive)
-    root = Path("/__root__")  # a stand-in extraction folder; only relative positions matter
+    links = _LinkCheck(archive)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
             for info in zf.infolist():
                 _check_name(archive, info.filename)
                 mode = info.external_attr >> 16
                 if stat.S_ISLNK(mode):
+                    if info.file_size > 4096:
+                        raise UnsafeArchiveError(f"member {info.filename!r} is a link with a {info.file_size}-byte "
+                                                 "target; refusing to extract", archive)
                     target = zf.read(info).decode("utf-8", "replace")
-                    where = root / PurePosixPath(info.filename).parent / target
-                    if target.startswith("/") or not _inside(root, where):
-                        raise UnsafeArchiveError(f"member {info.filename!r} is a link to {target!r} outside the "
-                                                 "archive; refusing to extract", archive)
+                    links.member(info.filename.rstrip("/"), target, "")
                 elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
                     raise UnsafeArchiveError(f"member {info.filename!r} is a device file; refusing to extract", archive)
+                else:
+                    links.member(info.filename.rstrip("/"))
         return
     try:
         tf = tarfile.open(archive)
@@ -352,12 +437,9 @@ def check_members(archive: str | os.PathLike) -> None:
                 raise UnsafeArchiveError(f"member {m.name!r} is a device file; refusing to extract", archive)
             if m.issym() or m.islnk():
                 # a symlink resolves from its own folder, a hard link from the archive's top
-                base = root / PurePosixPath(m.name).parent if m.issym() else root
-                where = base / m.linkname
-                if m.linkname.startswith("/") or not _inside(root, where):
-                    kind = "symbolic" if m.issym() else "hard"
-                    raise UnsafeArchiveError(f"member {m.name!r} is a {kind} link to {m.linkname!r} outside the "
-                                             "archive; refusing to extract", archive)
+                links.member(m.name.rstrip("/"), m.linkname, "hard" if m.islnk() else "symbolic")
+            else:
+                links.member(m.name.rstrip("/"))
 
 
 def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike, member_root: str | None = None,
@@ -524,10 +606,9 @@ def fetch_corpus(
             archive = data_dir / "downloads" / a.filename
             if not archive.exists():
                 log(f"downloading {a.url}" + (f" ({a.size / 1e6:.0f} MB)" if a.size else ""))
-            fresh = not archive.exists()
+            # an archive already there is verified like a fresh one before anything is extracted from it
             download(a.url, archive, a.sha256, a.md5, a.size, progress=progress, **download_kw)
-            if fresh:
-                log(f"{a.filename}: {archive.stat().st_size:,} bytes, {'sha256' if a.sha256 else 'md5'} verified")
+            log(f"{a.filename}: {archive.stat().st_size:,} bytes, {'sha256' if a.sha256 else 'md5'} verified")
             log(f"extracting {archive} -> {data_dir / a.dest}")
             if (data_dir / a.dest).exists():  # not ours (ours appear whole, by rename): leave it to the user
                 missing = [m for m in a.marker if not (data_dir / a.dest / m).exists()]

@@ -52,10 +52,12 @@ from tqdm import tqdm
 from audiovae.audio.config import MelConfig
 from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.io import find_audio_files, load_audio
+from audiovae.audio.melfile import check_finite
 from audiovae.audio.normalize import RunningStats
 from audiovae.config import load_yaml, save_yaml
 from audiovae.data.corpora import manifest_path, read_manifest
 from audiovae.errors import AudioVAEError, ConfigError, DataError
+from audiovae.npfile import load_npy, load_npz, npy_info
 from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text
 
 CACHE_VERSION = 2
@@ -140,6 +142,10 @@ class _AudioFiles(Dataset):
             return self.ids[i], str(self.files[i]), None, exc.problem
         with torch.no_grad():
             logmel = self.fe(torch.from_numpy(wave)[None])[0].numpy()
+        try:
+            check_finite(logmel, self.files[i])
+        except AudioVAEError as exc:
+            return self.ids[i], str(self.files[i]), None, exc.problem
         return self.ids[i], str(self.files[i]), (logmel, len(wave)), None
 
 
@@ -318,11 +324,20 @@ def _read_meta(out: Path) -> dict[str, dict]:
 def _have_part(out: Path, meta: dict, it: InputItem) -> bool:
     rec = meta.get(it.id)
     return (rec is not None and "skipped" not in rec and rec.get("source") == str(it.path)
-            and (out / "parts" / f"{it.id}.npy").exists())
+            and _part_ok(out / "parts" / f"{it.id}.npy"))
+
+
+def _part_ok(path: Path) -> bool:
+    """A part that exists and is whole (a truncated or foreign one is computed again)."""
+    try:
+        shape, _ = npy_info(path)
+    except (AudioVAEError, OSError):
+        return False
+    return len(shape) == 2
 
 
 def _part_frames(out: Path, uid: str) -> int:
-    return int(np.load(out / "parts" / f"{uid}.npy", mmap_mode="r", allow_pickle=False).shape[1])
+    return int(npy_info(out / "parts" / f"{uid}.npy")[0][1])
 
 
 def _sha1(path: Path) -> str:
@@ -361,7 +376,7 @@ def _assemble(out: Path, cfg: MelConfig, items: list[InputItem], meta: dict, val
     with atomic_path(out / "feats.f32") as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(offset, cfg.n_mels))
         for rec in index:
-            a = np.load(out / "parts" / f"{rec['id']}.npy", allow_pickle=False)
+            a = load_npy(out / "parts" / f"{rec['id']}.npy", DataError)
             if a.shape != (cfg.n_mels, rec["frames"]):
                 raise DataError(f"part has shape {a.shape}, expected ({cfg.n_mels}, {rec['frames']})",
                                 out / "parts" / f"{rec['id']}.npy")
@@ -433,9 +448,9 @@ class FeatureCache:
         if _sha1(p / "stats.npz") != commit.get("stats_sha1"):
             raise DataError("does not belong with feats.f32 (checksum differs from cache.json)" + repair, p / "stats.npz")
         try:
-            self.feats = np.load(p / "feats.f32", mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise DataError(f"unreadable frame array ({exc})" + repair, p / "feats.f32") from None
+            self.feats = load_npy(p / "feats.f32", DataError, mmap=True)  # empty, truncated, objects: one line
+        except DataError as exc:
+            raise DataError(f"unreadable frame array ({exc.problem})" + repair, p / "feats.f32") from None
         size = (p / "feats.f32").stat().st_size
         if self.feats.ndim != 2 or self.feats.shape[1] != n_mels or self.feats.shape[0] != commit["frames"] \
                 or size != commit.get("feats_bytes"):
@@ -451,8 +466,13 @@ class FeatureCache:
         if expect != self.feats.shape[0]:
             raise DataError(f"the utterances add up to {expect} frames, feats.f32 has {self.feats.shape[0]}" + repair,
                             p / "index.json")
-        with np.load(p / "stats.npz", allow_pickle=False) as st:
-            self.mean, self.std = st["mean"], st["std"]
+        st = load_npz(p / "stats.npz", error=DataError)  # bounded, and never an object array
+        if "mean" not in st or "std" not in st:
+            raise DataError("holds no mean and std" + repair, p / "stats.npz")
+        self.mean, self.std = st["mean"], st["std"]
+        if self.mean.dtype.kind != "f" or self.std.dtype.kind != "f":
+            raise DataError(f"statistics of dtype {self.mean.dtype}/{self.std.dtype}, expected floats" + repair,
+                            p / "stats.npz")
         if self.mean.shape != (n_mels,) or self.std.shape != (n_mels,):
             raise DataError(f"statistics of shape {self.mean.shape}, expected ({n_mels},)" + repair, p / "stats.npz")
 

@@ -8,9 +8,11 @@ file cannot run code.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +24,40 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (``.gz`` or not) into an array."""
+    """Read an IDX file (``.gz`` or not) into an array.
+
+    The header's dimensions are checked against the file before the payload is
+    read: an uncompressed file must hold exactly that many bytes, a gzipped one may
+    not inflate more than :data:`audiovae.npfile.MAX_RATIO` times (a gzip bomb).
+    """
+    from audiovae.npfile import MAX_RATIO, SMALL
+
     path = Path(path)
+    gz = path.suffix == ".gz"
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        size = path.stat().st_size
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+            head = fh.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_TYPES:
+                raise DataError("not an IDX file (bad magic number)", path)
+            ndim = head[3]
+            raw_dims = fh.read(4 * ndim)
+            if len(raw_dims) != 4 * ndim:
+                raise DataError("IDX header cut short", path)
+            dims = struct.unpack(">" + "I" * ndim, raw_dims)
+            dtype = np.dtype(_IDX_TYPES[head[2]])
+            need = math.prod(dims) * dtype.itemsize
+            if not gz and need != size - 4 - 4 * ndim:
+                raise DataError(f"IDX payload is {size - 4 - 4 * ndim} bytes, header says {need}", path)
+            if gz and need > max(SMALL, MAX_RATIO * size):
+                raise DataError(f"header says {need} bytes, from {size} gzipped bytes (more than {MAX_RATIO} times: "
+                                "a gzip bomb?); refusing to read it", path)
+            body = fh.read(need)
+            rest = len(fh.read(1 << 16))
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise DataError(f"cannot read IDX file ({exc})", path) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
-        raise DataError("not an IDX file (bad magic number)", path)
-    ndim = raw[3]
-    dims = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    need = int(np.prod(dims)) * dtype.itemsize
-    body = raw[4 + 4 * ndim :]
-    if len(body) != need:
-        raise DataError(f"IDX payload is {len(body)} bytes, header says {need}", path)
+    if len(body) != need or rest:
+        raise DataError(f"IDX payload is {len(body) + rest}{'+' if rest else ''} bytes, header says {need}", path)
     return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 

@@ -37,6 +37,7 @@ from audiovae.data.datasets import Batch, FrameDataset, ImageDataset, SequenceDa
 from audiovae.data.features import FeatureCache
 from audiovae.data.images import ImageSet, detect_image_folder, load_image_folder
 from audiovae.errors import ConfigError, DataError
+from audiovae.npfile import load_npy
 
 # which kind of data each registered model trains on
 MODEL_DATA: dict[str, tuple[str, ...]] = {
@@ -218,23 +219,29 @@ def open_data(path: str | os.PathLike, val_images: int = 5000, val_fraction: flo
 
 def _open_frames(path: Path, val_fraction: float) -> DataSource:
     """A ``(N, n_mels)`` float array of log-mel frames; the last ``val_fraction`` of rows validate."""
-    try:
-        frames = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"not a NumPy array file ({exc})", path) from None
-    if frames.ndim != 2 or frames.shape[0] < 2:
+    frames = load_npy(path, DataError, mmap=True)  # header checked against the file: nothing big is allocated
+    if frames.ndim != 2 or frames.shape[0] < 2 or frames.shape[1] < 1:
         raise DataError(f"expected log-mel frames of shape (N, n_mels) with N >= 2, got {frames.shape}", path)
+    if frames.shape[1] > frames.shape[0]:
+        raise DataError(f"has shape {frames.shape}: fewer frames than mel bins. A frame array is (N, n_mels), one row "
+                        "per frame; this looks like an (n_mels, T) log-mel: save its transpose (x.T)", path)
     if not np.issubdtype(frames.dtype, np.floating):
         raise DataError(f"expected floating-point frames, got {frames.dtype}", path)
-    if not np.isfinite(np.asarray(frames[: min(len(frames), 100_000)])).all():
-        raise DataError("the frames contain NaN or infinite values", path)
     n, n_mels = frames.shape
     n_val = max(1, int(round(n * val_fraction)))
     # contiguous blocks: neighbouring frames of one utterance stay on one side of the split
     records = [{"id": "train", "offset": 0, "frames": n - n_val, "split": "train"},
                {"id": "val", "offset": n - n_val, "frames": n_val, "split": "val"}]
+    # one pass in blocks of ~16 MB: every row is checked for NaN/inf, the training rows give the statistics
     stats = RunningStats(n_mels)
-    stats.update(np.asarray(frames[: n - n_val], np.float64).T)
+    step = max(1, (16 << 20) // (8 * n_mels))
+    for start in range(0, n, step):
+        block = np.asarray(frames[start : start + step], np.float64)
+        if not np.isfinite(block).all():
+            row = start + int(np.argmin(np.isfinite(block).all(axis=1)))
+            raise DataError(f"the frames contain NaN or infinite values (first in row {row})", path)
+        if start < n - n_val:
+            stats.update(block[: n - n_val - start].T)
     mean, std = stats.finalize()
     # the frames carry no configuration: the default one, with their number of bins
     return DataSource(path, "frames", MelConfig(n_mels=n_mels), Normalizer(mean, std), frames, records)

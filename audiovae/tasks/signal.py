@@ -13,7 +13,7 @@ from tqdm import tqdm
 from audiovae.audio.config import MelConfig
 from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.io import find_audio_files, load_audio, save_audio
-from audiovae.audio.melfile import SUFFIX, load_mel, save_mel
+from audiovae.audio.melfile import SUFFIX, check_finite, load_mel, save_mel
 from audiovae.audio.metrics import resynthesis_metrics
 from audiovae.audio.vocoder import GriffinLimVocoder
 from audiovae.errors import AudioVAEError
@@ -53,6 +53,7 @@ def mel_files(
             wave, _ = load_audio(path, cfg.sample_rate, min_samples=cfg.hop_length)
             with torch.no_grad():
                 logmel = fe(torch.from_numpy(wave)[None])[0].numpy()
+            check_finite(logmel, path)
             ok.append(save_mel(Path(out_dir) / f"{_stem(path)}{SUFFIX}", logmel, cfg, len(wave), str(path)))
         except AudioVAEError as exc:
             if strict:

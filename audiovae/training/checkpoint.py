@@ -3,6 +3,12 @@
 - Weights are safetensors: loading them runs no code.
 - ``config.yaml`` records the SHA-256 of the weights it belongs to; a weights
   file that does not match (tampered with, or copied from another run) is refused.
+  It also records ``config_sha256``, over its own model settings and that weights
+  checksum, so an edited model configuration is refused too (a model directory
+  from before that entry still loads). Before anything is allocated, the weights'
+  shapes (from the safetensors header) are compared with the model the
+  configuration describes, built on PyTorch's "meta" device (no memory): a crafted
+  configuration (``hidden: [25000, 25000]``) cannot make loading allocate gigabytes.
 - ``trainer_state.pt`` holds plain tensors and numbers only (the model and
   optimiser state, step, epoch, position in the epoch, best validation figure)
   and is read with ``torch.load(weights_only=True)``, which refuses pickled objects.
@@ -15,6 +21,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +88,7 @@ def save_model_dir(
             "weights_sha256": sha256_file(tmp),
             **(extra or {}),
         }
+        cfg["config_sha256"] = config_digest(cfg)
         save_yaml(out / PENDING, cfg)  # phase 1: the new set is complete on disk
     # phase 2 (the weights' rename) happened as the block closed; phase 3:
     os.replace(out / PENDING, out / "config.yaml")
@@ -143,6 +151,11 @@ def load_model_dir(path: str | os.PathLike, map_location: str | torch.device = "
             "model.safetensors does not match the checksum in config.yaml (modified, or from another run); refusing to load",
             weights,
         )
+    shapes = _weight_shapes(weights)
+    if "config_sha256" in cfg and cfg["config_sha256"] != config_digest(cfg):
+        raise CheckpointError("the model settings were changed after the model was saved (they no longer match "
+                              "config_sha256); refusing to load", path / "config.yaml")
+    _check_shapes(cfg, shapes, path, weights)  # before anything the configuration asks for is allocated
     try:
         tensors = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -164,6 +177,57 @@ def load_model_dir(path: str | os.PathLike, map_location: str | torch.device = "
         normalizer = Normalizer(tensors["normalizer.mean"], tensors["normalizer.std"])
     mel = MelConfig.from_dict(cfg["mel"], str(path / "config.yaml")) if cfg.get("mel") else None
     return LoadedModel(model, cfg["model"], cfg, mel, normalizer, path)
+
+
+CONFIG_KEYS = ("format", "model", "model_config", "mel", "normalized", "weights_sha256")
+
+
+def config_digest(cfg: dict) -> str:
+    """SHA-256 of a model configuration's settings (:data:`CONFIG_KEYS`) as canonical JSON.
+
+    The settings go through YAML first, so the digest of what is saved equals that of what loads back.
+    """
+    import json
+
+    import yaml
+
+    data = yaml.safe_load(yaml.safe_dump({k: cfg.get(k) for k in CONFIG_KEYS}))
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _weight_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """``{name: shape}`` of a safetensors file, from its header alone (no tensor is read)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"not a valid safetensors file ({exc})", weights) from None
+
+
+def _check_shapes(cfg: dict, shapes: dict[str, tuple[int, ...]], path: Path, weights: Path) -> None:
+    """Raise :class:`CheckpointError` unless the model of ``cfg`` has exactly the weights of ``shapes``.
+
+    The model is built on the "meta" device: its parameters have shapes but no memory.
+    """
+    from audiovae.models.registry import build_model
+
+    try:
+        with torch.device("meta"):
+            meta = build_model(cfg["model"], cfg.get("model_config") or {})
+    except Exception as exc:
+        raise CheckpointError(f"cannot build model {cfg.get('model')!r} from config.yaml ({exc})", path) from None
+    want = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    have = {k[len("model."):]: v for k, v in shapes.items() if k.startswith("model.")}
+    if want != have:
+        diff = sorted(set(want) ^ set(have)) or [k for k in sorted(want) if want[k] != have[k]]
+        k = diff[0]
+        n_want = sum(math.prod(v) for v in want.values())
+        raise CheckpointError(f"weights do not fit the model in config.yaml ({k}: config {want.get(k, 'absent')}, "
+                              f"weights {have.get(k, 'absent')}; the config asks for {n_want:,} values, the file "
+                              f"holds {sum(math.prod(v) for v in have.values()):,})", weights)
 
 
 def save_trainer_state(path: str | os.PathLike, state: dict) -> None:
