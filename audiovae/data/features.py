@@ -98,16 +98,19 @@ class InputItem:
 
 
 def list_items(source: str | os.PathLike) -> tuple[list[InputItem], bool]:
-    """The utterances of SOURCE and whether they come from a manifest (with fixed splits)."""
+    """The utterances of SOURCE and whether they come from a manifest (with fixed splits).
+
+    Paths are absolute, so the cache's records (parts*.jsonl, index.json ``source``) name the same files
+    from any working directory."""
     mpath = manifest_path(source)
     if mpath is not None:
         man = read_manifest(mpath)
-        items = [InputItem(u.path, u.id, u.split, {k: v for k, v in (("speaker", u.speaker), ("label", u.label),
-                                                                          ("text", u.text)) if v})
+        items = [InputItem(Path(os.path.abspath(u.path)), u.id, u.split,
+                           {k: v for k, v in (("speaker", u.speaker), ("label", u.label), ("text", u.text)) if v})
                  for u in man.utterances]
         return items, True
     files, root = list_inputs(source)
-    items = [InputItem(f, utterance_id(f, root)) for f in files]
+    items = [InputItem(Path(os.path.abspath(f)), utterance_id(f, root)) for f in files]
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise DataError("two input files map to the same utterance id; give a folder so ids keep the relative path",

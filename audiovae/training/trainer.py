@@ -297,7 +297,8 @@ class Trainer:
         val_set, val_collate = data.dataset("val", cfg.model, normalizer, context=cfg.context, segment=cfg.segment_frames)
         self.val_loader = DataLoader(val_set, collate_fn=val_collate, num_workers=0, batch_sampler=SeededBatchSampler(
             len(val_set), cfg.batch_size, cfg.seed, 0, shuffle=False, drop_last=False))
-        self.extra = {"train": to_dict(cfg), "data": str(data_path)}
+        # absolute: the run names the same data from any working directory (report reads it back)
+        self.extra = {"train": to_dict(cfg), "data": os.path.abspath(data_path)}
         resumed = state is not None
         if self.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -471,7 +472,7 @@ class Trainer:
         self.bar.close()
         by_time = interrupted and not flag["stop"]
         summary = {"step": self.step, "epoch": self.epoch, "best_val_elbo": self.best, "stopped_early": stopped_early,
-                   "interrupted": interrupted and flag["stop"], "time_limit": by_time, "out_dir": str(self.out)}
+                   "interrupted": interrupted and flag["stop"], "time_limit": by_time, "out_dir": os.path.abspath(self.out)}
         if self.is_main:
             self.train_log.close()
             self.val_log.close()
