@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from audiovae.audio.io import AUDIO_EXTENSIONS, audio_duration, find_audio_files
 from audiovae.errors import AudioVAEError, DataError
+from audiovae.folders import output_folder
 from audiovae.utils import atomic_write_text
 
 MANIFEST_NAME = "manifest.tsv"
@@ -507,10 +508,18 @@ def prepare(
         raise DataError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"val and test fractions must be in [0, 1) and sum below 1 (got {val_fraction}, {test_fraction})")
-    spec = CORPORA[corpus]
     root = Path(data_dir)
     if not root.exists():
         raise DataError("no such file or directory", root)
+    if out_dir is None:
+        return _prepare(corpus, root, None, split_by, val_fraction, test_fraction, subdirs, strict, threads, progress)
+    with output_folder(out_dir, "manifest"):  # refuses a cache, run... and a second prepare into it
+        return _prepare(corpus, root, out_dir, split_by, val_fraction, test_fraction, subdirs, strict, threads, progress)
+
+
+def _prepare(corpus: str, root: Path, out_dir: str | os.PathLike | None, split_by: str | None, val_fraction: float,
+             test_fraction: float, subdirs: str, strict: bool, threads: int, progress: bool) -> Manifest:
+    spec = CORPORA[corpus]
     utts = spec.reader(root, subdirs) if corpus == "folder" else spec.reader(root)
     if not utts:
         raise DataError(f"no utterances found for corpus {corpus!r}", root)

@@ -56,6 +56,7 @@ from audiovae.audio.normalize import RunningStats
 from audiovae.config import load_yaml, save_yaml
 from audiovae.data.corpora import manifest_path, read_manifest
 from audiovae.errors import AudioVAEError, ConfigError, DataError
+from audiovae.folders import output_folder
 from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text
 
 CACHE_VERSION = 2
@@ -217,6 +218,13 @@ def extract(
     items, _ = list_items(source)
     if not items:
         raise DataError("no audio files found", source)
+    # shards of one sharded extract share the folder; anything else has it to itself
+    with output_folder(out, "cache", shared=shard is not None, clean=("", "parts")):
+        return _extract_into(out, items, cfg, workers, val_fraction, strict, overwrite, progress, shard)
+
+
+def _extract_into(out: Path, items: list[InputItem], cfg: MelConfig, workers: int, val_fraction: float, strict: bool,
+                  overwrite: bool, progress: bool, shard: tuple[int, int] | None) -> ExtractResult:
     _prepare_out(out, cfg, overwrite)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -258,8 +266,13 @@ def merge(source: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: f
     out = Path(out_dir)
     if not (out / "config.yaml").is_file():
         raise DataError("no config.yaml: no shard has written here yet", out)
-    cfg = MelConfig.from_dict(load_yaml(out / "config.yaml").get("mel", {}), str(out / "config.yaml"))
     items, _ = list_items(source)
+    with output_folder(out, "cache", clean=("", "parts")):
+        return _merge_into(out, items, val_fraction)
+
+
+def _merge_into(out: Path, items: list[InputItem], val_fraction: float) -> ExtractResult:
+    cfg = MelConfig.from_dict(load_yaml(out / "config.yaml").get("mel", {}), str(out / "config.yaml"))
     meta = _read_meta(out)
     missing = [it for it in items if not _have_part(out, meta, it) and "skipped" not in meta.get(it.id, {})]
     if missing:
@@ -281,7 +294,8 @@ def _extract_torchrun(source, out_dir, cfg, workers, val_fraction, strict, progr
         dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
     try:
         if rank == 0:
-            _prepare_out(Path(out_dir), cfg, overwrite=False)  # one writer of config.yaml
+            with output_folder(Path(out_dir), "cache", shared=True):
+                _prepare_out(Path(out_dir), cfg, overwrite=False)  # one writer of config.yaml
         dist.barrier()
         res = extract(source, out_dir, cfg, workers, val_fraction, strict, False, progress and rank == 0,
                       shard=(rank, world))

@@ -35,6 +35,7 @@ from audiovae.config import from_dict, load_yaml, save_yaml, to_dict
 from audiovae.data.datasets import SeededBatchSampler
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import CheckpointError, ConfigError, TrainingError
+from audiovae.folders import output_folder
 from audiovae.models.registry import build_model, make_config
 from audiovae.training.checkpoint import load_model_dir, load_trainer_state, save_model_dir, save_trainer_state
 from audiovae.training.config import TrainConfig, default_train_config
@@ -605,6 +606,13 @@ def train(
     """
     out = Path(out_dir)
     rank, world = _dist_info()
+    # rank 0 writes the run folder and holds its lock (refusing a cache, a model directory... and a second run)
+    with output_folder(out, "run", clean=("", "best")) if rank == 0 else nullcontext():
+        return _train(data_path, out, cfg, resume, progress, max_steps, given, rank, world)
+
+
+def _train(data_path: str | os.PathLike, out: Path, cfg: TrainConfig | None, resume: bool, progress: bool,
+           max_steps: int | None, given: dict | None, rank: int, world: int) -> dict:
     state = None
     if resume:
         if not (out / "train.yaml").exists():
