@@ -104,6 +104,8 @@ def _holder(fd: int) -> str:
 
 def _describe_self() -> bytes:
     argv = [os.path.basename(sys.argv[0])] + sys.argv[1:] if sys.argv and sys.argv[0] else ["python"]
+    if argv[0] == "__main__.py":  # python -m audiovae ...
+        argv[0] = f"python -m {os.path.basename(os.path.dirname(sys.argv[0]))}"
     info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(argv)[:500],
             "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
     return json.dumps(info).encode("utf-8")
