@@ -124,6 +124,13 @@ def test_a_folder_of_one_kind_is_never_written_as_another(cache_and_run, speech_
     assert res.exit_code == 1 and "is a model directory, not a training run" in res.output, res.output
     res = _run("prepare", "folder", str(speech_dir), "-o", str(cache))
     assert res.exit_code == 1 and "is a feature cache, not a manifest folder" in res.output, res.output
+    res = _run("report", str(run), "-o", str(run))
+    assert res.exit_code == 1 and f"{run}: is a training run, not a report folder" in res.output, res.output
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "index.html").write_text("<html></html>")
+    assert folder_kind(tmp_path / "report") == "report"
+    res = _run("train", str(cache), "-o", str(tmp_path / "report"), "--max-steps", "1")
+    assert res.exit_code == 1 and "is a report folder, not a training run" in res.output, res.output
     after = {p: p.read_bytes() for p in [*cache.iterdir(), *run.iterdir()] if p.is_file()}
     assert after == before  # nothing written over; the run still resumes
     res = _run("train", str(cache), "-o", str(run), "--resume", "--max-steps", "3")
@@ -208,3 +215,17 @@ def test_rerun_removes_its_own_stale_temporaries_only(cache_and_run, speech_dir,
     train(cache, run, None, resume=True, progress=False, max_steps=3)
     assert not [p for p in stale if p.exists()]
     assert all(p.exists() for p in foreign)
+
+
+def test_the_cleaner_knows_the_temporary_names_atomic_path_makes(tmp_path):
+    from audiovae.folders import clean_temporaries
+    from audiovae.utils import atomic_path
+
+    made = []
+    for name, suffix in (("feats.f32", None), ("a.png", ".png"), ("utt_00.npy", None), ("train.yaml", None)):
+        with atomic_path(tmp_path / name, suffix=suffix) as tmp:
+            tmp.write_bytes(b"x")
+            made.append(tmp.name)
+    for m in made:
+        (tmp_path / m).write_bytes(b"x")  # what a kill -9 inside the block leaves
+    assert sorted(p.name for p in clean_temporaries(tmp_path)) == sorted(made)

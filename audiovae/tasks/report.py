@@ -22,6 +22,7 @@ import torch
 
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import AudioVAEError
+from audiovae.folders import check_kind
 from audiovae.tasks.results import read_results, run_root, write_result
 from audiovae.training.checkpoint import (
     describe,
@@ -147,6 +148,7 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     (``evaluate_k`` samples, ``evaluate_limit`` items) is run and saved there.
     """
     out = Path(out_dir)
+    check_kind(out, "report")  # a run, cache or model folder is not written over as a report
     root = run_root(run)
     dev = pick_device(device)
     loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
