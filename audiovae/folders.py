@@ -14,7 +14,10 @@ Every command that writes an output folder (``prepare``, ``extract``, ``train``)
   of that form, only in the folders the command writes, never while another process holds the lock.
 
 Shards of one ``extract --shard I/N`` share the lock (``shared=True``): they may run together,
-while a whole extract, a merge or another command is refused until they finish.
+while a whole extract, a merge or another command is refused until they finish. Other writers
+(``mel``, ``sample``, ``report``...) can use :func:`output_folder` too, with their kind or
+``kind=None`` (lock and clean-up only). On a file system without ``flock`` the command works
+unlocked and removes nothing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ KINDS = {
     "manifest": "a manifest folder",
     "report": "a report folder",
 }
+
+# flock errors that mean "this file system has no locks", not "someone holds it"
+_NO_LOCKS = {getattr(errno, n) for n in ("ENOLCK", "EOPNOTSUPP", "ENOTSUP") if hasattr(errno, n)}
 
 # the temporary names of audiovae.utils.atomic_path: ".<name>.<8 characters of mkstemp>[<suffix>].tmp"
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]{1,8})?\.tmp$")
@@ -131,41 +137,51 @@ def clean_temporaries(folder: str | os.PathLike, subdirs: Iterable[str] = ("",))
 
 
 @contextlib.contextmanager
-def output_folder(path: str | os.PathLike, kind: str, shared: bool = False,
+def output_folder(path: str | os.PathLike, kind: str | None, shared: bool = False,
                   clean: Iterable[str] = ("",)) -> Iterator[Path]:
     """Create ``path`` if needed, refuse it when it is a folder of another kind, lock it, and (exclusive
     lock only) remove the stale temporaries in ``clean`` (sub-folders; ``""`` is the folder itself).
+    ``kind=None``: lock and clean only, for output folders that are none of :data:`KINDS`.
 
     A second process asking for the lock is refused with :class:`OutputFolderError` naming the holder.
     The lock is released when the block ends or the process dies.
     """
     import fcntl
 
-    if kind not in KINDS:
+    if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown folder kind {kind!r}")
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputFolderError(f"is a file, not a folder: cannot write {KINDS[kind]} into it", path)
-    check_kind(path, kind)  # before creating anything
-    path.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        raise OutputFolderError("is a file, not a folder", path)
+    if kind is not None:
+        check_kind(path, kind)  # before creating anything
     try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        raise OutputFolderError(f"cannot write here ({exc.strerror})", path) from None
+    try:
+        locked = True
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            if exc.errno in _NO_LOCKS:
+                locked = False  # a file system without flock (some network mounts): work unlocked, clean nothing
+            elif exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise OutputFolderError(f"in use by {_holder(fd)}; wait for it to finish or use another output "
+                                        "folder", path) from None
+            else:
                 raise OutputFolderError(f"cannot lock the folder ({exc.strerror})", path) from None
-            raise OutputFolderError(f"in use by {_holder(fd)}; wait for it to finish or use another output folder",
-                                    path) from None
-        check_kind(path, kind)  # again under the lock: another process may have written here meanwhile
+        if kind is not None:
+            check_kind(path, kind)  # again under the lock: another process may have written here meanwhile
         me = _describe_self()
         os.ftruncate(fd, 0)
         os.pwrite(fd, me, 0)
-        if not shared:
+        if locked and not shared:
             clean_temporaries(path, clean)
         yield path
     finally:
-        os.close(fd)  # releases the lock; the (empty of meaning) lock file stays, so no two files ever race
+        os.close(fd)  # releases the lock; the lock file stays (removing it could let two processes lock two files)
 
 
 __all__ = ["KINDS", "LOCK_NAME", "folder_kind", "check_kind", "output_folder", "clean_temporaries"]
