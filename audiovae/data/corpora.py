@@ -109,8 +109,8 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
     lines = [f"# audiovae manifest {MANIFEST_VERSION}", f"# corpus: {_clean(manifest.corpus)}",
              f"# root: {_clean(root)}", f"# split: {_clean(manifest.split_rule)}", "\t".join(COLUMNS)]
     for u in manifest.utterances:
-        lines.append("\t".join([u.id, os.path.abspath(u.path), f"{u.duration:.4f}", str(int(u.sample_rate)), _clean(u.speaker),
-                                _clean(u.label), _clean(u.text), u.split]))
+        lines.append("\t".join([u.id, os.path.abspath(u.path), f"{u.duration:.4f}", str(int(u.sample_rate)),
+                                _clean(u.speaker), _clean(u.label), _clean(u.text), u.split]))
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 

@@ -12,11 +12,12 @@ Cache layout (FEATS_DIR)::
     parts*.jsonl     what each part is: id, source file, samples (or why the file was skipped);
                      parts.jsonl for a single process, parts-I-of-N.jsonl for shard I of N
     feats.f32        every utterance's frames, concatenated: (total_frames, n_mels) float32 (.npy format)
-    index.json       per utterance: id, source, num_samples, split, [speaker, label, text], offset, frames
+    index.json       per utterance: id, source (absolute), num_samples, split, [speaker, label, text], offset, frames
     stats.npz        per-bin mean and std over the training split, frame count
     cache.json       the commit record, written last: version, n_mels, utterances, frames, size of
                      feats.f32, sha1 of index.json and stats.npz
     report.txt       skipped files and why
+    .audiovae.lock   held (flock) while a command writes here; see :mod:`audiovae.folders`
 
 The three assembled files are one set: assembling first deletes ``cache.json`` and
 writes it again only after the other three are in place, and :class:`FeatureCache`
