@@ -712,7 +712,9 @@ def report_cmd(run_dir, out_dir, data, vocoder_iters, checkpoint, device):
     """
     from audiovae.tasks.report import make_report
 
-    click.echo(f"wrote {make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters)}")
+    index = make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
+                        warn=lambda note: click.echo(f"warning: {note}", err=True))
+    click.echo(f"wrote {index}")
 
 
 def main() -> None:

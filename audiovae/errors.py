@@ -49,3 +49,8 @@ class DownloadError(DataError):
 
 class UnsafeArchiveError(DownloadError):
     """An archive member that would land outside the extraction folder (absolute path, '..', link, device)."""
+
+
+class OutputFolderError(AudioVAEError):
+    """An output folder that cannot be written: one of another kind (a cache is not a run), or one another
+    process is writing (see :mod:`audiovae.folders`)."""

@@ -362,10 +362,12 @@ def test_report_images_in_browser_and_without_data(image_run, blobs, tmp_path):
     srcs = [s for s, _, _ in seen["images"]]
     assert {"figures/training.png", "figures/reconstructions.png", "figures/samples_T1.png",
             "figures/interpolation.png"} <= set(srcs)
+    # DATA asked for but not there is an error (exit 1, one line), not a page that quietly lacks it; the run's own
+    # recorded data gone is a warning and a note (tests/test_paths.py)
     gone = tmp_path / "gone_report"
     res = CliRunner().invoke(cli, ["report", str(image_run), "-o", str(gone), "--data", str(tmp_path / "gone")])
-    assert res.exception is None, res.output
-    assert "data is not available" in (gone / "index.html").read_text()
+    assert res.exit_code == 1 and "gone: no such file or directory" in res.output, res.output
+    assert not (gone / "index.html").exists()
 
 
 def test_probe_cifar_batches_through_the_reader(tmp_path):

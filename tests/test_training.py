@@ -384,12 +384,24 @@ def test_evaluate_json(feats, tmp_path):
     assert "IWAE bound" in res.output
 
 
-def test_demo_end_to_end_small(tmp_path):
+def test_demo_end_to_end_small(tmp_path, monkeypatch):
+    import yaml
+
+    from audiovae.data.source import open_data
     from audiovae.tasks.demo import run_demo
 
-    res = run_demo(tmp_path / "demo", utterances=12, minutes=1.0, max_steps=12, channels=32, latent_dim=4,
+    # `audiovae demo -o demo_out` as the README has it: a relative output folder (paths/issue 16)
+    monkeypatch.chdir(tmp_path)
+    res = run_demo("demo", utterances=12, minutes=1.0, max_steps=12, channels=32, latent_dim=4,
                    vocoder_iters=4, log=lambda *_: None, progress=False)
     out = tmp_path / "demo"
+    # read back from another working directory: the manifest, cache and run name the same files
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert "skipped 0 file(s)" in (out / "features" / "report.txt").read_text()
+    recorded = yaml.safe_load((out / "run" / "config.yaml").read_text())["data"]
+    src = open_data(recorded)
+    assert len(src.records) == 12 and all(Path(r["source"]).is_file() for r in src.records)
     wavs = [out / p for group in ("reconstructions", "samples", "interpolation") for p in res["files"][group]]
     assert len(wavs) >= 6
     for w in wavs:

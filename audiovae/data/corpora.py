@@ -16,7 +16,8 @@ Manifest format (``MANIFEST_DIR/manifest.tsv``, UTF-8, tab-separated)::
 - leading ``# key: value`` lines say which corpus, root folder and split rule made it;
   then one header line with the column names, then one line per utterance;
 - ``id``: unique, file-system safe (no ``/``, tab or space); ``path``: absolute, or relative to
-  the manifest's folder; ``duration`` in seconds; ``sample_rate`` in Hz (of the file);
+  the manifest's folder (:func:`write_manifest` writes absolute paths, so a manifest means the
+  same files from any working directory); ``duration`` in seconds; ``sample_rate`` in Hz (of the file);
 - ``speaker``, ``label``, ``text``: may be empty; tabs and newlines inside them are replaced
   by spaces;
 - ``split``: ``train``, ``val`` or ``test``.
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 from audiovae.audio.io import AUDIO_EXTENSIONS, audio_duration, find_audio_files
 from audiovae.errors import AudioVAEError, DataError
+from audiovae.folders import output_folder
 from audiovae.utils import atomic_write_text
 
 MANIFEST_NAME = "manifest.tsv"
@@ -95,15 +97,20 @@ def _clean(value: object) -> str:
 
 
 def write_manifest(manifest: Manifest, path: str | os.PathLike) -> Path:
-    """Write ``manifest`` as TSV (see the module docstring) atomically; ``path`` may be a folder."""
+    """Write ``manifest`` as TSV (see the module docstring) atomically; ``path`` may be a folder.
+
+    Paths are written absolute (a relative one is taken from the working directory, as the caller meant
+    it): read back relative to the manifest's folder, a relative path would name another file.
+    """
     path = Path(path)
     if path.suffix != ".tsv":
         path = path / MANIFEST_NAME
+    root = os.path.abspath(manifest.root) if manifest.root else ""
     lines = [f"# audiovae manifest {MANIFEST_VERSION}", f"# corpus: {_clean(manifest.corpus)}",
-             f"# root: {_clean(manifest.root)}", f"# split: {_clean(manifest.split_rule)}", "\t".join(COLUMNS)]
+             f"# root: {_clean(root)}", f"# split: {_clean(manifest.split_rule)}", "\t".join(COLUMNS)]
     for u in manifest.utterances:
-        lines.append("\t".join([u.id, str(u.path), f"{u.duration:.4f}", str(int(u.sample_rate)), _clean(u.speaker),
-                                _clean(u.label), _clean(u.text), u.split]))
+        lines.append("\t".join([u.id, os.path.abspath(u.path), f"{u.duration:.4f}", str(int(u.sample_rate)),
+                                _clean(u.speaker), _clean(u.label), _clean(u.text), u.split]))
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
@@ -501,10 +508,18 @@ def prepare(
         raise DataError(f"unknown corpus {corpus!r}; choose one of {', '.join(CORPORA)}")
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise DataError(f"val and test fractions must be in [0, 1) and sum below 1 (got {val_fraction}, {test_fraction})")
-    spec = CORPORA[corpus]
     root = Path(data_dir)
     if not root.exists():
         raise DataError("no such file or directory", root)
+    if out_dir is None:
+        return _prepare(corpus, root, None, split_by, val_fraction, test_fraction, subdirs, strict, threads, progress)
+    with output_folder(out_dir, "manifest"):  # refuses a cache, run... and a second prepare into it
+        return _prepare(corpus, root, out_dir, split_by, val_fraction, test_fraction, subdirs, strict, threads, progress)
+
+
+def _prepare(corpus: str, root: Path, out_dir: str | os.PathLike | None, split_by: str | None, val_fraction: float,
+             test_fraction: float, subdirs: str, strict: bool, threads: int, progress: bool) -> Manifest:
+    spec = CORPORA[corpus]
     utts = spec.reader(root, subdirs) if corpus == "folder" else spec.reader(root)
     if not utts:
         raise DataError(f"no utterances found for corpus {corpus!r}", root)

@@ -12,11 +12,12 @@ Cache layout (FEATS_DIR)::
     parts*.jsonl     what each part is: id, source file, samples (or why the file was skipped);
                      parts.jsonl for a single process, parts-I-of-N.jsonl for shard I of N
     feats.f32        every utterance's frames, concatenated: (total_frames, n_mels) float32 (.npy format)
-    index.json       per utterance: id, source, num_samples, split, [speaker, label, text], offset, frames
+    index.json       per utterance: id, source (absolute), num_samples, split, [speaker, label, text], offset, frames
     stats.npz        per-bin mean and std over the training split, frame count
     cache.json       the commit record, written last: version, n_mels, utterances, frames, size of
                      feats.f32, sha1 of index.json and stats.npz
     report.txt       skipped files and why
+    .audiovae.lock   held (flock) while a command writes here; see :mod:`audiovae.folders`
 
 The three assembled files are one set: assembling first deletes ``cache.json`` and
 writes it again only after the other three are in place, and :class:`FeatureCache`
@@ -57,6 +58,7 @@ from audiovae.audio.normalize import RunningStats
 from audiovae.config import load_yaml, save_yaml
 from audiovae.data.corpora import manifest_path, read_manifest
 from audiovae.errors import AudioVAEError, ConfigError, DataError
+from audiovae.folders import output_folder
 from audiovae.npfile import load_npy, load_npz, npy_info
 from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text
 
@@ -100,16 +102,19 @@ class InputItem:
 
 
 def list_items(source: str | os.PathLike) -> tuple[list[InputItem], bool]:
-    """The utterances of SOURCE and whether they come from a manifest (with fixed splits)."""
+    """The utterances of SOURCE and whether they come from a manifest (with fixed splits).
+
+    Paths are absolute, so the cache's records (parts*.jsonl, index.json ``source``) name the same files
+    from any working directory."""
     mpath = manifest_path(source)
     if mpath is not None:
         man = read_manifest(mpath)
-        items = [InputItem(u.path, u.id, u.split, {k: v for k, v in (("speaker", u.speaker), ("label", u.label),
-                                                                          ("text", u.text)) if v})
+        items = [InputItem(Path(os.path.abspath(u.path)), u.id, u.split,
+                           {k: v for k, v in (("speaker", u.speaker), ("label", u.label), ("text", u.text)) if v})
                  for u in man.utterances]
         return items, True
     files, root = list_inputs(source)
-    items = [InputItem(f, utterance_id(f, root)) for f in files]
+    items = [InputItem(Path(os.path.abspath(f)), utterance_id(f, root)) for f in files]
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         raise DataError("two input files map to the same utterance id; give a folder so ids keep the relative path",
@@ -220,6 +225,13 @@ def extract(
     items, _ = list_items(source)
     if not items:
         raise DataError("no audio files found", source)
+    # shards of one sharded extract share the folder; anything else has it to itself
+    with output_folder(out, "cache", shared=shard is not None, clean=("", "parts")):
+        return _extract_into(out, items, cfg, workers, val_fraction, strict, overwrite, progress, shard)
+
+
+def _extract_into(out: Path, items: list[InputItem], cfg: MelConfig, workers: int, val_fraction: float, strict: bool,
+                  overwrite: bool, progress: bool, shard: tuple[int, int] | None) -> ExtractResult:
     _prepare_out(out, cfg, overwrite)
     parts = out / "parts"
     parts.mkdir(parents=True, exist_ok=True)
@@ -261,8 +273,13 @@ def merge(source: str | os.PathLike, out_dir: str | os.PathLike, val_fraction: f
     out = Path(out_dir)
     if not (out / "config.yaml").is_file():
         raise DataError("no config.yaml: no shard has written here yet", out)
-    cfg = MelConfig.from_dict(load_yaml(out / "config.yaml").get("mel", {}), str(out / "config.yaml"))
     items, _ = list_items(source)
+    with output_folder(out, "cache", clean=("", "parts")):
+        return _merge_into(out, items, val_fraction)
+
+
+def _merge_into(out: Path, items: list[InputItem], val_fraction: float) -> ExtractResult:
+    cfg = MelConfig.from_dict(load_yaml(out / "config.yaml").get("mel", {}), str(out / "config.yaml"))
     meta = _read_meta(out)
     missing = [it for it in items if not _have_part(out, meta, it) and "skipped" not in meta.get(it.id, {})]
     if missing:
@@ -284,7 +301,8 @@ def _extract_torchrun(source, out_dir, cfg, workers, val_fraction, strict, progr
         dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
     try:
         if rank == 0:
-            _prepare_out(Path(out_dir), cfg, overwrite=False)  # one writer of config.yaml
+            with output_folder(Path(out_dir), "cache", shared=True):
+                _prepare_out(Path(out_dir), cfg, overwrite=False)  # one writer of config.yaml
         dist.barrier()
         res = extract(source, out_dir, cfg, workers, val_fraction, strict, False, progress and rank == 0,
                       shard=(rank, world))

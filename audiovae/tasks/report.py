@@ -15,12 +15,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import AudioVAEError
+from audiovae.folders import check_kind
 from audiovae.tasks.results import read_results, run_root, write_result
 from audiovae.training.checkpoint import (
     describe,
@@ -118,40 +120,49 @@ def _cell(v) -> str:
     return str(v)
 
 
-def _open_data_or_note(page: _Page, data, cfg: dict) -> DataSource | None:
+def _open_data_or_note(data, cfg: dict) -> tuple[DataSource | None, str | None]:
+    """The DATA to reconstruct from and, when there is none, the note saying why. DATA given explicitly
+    that cannot be opened raises (the caller asked for it); the run's own recorded data may be gone."""
     path = data if data is not None else cfg.get("data")
     if path is None:
-        page.note("No DATA given and the model's config.yaml names none: no reconstructions or evaluation figures.")
-        return None
+        return None, "No DATA given and the model's config.yaml names none: no reconstructions or evaluation figures."
     try:
-        return open_data(path)
+        return open_data(path), None
     except AudioVAEError as exc:
-        page.note(f"The data is not available ({exc}); reconstructions and evaluation figures need it. "
-                  "Give it as `audiovae report RUN -o DIR --data DATA`.")
-        return None
+        if data is not None:
+            raise
+        return None, (f"The run's data is not available ({exc}); reconstructions and evaluation figures need it. "
+                      "Give it as `audiovae report RUN -o DIR --data DATA`.")
 
 
 def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | os.PathLike | None = None,
                 checkpoint: str = "best", device: str = "auto", vocoder_iters: int | None = None, n_items: int = 3,
-                seed: int = 0, evaluate_k: int = 16, evaluate_limit: int = 200, progress: bool = False) -> Path:
+                seed: int = 0, evaluate_k: int = 16, evaluate_limit: int = 200, progress: bool = False,
+                warn: Callable[[str], None] | None = None) -> Path:
     """Write ``out_dir/index.html`` for a run and return its path.
 
     ``data``: the DATA to take reconstructions from (default: the path in the
-    model's ``config.yaml``; a note on the page when it is gone). When the run
+    model's ``config.yaml``; a note on the page, and ``warn(note)``, when it is gone; ``data`` given but
+    unusable raises). When the run
     has no ``results/evaluate.json`` and the data is there, a quick evaluation
     (``evaluate_k`` samples, ``evaluate_limit`` items) is run and saved there.
     """
     out = Path(out_dir)
+    check_kind(out, "report")  # a run, cache or model folder is not written over as a report
     root = run_root(run)
     dev = pick_device(device)
     loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
+    src, data_note = _open_data_or_note(data, loaded.config)  # before anything is removed: a bad --data changes nothing
     for sub in ("figures", "audio"):
         if (out / sub).is_dir():
             shutil.rmtree(out / sub)  # a report is rebuilt whole
     page = _Page(out)
     page.raw(f"<h1>audiovae report: {html.escape(root.name or str(root))}</h1>")
     page.p(describe(loaded) + f"; {loaded.model.num_params():,} parameters.")
-    src = _open_data_or_note(page, data, loaded.config)
+    if data_note:
+        page.note(data_note)
+        if warn is not None:
+            warn(data_note)
     _config_section(page, loaded)
     _training_section(page, root, out)
     results = read_results(root)

@@ -35,6 +35,7 @@ from audiovae.config import from_dict, load_yaml, save_yaml, to_dict
 from audiovae.data.datasets import SeededBatchSampler
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import CheckpointError, ConfigError, TrainingError
+from audiovae.folders import output_folder
 from audiovae.models.registry import build_model, make_config
 from audiovae.training.checkpoint import load_model_dir, load_trainer_state, save_model_dir, save_trainer_state
 from audiovae.training.config import TrainConfig, default_train_config
@@ -297,7 +298,8 @@ class Trainer:
         val_set, val_collate = data.dataset("val", cfg.model, normalizer, context=cfg.context, segment=cfg.segment_frames)
         self.val_loader = DataLoader(val_set, collate_fn=val_collate, num_workers=0, batch_sampler=SeededBatchSampler(
             len(val_set), cfg.batch_size, cfg.seed, 0, shuffle=False, drop_last=False))
-        self.extra = {"train": to_dict(cfg), "data": str(data_path)}
+        # absolute: the run names the same data from any working directory (report reads it back)
+        self.extra = {"train": to_dict(cfg), "data": os.path.abspath(data_path)}
         resumed = state is not None
         if self.is_main:
             out.mkdir(parents=True, exist_ok=True)
@@ -471,7 +473,7 @@ class Trainer:
         self.bar.close()
         by_time = interrupted and not flag["stop"]
         summary = {"step": self.step, "epoch": self.epoch, "best_val_elbo": self.best, "stopped_early": stopped_early,
-                   "interrupted": interrupted and flag["stop"], "time_limit": by_time, "out_dir": str(self.out)}
+                   "interrupted": interrupted and flag["stop"], "time_limit": by_time, "out_dir": os.path.abspath(self.out)}
         if self.is_main:
             self.train_log.close()
             self.val_log.close()
@@ -604,6 +606,13 @@ def train(
     """
     out = Path(out_dir)
     rank, world = _dist_info()
+    # rank 0 writes the run folder and holds its lock (refusing a cache, a model directory... and a second run)
+    with output_folder(out, "run", clean=("", "best")) if rank == 0 else nullcontext():
+        return _train(data_path, out, cfg, resume, progress, max_steps, given, rank, world)
+
+
+def _train(data_path: str | os.PathLike, out: Path, cfg: TrainConfig | None, resume: bool, progress: bool,
+           max_steps: int | None, given: dict | None, rank: int, world: int) -> dict:
     state = None
     if resume:
         if not (out / "train.yaml").exists():
