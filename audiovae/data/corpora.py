@@ -537,7 +537,7 @@ def prepare(
             u.path = Path(os.path.abspath(u.path))
         write_manifest(manifest, out_dir)
         lines = [manifest.summary()] + [f"  {p}: {why}" for p, why in skipped]
-        atomic_write_text(Path(out_dir) / "report.txt", "\n".join(lines) + "\n")
+        atomic_write_text(Path(out_dir) / "report.txt", "\n".join(lines) + "\n", errors="surrogateescape")
     return manifest
 
 
