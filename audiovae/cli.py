@@ -739,7 +739,10 @@ def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
 def report_cmd(run_dir, out_dir, data, vocoder_iters, checkpoint, device):
     """Write OUT_DIR/index.html: configuration, training curves, evaluation figures, reconstructions, prior
     samples and interpolations (spectrograms with audio players, or image grids), and the probe, analysis and
-    repair results found in RUN/results. Opens from disk: no server, no network.
+    repair results found in RUN/results (only files inside RUN are copied). Opens from disk: no server, no network.
+
+    OUT_DIR must be new, empty or an earlier report: a rerun replaces only the files a report wrote there
+    (listed in OUT_DIR/.audiovae-report.json); a folder holding any other file is refused, nothing touched.
     """
     from audiovae.tasks.report import make_report
 
