@@ -20,6 +20,15 @@ _OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace output file
                           "is never written over, even with this flag).")
 
 
+def _refuse_inputs(outputs, *inputs) -> None:
+    """Refuse, before any work, an output file that is one of the command's inputs (other files are replaced)."""
+    from audiovae.utils import check_output_file
+
+    for out in outputs:
+        if out is not None and not Path(out).is_dir():
+            check_output_file(out, [i for i in inputs if i is not None], overwrite=True)
+
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
 
@@ -472,6 +481,7 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
 
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
+    _refuse_inputs([output, Path(output).with_suffix(".png"), json_out], input, mask)
     from audiovae.tasks.impute import DEFAULTS
     from audiovae.tasks.repair import (
         IMAGE_MODELS,
@@ -616,6 +626,8 @@ def encode_cmd(run_dir, inputs, output, split, limit, label_key, checkpoint, dev
     from audiovae.tasks.encode import encode_inputs
     from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
 
+    _refuse_inputs([output], *inputs)
+
     loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
     click.echo(describe(loaded))
     enc = encode_inputs(loaded, inputs, split=split, limit=limit, label_key=label_key)
@@ -657,6 +669,8 @@ def probe_cmd(run_dir, data, labels, label_key, limit, max_iter, seed, json_out,
     """
     from audiovae.tasks.probe import format_probe, probe
 
+    _refuse_inputs([json_out], data)
+
     res = probe(run_dir, data, label_counts=_counts(labels), label_key=label_key, limit=limit, seed=seed,
                 max_iter=max_iter, checkpoint=checkpoint, device=device)
     click.echo(format_probe(res))
@@ -684,6 +698,8 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, checkp
     """
     from audiovae.tasks.analyze import analyze, format_analysis
     from audiovae.utils import atomic_write_text
+
+    _refuse_inputs([json_out, md_out], *paths)
 
     if len(paths) < 2:
         raise click.UsageError("give at least one RUN and then DATA")
@@ -721,6 +737,8 @@ def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
     is a PNG strip (A, the steps, B).
     """
     from audiovae.tasks.interpolate import interpolate
+
+    _refuse_inputs([output, Path(output).with_suffix(".png")], a, b)
 
     res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device)
     click.echo(f"wrote {res['output']}" + (f" and {res['picture']}" if "picture" in res else "")

@@ -91,16 +91,37 @@ def check_output_dir(path: str | os.PathLike) -> Path:
     return path
 
 
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Whether two paths name the same file (hard and symbolic links included); False when either is missing."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+class InputFiles:
+    """The files a command reads, to know an output that is one of them: by resolved path and by inode.
+
+    Built once for a batch, so checking N outputs against N inputs costs N look-ups, not N * N.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike] = ()):
+        self.by_path: dict[str, str | os.PathLike] = {}
+        self.by_inode: dict[tuple[int, int], str | os.PathLike] = {}
+        for p in paths:
+            self.by_path.setdefault(os.path.realpath(p), p)
+            try:
+                st = os.stat(p)
+            except OSError:
+                continue
+            self.by_inode.setdefault((st.st_dev, st.st_ino), p)
+
+    def find(self, path: str | os.PathLike) -> str | os.PathLike | None:
+        """The input ``path`` names (a link to it, or 'new/../x.wav' for x.wav), else None."""
+        src = self.by_path.get(os.path.realpath(path))  # 'new/../x.wav' is x.wav once 'new' is made
+        if src is None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            src = self.by_inode.get((st.st_dev, st.st_ino))
+        return src
 
 
 def check_output_file(
-    path: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False
+    path: str | os.PathLike, inputs: Iterable[str | os.PathLike] | InputFiles = (), overwrite: bool = False
 ) -> Path:
     """Check, before any work starts, that a command may write the file ``path``.
 
@@ -112,10 +133,9 @@ def check_output_file(
     path = Path(path)
     if path.is_dir():
         raise OutputError("is a folder, not a file (an output file is needed here)", path)
-    real = os.path.realpath(path)  # 'new/../x.wav' is x.wav once 'new' is made
-    for src in inputs:
-        if same_file(path, src) or real == os.path.realpath(src):
-            raise OutputError(f"is an input of this command ({src}); an input is never written over", path)
+    src = (inputs if isinstance(inputs, InputFiles) else InputFiles(inputs)).find(path)
+    if src is not None:
+        raise OutputError(f"is an input of this command ({src}); an input is never written over", path)
     if os.path.lexists(path):
         if not overwrite:
             raise OutputError("exists; give --overwrite to replace it", path)

@@ -108,6 +108,19 @@ def test_resynth_never_writes_over_its_input_even_with_overwrite(tmp_path):
     assert res.exit_code == 0 and other.read_bytes() != old, res.output
 
 
+def test_model_commands_refuse_to_write_over_their_inputs(tmp_path):
+    # checked before the model is loaded: no run is needed to see it
+    a, b = _tone(tmp_path / "a.wav"), _tone(tmp_path / "b.wav", freq=300.0)
+    before = a.read_bytes()
+    run = str(tmp_path / "no_run")
+    for args in (["reconstruct", run, str(a), "-o", str(a), "--overwrite"],
+                 ["interpolate", run, str(a), str(b), "-o", str(a)],
+                 ["repair", run, str(a), "--gap", "0.1:0.2", "-o", str(a)],
+                 ["encode", run, str(a), "-o", str(a)]):
+        assert "an input is never written over" in _refused(CliRunner().invoke(cli, args)), args
+    assert a.read_bytes() == before
+
+
 def test_vocode_skips_a_file_that_fails_inside_a_batch(tmp_path, monkeypatch):
     from audiovae.tasks import signal
 

@@ -18,7 +18,7 @@ from audiovae.audio.melfile import SUFFIX, load_mel, save_mel
 from audiovae.audio.metrics import resynthesis_metrics
 from audiovae.audio.vocoder import GriffinLimVocoder
 from audiovae.errors import AudioVAEError, OutputError
-from audiovae.utils import check_output_dir, check_output_file
+from audiovae.utils import InputFiles, check_output_dir, check_output_file
 
 
 def _expand(inputs: Iterable[Path], pattern_suffixes: tuple[str, ...] | None) -> list[tuple[Path, Path]]:
@@ -65,7 +65,7 @@ def plan_outputs(
                               "names (or run them separately)", dst)
         seen[key] = src
         plan.append((src, dst))
-    inputs = [src for src, _ in files]
+    inputs = InputFiles(src for src, _ in files)
     for _, dst in plan:
         check_output_file(dst, inputs, overwrite)
     return plan
