@@ -1,13 +1,16 @@
 """`audiovae report`: one HTML page to look at and listen to a run, opening with no server.
 
 ``REPORT_DIR/index.html`` plus its files beside it (``figures/``, ``audio/``):
-no script, no CDN, no network. ``REPORT_DIR/.audiovae-report.json`` lists every
-file a report wrote there: a rerun replaces only those (and removes the ones it no
-longer needs); a folder holding any other file is refused, never cleared. It shows the configuration, training curves,
+no script, no CDN, no network. It shows the configuration, training curves,
 evaluation figures, and then for a mel model spectrograms with ``<audio>``
 players (reconstructions, prior samples, an interpolation, repairs), for an
 image model image grids; then every result a task left in ``RUN/results``
 (probe, analysis, evaluation, repairs). Whatever is missing is said on the page.
+
+``REPORT_DIR/.audiovae-report.json`` lists every file a report wrote there: a
+rerun replaces only those (and removes the ones it no longer needs); a folder
+holding any other file is refused, never cleared. Only pictures and wavs inside
+the run folder (links resolved) are copied into the report.
 """
 
 from __future__ import annotations

@@ -60,6 +60,8 @@ def plan_outputs(
     for src, rel in files:
         dst = out_dir / rel.parent / f"{_stem(rel)}{suffix}"
         key = os.path.normcase(os.path.abspath(dst))
+        if key in seen and os.path.realpath(seen[key]) == os.path.realpath(src):
+            continue  # the same file named twice on the command line: done once
         if key in seen:
             raise OutputError(f"{seen[key]} and {src} would both be written to this file; give them different "
                               "names (or run them separately)", dst)
