@@ -282,15 +282,20 @@ def test_report_takes_only_files_inside_the_run(tiny_run, tmp_path):
     link.symlink_to(secret)
     result = tiny_run / "results" / "crafted.json"
     result.write_text(json.dumps({"a": str(secret), "b": "pics/link.png", "c": "pics/inside.png", "d": "/etc/passwd.png"}))
+    (tmp_path / "secret.json").write_text(json.dumps({"password": "hunter2"}))
+    linked = tiny_run / "results" / "linked.json"
+    linked.symlink_to(tmp_path / "secret.json")
     try:
         out = tmp_path / "rep"
         res = _report(tiny_run, out)
         assert res.exit_code == 0, res.output
         copied = sorted(out.glob("figures/crafted_*"))
         assert [p.read_bytes() for p in copied] == [inside.read_bytes()]
-        assert "outside the run folder" in (out / "index.html").read_text()
+        page = (out / "index.html").read_text()
+        assert "outside the run folder" in page and "hunter2" not in page
     finally:
         result.unlink()
+        linked.unlink()
         shutil.rmtree(inside.parent)
 
 
