@@ -16,6 +16,19 @@ _DEVICE = click.option("--device", default="auto", show_default=True, help="auto
 ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS}; {VOCODER_ITERS_PARALLEL_PGHI} when the initial "
               "phase is the parallel PGHI (pghi on a GPU, or pghi_parallel)].")
 
+_OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace output files that already exist (an input "
+                          "is never written over, even with this flag).")
+
+
+def _refuse_inputs(outputs, *inputs) -> None:
+    """Refuse, before any work, an output file that is one of the command's inputs (other files are replaced)."""
+    from audiovae.utils import check_output_file
+
+    for out in outputs:
+        if out is not None and not Path(out).is_dir():
+            check_output_file(out, [i for i in inputs if i is not None], overwrite=True)
+
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
 
@@ -64,17 +77,21 @@ def cli() -> None:
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field, e.g. --set n_mels=80.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
+@_OVERWRITE
 @friendly_errors
-def mel_cmd(inputs, out_dir, config, overrides, strict):
+def mel_cmd(inputs, out_dir, config, overrides, strict, overwrite):
     """Compute the log-mel of each audio file (or every audio file in a folder).
 
     Each input becomes OUT_DIR/<name>.mel.npz holding the log-mel and the
-    configuration that made it, so `audiovae vocode` needs no settings.
+    configuration that made it, so `audiovae vocode` needs no settings. The files
+    of a folder keep their sub-folders (DIR/a/x.wav -> OUT_DIR/a/x.mel.npz); two
+    inputs that would land on one output, or an existing output without
+    --overwrite, are refused before anything is written.
     """
     from audiovae.tasks.signal import mel_files
 
     cfg = _load_mel_config(config, overrides)
-    ok, bad = mel_files(inputs, out_dir, cfg, strict=strict, progress=True)
+    ok, bad = mel_files(inputs, out_dir, cfg, strict=strict, progress=True, overwrite=overwrite)
     _summary(ok, bad, "log-mel file")
 
 
@@ -96,15 +113,21 @@ def mel_cmd(inputs, out_dir, config, overrides, strict):
               help="Files of the same configuration vocoded together (similar lengths; each as if alone).")
 @_DEVICE
 @click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
+@_OVERWRITE
 @friendly_errors
-def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device, strict):
-    """Turn log-mel files (.mel.npz from `audiovae mel`) back into audio with Griffin-Lim."""
+def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device, strict, overwrite):
+    """Turn log-mel files (.mel.npz from `audiovae mel`) back into audio with Griffin-Lim.
+
+    Each input becomes OUT_DIR/<name>.wav, named as `audiovae mel` names its
+    outputs (a folder's sub-folders kept). An existing file (say the recording a
+    log-mel was made from) is replaced only with --overwrite.
+    """
     from audiovae.tasks.signal import vocode_files
     from audiovae.training.checkpoint import pick_device
 
     cfg = _load_mel_config(config) if config else None
     ok, bad = vocode_files(mels, out_dir, iters, init, momentum, cfg, strict=strict, progress=True,
-                           batch_size=batch_size, device=pick_device(device))
+                           batch_size=batch_size, device=pick_device(device), overwrite=overwrite)
     _summary(ok, bad, "wav file")
 
 
@@ -115,8 +138,9 @@ def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device,
 @click.option("--init", default="pghi", show_default=True, type=click.Choice(["pghi", "random", "zeros"]))
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field.")
+@_OVERWRITE
 @friendly_errors
-def resynth_cmd(input, output, iters, init, config, overrides):
+def resynth_cmd(input, output, iters, init, config, overrides, overwrite):
     """Run wav -> log-mel -> wav and print quality metrics for the pair.
 
     Metrics: spectral convergence and log-spectral distance on the STFT
@@ -125,7 +149,7 @@ def resynth_cmd(input, output, iters, init, config, overrides):
     from audiovae.tasks.signal import resynthesize
 
     cfg = _load_mel_config(config, overrides)
-    result = resynthesize(input, output, cfg, iters, init)
+    result = resynthesize(input, output, cfg, iters, init, overwrite=overwrite)
     click.echo(f"wrote {output} ({result['seconds']:.2f} s of audio at {cfg.sample_rate} Hz)")
     names = {
         "spectral_convergence": "spectral convergence",
@@ -181,7 +205,9 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
     Unreadable files are left out and listed in OUT_DIR/report.txt.
     """
     from audiovae.data.corpora import prepare
+    from audiovae.utils import check_output_dir
 
+    check_output_dir(out_dir)
     man = prepare(corpus, data_dir, out_dir, split_by=split_by, val_fraction=val_fraction, test_fraction=test_fraction,
                   subdirs=subdirs, strict=strict, progress=True)
     click.echo(man.summary())
@@ -218,9 +244,11 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
       torchrun --nproc_per_node=4 -m audiovae extract SRC -o OUT   (rank 0 merges after a barrier)
     """
     from audiovae.data.features import FeatureCache, extract, merge as merge_parts, parse_shard
+    from audiovae.utils import check_output_dir
 
     if merge and shard:
         raise click.UsageError("--merge and --shard exclude each other")
+    check_output_dir(out_dir)
     if merge:
         res = merge_parts(source, out_dir, val_fraction=val_fraction)
     else:
@@ -264,7 +292,9 @@ def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
     older than the last validation. A second Ctrl-C stops at once.
     """
     from audiovae.training import train
+    from audiovae.utils import check_output_dir
 
+    check_output_dir(out_dir)
     cfg, given = _train_config(config, model_name, overrides)
     if resume:
         summary = train(data, out_dir, None, resume=True, max_steps=max_steps, given=given)
@@ -347,8 +377,10 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoin
 
     from audiovae.tasks.evaluate import evaluate, format_table
     from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
-    from audiovae.utils import atomic_write_text
+    from audiovae.utils import atomic_write_text, check_output_file
 
+    if json_out:
+        check_output_file(json_out, [data], overwrite=True)
     loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
     click.echo(describe(loaded))
     res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size)
@@ -364,12 +396,15 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoin
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
 @_CHECKPOINT
 @_DEVICE
+@_OVERWRITE
 @friendly_errors
-def reconstruct_cmd(run_dir, audio, output, checkpoint, device):
+def reconstruct_cmd(run_dir, audio, output, checkpoint, device, overwrite):
     """Pass an audio file through a trained mel VAE and the vocoder (the model directory is all it needs)."""
     from audiovae.tasks.generate import MelModel, reconstruct_file
     from audiovae.training.checkpoint import describe
+    from audiovae.utils import check_output_file
 
+    check_output_file(output, [audio], overwrite)
     mm = MelModel.load(run_dir, checkpoint=checkpoint, device=device)
     click.echo(describe(mm.loaded))
     click.echo(f"wrote {reconstruct_file(mm, audio, output)}")
@@ -384,15 +419,20 @@ def reconstruct_cmd(run_dir, audio, output, checkpoint, device):
 @click.option("--seed", default=0, show_default=True, type=int)
 @_CHECKPOINT
 @_DEVICE
+@_OVERWRITE
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, device):
-    """Draw utterances from a mel VAE's prior and vocode them to wav files."""
+def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, device, overwrite):
+    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUT_DIR/sample_<i>.wav)."""
     import torch
 
     from audiovae.audio.io import save_audio
     from audiovae.tasks.generate import MelModel
     from audiovae.training.checkpoint import describe
+    from audiovae.utils import check_output_dir, check_output_file
 
+    check_output_dir(out_dir)
+    for i in range(n):
+        check_output_file(Path(out_dir) / f"sample_{i}.wav", overwrite=overwrite)
     torch.manual_seed(seed)
     mm = MelModel.load(run_dir, checkpoint=checkpoint, device=device)
     click.echo(describe(mm.loaded))
@@ -441,6 +481,7 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
 
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
+    _refuse_inputs([output, Path(output).with_suffix(".png"), json_out], input, mask)
     from audiovae.tasks.impute import DEFAULTS
     from audiovae.tasks.repair import (
         IMAGE_MODELS,
@@ -585,6 +626,8 @@ def encode_cmd(run_dir, inputs, output, split, limit, label_key, checkpoint, dev
     from audiovae.tasks.encode import encode_inputs
     from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
 
+    _refuse_inputs([output], *inputs)
+
     loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
     click.echo(describe(loaded))
     enc = encode_inputs(loaded, inputs, split=split, limit=limit, label_key=label_key)
@@ -626,6 +669,8 @@ def probe_cmd(run_dir, data, labels, label_key, limit, max_iter, seed, json_out,
     """
     from audiovae.tasks.probe import format_probe, probe
 
+    _refuse_inputs([json_out], data)
+
     res = probe(run_dir, data, label_counts=_counts(labels), label_key=label_key, limit=limit, seed=seed,
                 max_iter=max_iter, checkpoint=checkpoint, device=device)
     click.echo(format_probe(res))
@@ -653,6 +698,8 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, checkp
     """
     from audiovae.tasks.analyze import analyze, format_analysis
     from audiovae.utils import atomic_write_text
+
+    _refuse_inputs([json_out, md_out], *paths)
 
     if len(paths) < 2:
         raise click.UsageError("give at least one RUN and then DATA")
@@ -691,6 +738,8 @@ def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
     """
     from audiovae.tasks.interpolate import interpolate
 
+    _refuse_inputs([output, Path(output).with_suffix(".png")], a, b)
+
     res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device)
     click.echo(f"wrote {res['output']}" + (f" and {res['picture']}" if "picture" in res else "")
                + f" ({res['steps']} steps)")
@@ -708,7 +757,10 @@ def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
 def report_cmd(run_dir, out_dir, data, vocoder_iters, checkpoint, device):
     """Write OUT_DIR/index.html: configuration, training curves, evaluation figures, reconstructions, prior
     samples and interpolations (spectrograms with audio players, or image grids), and the probe, analysis and
-    repair results found in RUN/results. Opens from disk: no server, no network.
+    repair results found in RUN/results (only files inside RUN are copied). Opens from disk: no server, no network.
+
+    OUT_DIR must be new, empty or an earlier report: a rerun replaces only the files a report wrote there
+    (listed in OUT_DIR/.audiovae-report.json); a folder holding any other file is refused, nothing touched.
     """
     from audiovae.tasks.report import make_report
 

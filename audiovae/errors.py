@@ -43,6 +43,10 @@ class TrainingError(AudioVAEError):
     """Training cannot go on (for example the loss became NaN)."""
 
 
+class OutputError(AudioVAEError):
+    """An output path that cannot be written, or whose writing would replace an input or a file we did not write."""
+
+
 class DownloadError(DataError):
     """A download that failed, or whose size or checksum is wrong."""
 

@@ -167,12 +167,13 @@ stage_generate_speech() {
   # (no `| head` under pipefail: the writer's SIGPIPE when head has had enough would fail the stage)
   split=$(manifest_splits | awk '$0 == "test" {t = 1} NR == 1 {first = $0} END {print (t ? "test" : first)}')
   mkdir -p "$out/reconstruct"
+  # --overwrite: a rerun of this stage replaces what the last one generated here (the recipe's own folder)
   awk -F'\t' -v s="$split" -v n="$n" '!/^#/ && $1 != "id" && $8 == s && c++ < n {print $1 "\t" $2}' \
     "$exp_dir/data/manifest.tsv" | while IFS=$'\t' read -r id path; do
         case "$path" in /*) ;; *) path="$exp_dir/data/$path" ;; esac
-        av reconstruct "$exp_dir/train" "$path" -o "$out/reconstruct/$id.wav" </dev/null
+        av reconstruct "$exp_dir/train" "$path" -o "$out/reconstruct/$id.wav" --overwrite </dev/null
       done
-  av sample "$exp_dir/train" -o "$out/samples" -n "${N_SAMPLES:-4}" --seconds "${SAMPLE_SECONDS:-2}"
+  av sample "$exp_dir/train" -o "$out/samples" -n "${N_SAMPLES:-4}" --seconds "${SAMPLE_SECONDS:-2}" --overwrite
   stage_report "$exp_dir/feats"
 }
 

@@ -336,9 +336,10 @@ def _browser_check(index: Path, tmp_path: Path) -> dict:
 def test_report_audio_in_browser(audio_run, speaker_cache, tmp_path):
     from audiovae.tasks.results import write_result
 
-    # a repair result as the repair task writes it: paths of the wavs and pictures it made
-    made = tmp_path / "repairs"
-    made.mkdir()
+    # a repair result as the repair task writes it: paths of the wavs and pictures it made (inside the run: the
+    # report takes no file from outside it)
+    made = audio_run / "repairs"
+    made.mkdir(exist_ok=True)
     wav = json.loads((speaker_cache / "index.json").read_text())[0]["source"]
     shutil.copy(wav, made / "repaired.wav")
     write_result(audio_run, "repair_audio", {"items": [{"output": str(made / "repaired.wav")}], "mse_gap": 0.5})

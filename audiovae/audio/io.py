@@ -73,7 +73,7 @@ def audio_info(path: str | os.PathLike) -> sf._SoundFileInfo:
     if not path.exists():
         raise InvalidAudioError("no such file", path)
     try:
-        return sf.info(str(path))
+        return sf.info(_fs(path))
     except Exception as exc:  # soundfile raises LibsndfileError/RuntimeError/TypeError
         raise InvalidAudioError(f"not a readable audio file ({_short(exc)})", path) from None
 
@@ -102,7 +102,7 @@ def load_audio(
         data, sr = _ffmpeg_decode(path)
     else:
         try:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+            data, sr = sf.read(_fs(path), dtype="float32", always_2d=True)
         except Exception as exc:
             raise InvalidAudioError(f"not a readable audio file ({_short(exc)})", path) from None
     if not (MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE):
@@ -126,9 +126,9 @@ def _need_tool(tool: str, path: Path) -> str:
 def _ffmpeg_decode(path: Path) -> tuple[np.ndarray, int]:
     """``(data (N, 1) float32, sample_rate)``: the file decoded by ffmpeg and down-mixed to mono at its own rate."""
     exe = _need_tool("ffmpeg", path)
-    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "info", "-i", str(path), "-map", "0:a:0",
+    cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "info", "-i", _ffmpeg_file(path), "-map", "0:a:0",
            "-ac", "1", "-f", "f32le", "-acodec", "pcm_f32le", "pipe:1"]
-    proc = subprocess.run(cmd, capture_output=True)
+    proc = subprocess.run(cmd, capture_output=True, stdin=subprocess.DEVNULL)
     err = proc.stderr.decode("utf-8", "replace")
     if proc.returncode != 0:
         last = [ln.strip() for ln in err.splitlines() if ln.strip()]
@@ -165,7 +165,8 @@ def audio_duration(path: str | os.PathLike) -> tuple[float, int]:
         return info.frames / info.samplerate, int(info.samplerate)
     exe = _need_tool("ffprobe", path)
     proc = subprocess.run([exe, "-v", "error", "-select_streams", "a:0", "-show_entries",
-                           "stream=sample_rate,duration:format=duration", "-of", "json", str(path)], capture_output=True)
+                           "stream=sample_rate,duration:format=duration", "-of", "json", _ffmpeg_file(path)],
+                          capture_output=True, stdin=subprocess.DEVNULL)
     try:
         info = json.loads(proc.stdout or b"{}")
         stream = info["streams"][0]
@@ -193,7 +194,7 @@ def save_audio(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subt
     if subtype and subtype.startswith("PCM"):
         wave = np.clip(wave, -1.0, 1.0)
     with atomic_path(path, suffix=path.suffix) as tmp:
-        sf.write(str(tmp), wave, int(sample_rate), format=fmt, subtype=subtype)
+        sf.write(_fs(tmp), wave, int(sample_rate), format=fmt, subtype=subtype)
     return path
 
 
@@ -205,6 +206,16 @@ def find_audio_files(root: str | os.PathLike, extensions: tuple[str, ...] = AUDI
     if not root.is_dir():
         raise InvalidAudioError("no such file or directory", root)
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+
+
+def _fs(path: Path) -> bytes:
+    """The path as the bytes the OS knows it by: libsndfile opens any name, UTF-8 or not (``caf\\xe9.wav``)."""
+    return os.fsencode(path)
+
+
+def _ffmpeg_file(path: Path) -> str:
+    """``path`` for ffmpeg/ffprobe as a plain file: ``file:`` keeps a name like ``pipe:0.m4a`` from being a protocol."""
+    return "file:" + os.fspath(path)
 
 
 def _short(exc: BaseException) -> str:

@@ -552,7 +552,7 @@ def _prepare(corpus: str, root: Path, out_dir: str | os.PathLike | None, split_b
             u.path = Path(os.path.abspath(u.path))
         write_manifest(manifest, out_dir)
         lines = [manifest.summary()] + [f"  {p}: {why}" for p, why in skipped]
-        atomic_write_text(Path(out_dir) / "report.txt", "\n".join(lines) + "\n")
+        atomic_write_text(Path(out_dir) / "report.txt", "\n".join(lines) + "\n", errors="surrogateescape")
     return manifest
 
 

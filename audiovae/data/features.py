@@ -74,7 +74,7 @@ def utterance_id(path: Path, root: Path | None) -> str:
 
 def split_of(uid: str, val_fraction: float) -> str:
     """Deterministic train/validation split by file (a hash of the id)."""
-    h = int(hashlib.sha1(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    h = int(hashlib.sha1(uid.encode("utf-8", "surrogateescape")).hexdigest()[:8], 16) / 0xFFFFFFFF  # any file name
     return "val" if h < val_fraction else "train"
 
 
@@ -428,7 +428,7 @@ def _up_to_date(out: Path, index: list[dict], cfg: MelConfig) -> bool:
 def _write_report(out: Path, done: list, frames: int, cfg: MelConfig, skipped: list) -> None:
     lines = [f"{len(done)} utterances, {frames} frames ({frames / cfg.frame_rate:.1f} s)", f"skipped {len(skipped)} file(s)"]
     lines += [f"  {src}: {problem}" for src, problem in skipped]
-    atomic_write_text(out / "report.txt", "\n".join(lines) + "\n")
+    atomic_write_text(out / "report.txt", "\n".join(lines) + "\n", errors="surrogateescape")  # names as on disk
 
 
 class FeatureCache:

@@ -6,6 +6,11 @@ evaluation figures, and then for a mel model spectrograms with ``<audio>``
 players (reconstructions, prior samples, an interpolation, repairs), for an
 image model image grids; then every result a task left in ``RUN/results``
 (probe, analysis, evaluation, repairs). Whatever is missing is said on the page.
+
+``REPORT_DIR/.audiovae-report.json`` lists every file a report wrote there: a
+rerun replaces only those (and removes the ones it no longer needs); a folder
+holding any other file is refused, never cleared. Only pictures and wavs inside
+the run folder (links resolved) are copied into the report.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import numpy as np
 import torch
 
 from audiovae.data.source import DataSource, open_data
-from audiovae.errors import AudioVAEError
-from audiovae.folders import check_kind
+from audiovae.errors import AudioVAEError, OutputError
+from audiovae.folders import LOCK_NAME, check_kind, output_folder
 from audiovae.tasks.results import read_results, run_root, write_result
 from audiovae.training.checkpoint import (
     describe,
@@ -30,7 +35,9 @@ from audiovae.training.checkpoint import (
     pick_device,
     resolve_model_dir,
 )
-from audiovae.utils import atomic_write_text
+from audiovae.utils import atomic_path, atomic_write_text, check_output_dir
+
+MANIFEST = ".audiovae-report.json"  # the files a report wrote into its folder (relative paths)
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -46,11 +53,21 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.8em}
 class _Page:
     """Collects sections and the files they point to (all relative to the report folder)."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, owned: list[str] = ()):
         self.out = out
         self.parts: list[str] = []
         self.images: list[str] = []
         self.audio: list[str] = []
+        self.owned = set(owned)  # every file a report wrote into ``out`` (this one or the one before)
+        self.written: list[str] = []
+
+    def file(self, rel: str) -> Path:
+        """``out/rel`` to write a file to; the manifest names it before it exists, so a rerun knows it for ours."""
+        if rel not in self.owned:
+            self.owned.add(rel)
+            _write_manifest(self.out, self.owned)
+        self.written.append(rel)
+        return self.out / rel
 
     def h2(self, text: str) -> None:
         self.parts.append(f"<h2>{html.escape(text)}</h2>")
@@ -152,11 +169,16 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     root = run_root(run)
     dev = pick_device(device)
     loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
-    src, data_note = _open_data_or_note(data, loaded.config)  # before anything is removed: a bad --data changes nothing
-    for sub in ("figures", "audio"):
-        if (out / sub).is_dir():
-            shutil.rmtree(out / sub)  # a report is rebuilt whole
-    page = _Page(out)
+    src, data_note = _open_data_or_note(data, loaded.config)  # before anything is written: a bad --data changes nothing
+    with output_folder(out, "report", clean=("", "audio", "figures")):  # one writer at a time
+        return _write_report(out, run, root, loaded, src, data_note, warn, checkpoint, device, vocoder_iters,
+                             n_items, seed, evaluate_k, evaluate_limit, progress)
+
+
+def _write_report(out: Path, run, root: Path, loaded, src, data_note, warn, checkpoint, device, vocoder_iters,
+                  n_items, seed, evaluate_k, evaluate_limit, progress) -> Path:
+    previous = claim_report_dir(out)  # refuses a folder holding files the report did not write
+    page = _Page(out, previous)
     page.raw(f"<h1>audiovae report: {html.escape(root.name or str(root))}</h1>")
     page.p(describe(loaded) + f"; {loaded.model.num_params():,} parameters.")
     if data_note:
@@ -186,9 +208,56 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     missing = [p for p in page.images + page.audio if not (out / p).is_file()]
     if missing:  # a bug, not a user error: every file the page names was written above
         raise RuntimeError(f"report files missing: {missing}")
-    index = out / "index.html"
+    index = page.file("index.html")
     atomic_write_text(index, page.html(f"audiovae report: {root.name}"))
+    for rel in sorted(set(previous) - set(page.written)):  # ours from the last report, not used now
+        old = out / rel
+        if old.is_file() and not old.is_symlink():
+            old.unlink()
+    _write_manifest(out, page.written)
     return index
+
+
+def claim_report_dir(out: Path) -> list[str]:
+    """Check that ``out`` may hold a report and return the files an earlier report wrote there.
+
+    A new or empty folder, or one holding only what a report wrote (its
+    :data:`MANIFEST`), is fine; a file, a link or anything else in it means the
+    folder is someone else's: :class:`OutputError`, and nothing in it is touched.
+    """
+    check_output_dir(out)
+    if not out.is_dir():
+        return []
+    owned = _read_manifest(out)
+    allowed = set(owned) | ({MANIFEST} if (out / MANIFEST).is_file() else set()) | {LOCK_NAME}
+    foreign = []
+    for folder, dirs, files in os.walk(out):
+        for name in sorted(files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]):
+            path = Path(folder, name)
+            rel = path.relative_to(out).as_posix()
+            if path.is_symlink() or rel not in allowed:
+                foreign.append(rel)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputError(f"holds files a report did not write ({foreign[0]}{more}); nothing was changed: "
+                          "give a new or empty folder", out)
+    return owned
+
+
+def _read_manifest(out: Path) -> list[str]:
+    """The relative paths :data:`MANIFEST` lists ([] when it is missing, unreadable or names a path outside)."""
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if not isinstance(files, list) or not all(isinstance(f, str) and f and not f.startswith("/")
+                                             and ".." not in f.split("/") and "\\" not in f for f in files):
+        return []
+    return files
+
+
+def _write_manifest(out: Path, files) -> None:
+    atomic_write_text(out / MANIFEST, json.dumps({"written_by": "audiovae report", "files": sorted(files)}, indent=1))
 
 
 def _config_section(page: _Page, loaded) -> None:
@@ -215,7 +284,7 @@ def _training_section(page: _Page, root: Path, out: Path) -> None:
     if not (root / "metrics.csv").is_file():
         page.note(f"No training log ({root / 'metrics.csv'}): a model directory without its run folder.")
         return
-    plot_training(out / "figures" / "training.png", root)
+    plot_training(page.file("figures/training.png"), root)
     page.img("figures/training.png", "Training loss, KL (dashed: the KL weight beta of the warm-up) and validation "
              "ELBO per dimension.")
     summ = root / "summary.json"
@@ -260,14 +329,14 @@ def _evaluation_section(page: _Page, loaded, src: DataSource | None, ev: dict | 
         kl = gaussian_kl(mu, lv)
         kls.append((kl.mean(-1) if kl.dim() == 3 else kl).cpu().numpy())  # per latent frame
     kl = np.concatenate(kls).mean(0)
-    plot_kl_units(out / "figures" / "kl_units.png", kl, threshold=None)
+    plot_kl_units(page.file("figures/kl_units.png"), kl, threshold=None)
     page.img("figures/kl_units.png", f"KL per latent channel, mean over {n} {split} items: channels near zero carry "
              "nothing (collapsed to the prior).")
     enc = encode_split(loaded, src, split, limit=2000)
     labels = enc.labels
     if src.is_features and labels is None:
         labels = utterance_labels(src, split)
-    plot_latent_scatter(out / "figures" / "latent_pca.png", enc.features(), labels,
+    plot_latent_scatter(page.file("figures/latent_pca.png"), enc.features(), labels,
                         f"latent means of {len(enc.ids)} {split} items, first two principal components")
     page.img("figures/latent_pca.png", "Posterior means projected on their first two principal components"
              + (", coloured by label (class or speaker)." if labels is not None else " (the data carries no labels)."))
@@ -309,9 +378,9 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
             y = mm.to_audio(rfeats, len(wave))
             label = "original log-mel, vocoded (the audio file is gone)"
         waves.append(wave)
-        save_audio(out / "audio" / f"{name}_original.wav", wave, sr)
-        save_audio(out / "audio" / f"{name}_reconstruction.wav", y, sr)
-        plot_mels(out / "figures" / f"{name}.png", [inv(feats), inv(rfeats)], [f"{label}: {rec['id']}",
+        save_audio(page.file(f"audio/{name}_original.wav"), wave, sr)
+        save_audio(page.file(f"audio/{name}_reconstruction.wav"), y, sr)
+        plot_mels(page.file(f"figures/{name}.png"), [inv(feats), inv(rfeats)], [f"{label}: {rec['id']}",
                   "VAE reconstruction (posterior mean)"], fr)
         page.img(f"figures/{name}.png", f"{rec['id']}: log-mel of the original and of its reconstruction")
         page.players([(f"audio/{name}_original.wav", label), (f"audio/{name}_reconstruction.wav", "reconstruction")])
@@ -319,8 +388,8 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
     torch.manual_seed(seed)
     samples = mm.sample(3, seconds=2.0)
     for i, (y, _) in enumerate(samples):
-        save_audio(out / "audio" / f"prior_sample_{i}.wav", y, sr)
-    plot_mels(out / "figures" / "prior_samples.png", [inv(f) for _, f in samples],
+        save_audio(page.file(f"audio/prior_sample_{i}.wav"), y, sr)
+    plot_mels(page.file("figures/prior_samples.png"), [inv(f) for _, f in samples],
               [f"sample {i} (z ~ N(0, I))" for i in range(len(samples))], fr)
     page.img("figures/prior_samples.png", "Three 2-second utterances decoded from the prior")
     page.players([(f"audio/prior_sample_{i}.wav", f"sample {i}") for i in range(len(samples))])
@@ -329,8 +398,8 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
         steps = mm.interpolate(waves[0], waves[1], steps=5)
         ts = np.linspace(0, 1, len(steps))
         for i, (y, _) in enumerate(steps):
-            save_audio(out / "audio" / f"interp_{i}.wav", y, sr)
-        plot_mels(out / "figures" / "interpolation.png", [inv(f) for _, f in steps], [f"t = {t:.2f}" for t in ts], fr,
+            save_audio(page.file(f"audio/interp_{i}.wav"), y, sr)
+        plot_mels(page.file("figures/interpolation.png"), [inv(f) for _, f in steps], [f"t = {t:.2f}" for t in ts], fr,
                   suptitle=f"{chosen[0]['id']} -> {chosen[1]['id']}")
         page.img("figures/interpolation.png", "Decoding (1 - t) z_a + t z_b between two utterances' posterior means")
         page.players([(f"audio/interp_{i}.wav", f"t = {t:.2f}") for i, t in enumerate(ts)])
@@ -356,7 +425,7 @@ def _image_sections(page: _Page, loaded, src, out: Path, seed: int) -> None:
         rec = model.reconstruct(x)
         raw = src.images_of("test")[: len(x)].astype(np.float32) / 255.0
         raw = raw[:, None] if raw.ndim == 3 else raw
-        image_grid(out / "figures" / "reconstructions.png",
+        image_grid(page.file("figures/reconstructions.png"),
                    np.concatenate([raw, to_unit(x.cpu().numpy(), signed), to_unit(rec.cpu().numpy(), signed)]),
                    ncol=len(x))
         page.img("figures/reconstructions.png", "Test images (top), as the model sees them (middle: binarised for "
@@ -368,7 +437,7 @@ def _image_sections(page: _Page, loaded, src, out: Path, seed: int) -> None:
         torch.manual_seed(seed)
         s = model.sample(64, temperature=t).cpu().numpy()
         name = f"samples_T{t:g}.png"
-        image_grid(out / "figures" / name, to_unit(s, signed), ncol=16)
+        image_grid(page.file(f"figures/{name}"), to_unit(s, signed), ncol=16)
         page.img(f"figures/{name}", f"64 samples, z ~ N(0, {t:g}^2 I), mean of p(x | z)")
     page.h2("Interpolation")
     torch.manual_seed(seed)
@@ -380,7 +449,7 @@ def _image_sections(page: _Page, loaded, src, out: Path, seed: int) -> None:
         ts = torch.linspace(0, 1, 10, device=dev)[:, None]
         rows = [to_unit(model.decode((1 - ts) * mu[a:a + 1] + ts * mu[b:b + 1]).mean.cpu().numpy(), signed)
                 for a, b in pairs]
-        image_grid(out / "figures" / "interpolation.png", np.concatenate(rows), ncol=10)
+        image_grid(page.file("figures/interpolation.png"), np.concatenate(rows), ncol=10)
         page.img("figures/interpolation.png", "Each row: decoding (1 - t) z_a + t z_b between two test images' "
                  "posterior means, t from 0 to 1")
     else:
@@ -408,16 +477,22 @@ def _results_sections(page: _Page, root: Path, results: dict, out: Path) -> None
     if not repairs:
         page.note("Not run: `audiovae repair RUN ...` writes RUN/results/repair_images.json or repair_audio.json.")
     for name, res in repairs.items():
-        _show_files(page, name, res, root / "results", out)
+        _show_files(page, name, res, root / "results", root)
     others = {k: v for k, v in results.items() if k not in ("probe", "analysis", "evaluate") and not k.startswith("repair")}
     for name, res in others.items():
         page.h2(f"Results: {name}")
-        _show_files(page, name, res, root / "results", out)
+        _show_files(page, name, res, root / "results", root)
 
 
-def _show_files(page: _Page, name: str, res, base: Path, out: Path) -> None:
-    """Copy the pictures and wavs a result JSON names into the report and show them, then the JSON itself."""
+def _show_files(page: _Page, name: str, res, base: Path, root: Path) -> None:
+    """Copy the pictures and wavs a result JSON names into the report and show them, then the JSON itself.
+
+    Only files inside the run folder ``root`` (after resolving links) are taken:
+    a result that names any other file gets a note instead, never a copy.
+    """
     found: list[Path] = []
+    outside: list[str] = []
+    top = root.resolve()
 
     def walk(v):
         if isinstance(v, dict):
@@ -430,16 +505,24 @@ def _show_files(page: _Page, name: str, res, base: Path, out: Path) -> None:
             p = Path(v) if Path(v).is_absolute() else base / v
             if not p.is_file() and (base.parent / v).is_file():
                 p = base.parent / v
-            if p.is_file() and p not in found:
-                found.append(p)
+            if not p.is_file():
+                return
+            real = p.resolve()
+            if not real.is_relative_to(top):
+                outside.append(v)
+            elif real not in found:
+                found.append(real)
 
     walk(res)
     page.p(f"{name}.json: {len(found)} file(s).")
+    if outside:
+        page.note(f"Not shown: {len(outside)} file(s) outside the run folder ({', '.join(outside[:3])}"
+                  f"{', ...' if len(outside) > 3 else ''}); the report takes only files inside {root}.")
     players = []
     for i, p in enumerate(found):
         rel = f"figures/{name}_{i}_{_safe(p.stem)}{p.suffix.lower()}"
-        (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(p, out / rel)
+        with atomic_path(page.file(rel), suffix=p.suffix.lower()) as tmp:
+            shutil.copyfile(p, tmp)
         if p.suffix.lower() == ".wav":
             players.append((rel, p.name))
         else:

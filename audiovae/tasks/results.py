@@ -55,6 +55,9 @@ def read_results(run: str | os.PathLike) -> dict[str, dict]:
     out: dict[str, dict] = {}
     folder = run_root(run) / "results"
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        if not p.resolve().is_relative_to(folder.resolve()):  # a link out of the run is not the run's result
+            out[p.stem] = {"error": f"{p}: a link to a file outside {folder}, not read"}
+            continue
         try:
             out[p.stem] = json.loads(p.read_text())
         except (OSError, ValueError) as exc:
