@@ -230,7 +230,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def _report(run: Path, out: Path):
-    return CliRunner().invoke(cli, ["report", str(run), "-o", str(out), "--data", str(run.parent / "gone")])
+    return CliRunner().invoke(cli, ["report", str(run), "-o", str(out), "--data", str(run.parent)])
 
 
 def test_report_refuses_a_folder_with_files_it_did_not_write(tiny_run, tmp_path):
@@ -250,7 +250,7 @@ def test_report_rerun_replaces_only_its_own_files(tiny_run, tmp_path):
     assert res.exit_code == 0, res.output
     listed = json.loads((out / ".audiovae-report.json").read_text())["files"]
     on_disk = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
-    assert sorted(listed + [".audiovae-report.json"]) == on_disk and "index.html" in listed
+    assert sorted(listed + [".audiovae-report.json", ".audiovae.lock"]) == on_disk and "index.html" in listed
     # a file the last report wrote and this one does not is removed; the rest replaced
     stale = out / "figures" / "old_result.png"
     stale.write_bytes(b"png")

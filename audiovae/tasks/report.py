@@ -166,6 +166,7 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     """
     out = Path(out_dir)
     check_kind(out, "report")  # a run, cache or model folder is not written over as a report
+    claim_report_dir(out)  # a folder holding files a report did not write is refused before any work
     root = run_root(run)
     dev = pick_device(device)
     loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
