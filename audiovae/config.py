@@ -63,8 +63,6 @@ def _coerce(tp: Any, value: Any, key: str, source: str | None) -> Any:
         return tuple(out) if origin is tuple else out
     if dataclasses.is_dataclass(tp) and isinstance(value, dict):
         return from_dict(tp, value, source)
-    if (tp is dict or origin is dict) and not isinstance(value, dict):
-        raise field_error(key, value, "a mapping (key: value, or KEY.FIELD=VALUE on the command line)", source)
     try:
         if tp is bool:
             if isinstance(value, str):
