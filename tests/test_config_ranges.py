@@ -168,12 +168,11 @@ def test_the_seed_bound_is_one_every_generator_takes():
 
 
 def test_library_train_refuses_a_config_changed_after_it_was_made(tmp_path):
-    frames = tmp_path / "frames.npy"
-    np.save(frames, np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32))
+    """Checked again before the data is opened (the data path here does not even exist)."""
     cfg = TrainConfig(model="dense", model_config={"hidden": [8], "latent_dim": 2}, batch_size=4, max_steps=2)
     cfg.val_batches = 0
     with pytest.raises(ConfigError, match=r"^val_batches=0: must be an integer >= 1$"):
-        train(frames, tmp_path / "run", cfg, progress=False)
+        train(tmp_path / "no_such_data.npy", tmp_path / "run", cfg, progress=False)
     assert not (tmp_path / "run").exists()
 
 
