@@ -75,6 +75,8 @@ def _coerce(tp: Any, value: Any, key: str, source: str | None) -> Any:
             if value not in (0, 1) or isinstance(value, float):  # 2 or 0.5 is no truth value
                 raise ValueError(value)
             return bool(value)
+        if tp in (int, float) and isinstance(value, bool):  # `batch_size: true` is a slip, not 1
+            raise ValueError(value)
         if tp is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)

@@ -122,6 +122,15 @@ def test_a_value_out_of_range_is_refused_naming_field_and_range(cls, name, value
     assert str(err.value).startswith("conf/x.yaml: ") and name in str(err.value)
 
 
+def test_yaml_types_are_not_stretched():
+    """A truth value is no number and a number other than 0 or 1 no truth value."""
+    for data, field in (({"batch_size": True}, "batch_size"), ({"lr": False}, "lr"), ({"amp": 2}, "amp"),
+                        ({"compile": 0.5}, "compile"), ({"batch_size": 2.5}, "batch_size")):
+        with pytest.raises(ConfigError, match=rf"^train.yaml: field '{field}' expects"):
+            from_dict(TrainConfig, data, "train.yaml")
+    assert from_dict(TrainConfig, {"amp": 1, "compile": "off", "batch_size": 4.0}).batch_size == 4
+
+
 def test_model_fields_are_checked_through_train_config_with_their_path():
     with pytest.raises(ConfigError, match=r"^model_config\.latent_dim=-5: must be an integer in 1\.\.16384$"):
         TrainConfig(model="dense", model_config={"latent_dim": -5})
