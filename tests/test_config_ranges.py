@@ -261,6 +261,18 @@ def test_train_cli_names_the_yaml_file_and_a_resumed_runs_train_yaml(frames, tmp
     _refused(res, run, f"{run / 'train.yaml'}: lr=nan: must be a finite number >= 0")
 
 
+def test_a_model_only_the_data_makes_too_big_is_refused_naming_the_data(tmp_path):
+    """With the defaults' 256 bins this dense model fits the bound; the data's 300 bins take it over."""
+    data = tmp_path / "f.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((64, 300)).astype(np.float32))
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["train", str(data), "--model", "dense", "-o", str(out), "context=1000",
+                                   "model_config.hidden=[900]"])
+    _refused(res, out, f"{data}: model_config: must be a model of at most 1,000,000,000 parameters; the dense model "
+                       "of this configuration has 1,081,832,464")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command", ["mel", "resynth", "extract"])
 def test_signal_commands_refuse_a_huge_fft_before_allocating(tmp_path, command):
     import soundfile as sf

@@ -95,7 +95,7 @@ def resolve_config(cfg: TrainConfig, data: DataSource) -> TrainConfig:
     try:
         model_cfg = make_config(cfg.model, fields)
     except ConfigError as exc:  # a model config that only the data's n_mels or image size makes too big
-        raise nested_error(exc, "model_config") from None
+        raise ConfigError(nested_error(exc, "model_config").problem, exc.path or data.path) from None
     return from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(model_cfg)})
 
 
