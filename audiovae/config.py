@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from pathlib import Path
@@ -34,6 +35,10 @@ def from_dict(cls: type[T], data: dict | None, source: str | None = None) -> T:
         kwargs[key] = _coerce(hints.get(key), value, key, source)
     try:
         return cls(**kwargs)
+    except ConfigError as exc:
+        if exc.path is None and source is not None:  # a value refused by the class's own checks: name the file
+            raise _with_path(exc, source) from None
+        raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {cls.__name__}: {exc}", source) from None
 
@@ -67,7 +72,11 @@ def _coerce(tp: Any, value: Any, key: str, source: str | None) -> Any:
                 if low in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(value)
+            if value not in (0, 1) or isinstance(value, float):  # 2 or 0.5 is no truth value
+                raise ValueError(value)
             return bool(value)
+        if tp in (int, float) and isinstance(value, bool):  # `batch_size: true` is a slip, not 1
+            raise ValueError(value)
         if tp is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)
@@ -79,6 +88,82 @@ def _coerce(tp: Any, value: Any, key: str, source: str | None) -> Any:
     except (TypeError, ValueError):
         raise ConfigError(f"field {key!r} expects {getattr(tp, '__name__', tp)}, got {value!r}", source) from None
     return value
+
+
+# --- range checks: each configuration dataclass validates every field in one function at construction --------
+
+# Generous bounds that no real model reaches, so a typo cannot ask for tens of GiB: the width of any layer
+# (hidden units, channels, latent dimensions) and the parameters of a whole model (1e9 float32 weights are
+# 4 GB, and AdamW's two moments and the gradients make that 16 GB).
+MAX_WIDTH = 16384
+MAX_PARAMETERS = 1_000_000_000
+
+
+def _show(value: Any) -> str:
+    text = value if isinstance(value, str) and value.isprintable() and value else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def field_error(name: str, value: Any, allowed: str, source: str | os.PathLike | None = None) -> ConfigError:
+    """``name=value: must be allowed`` as a :class:`ConfigError` that remembers the field (see :func:`nested_error`)."""
+    exc = ConfigError(f"{name}={_show(value)}: must be {allowed}" if name else f"must be {allowed}", source)
+    exc.field = name
+    return exc
+
+
+def nested_error(exc: ConfigError, prefix: str) -> ConfigError:
+    """A field error of a nested configuration, renamed ``prefix.field`` (other errors unchanged)."""
+    if getattr(exc, "field", None) is None:
+        return exc
+    out = ConfigError(f"{prefix}.{exc.problem}" if exc.field else f"{prefix}: {exc.problem}", exc.path)
+    out.field = f"{prefix}.{exc.field}" if exc.field else prefix
+    return out
+
+
+def _with_path(exc: ConfigError, path: str | os.PathLike) -> ConfigError:
+    out = ConfigError(exc.problem, path)
+    if hasattr(exc, "field"):
+        out.field = exc.field
+    return out
+
+
+def _int_range(lo: int | None, hi: int | None) -> str:
+    if hi is None:
+        return f"an integer >= {lo}"
+    if lo is None:
+        return f"an integer <= {hi}"
+    return f"an integer in {lo}..{hi}"
+
+
+def check_int(name: str, value: Any, lo: int | None = 0, hi: int | None = None) -> None:
+    """``value`` is an int (not a bool) in ``lo..hi`` (inclusive; ``None``: unbounded)."""
+    if (isinstance(value, bool) or not isinstance(value, int) or (lo is not None and value < lo)
+            or (hi is not None and value > hi)):
+        raise field_error(name, value, _int_range(lo, hi))
+
+
+def check_float(name: str, value: Any, lo: float | None = None, hi: float | None = None, lo_open: bool = False,
+                hi_open: bool = False) -> None:
+    """``value`` is a finite number in the range (``lo_open``/``hi_open``: the bound itself excluded)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        parts = []
+        if lo is not None:
+            parts.append(f"{'>' if lo_open else '>='} {lo:g}")
+        if hi is not None:
+            parts.append(f"{'<' if hi_open else '<='} {hi:g}")
+        raise field_error(name, value, "a finite number" + (" " + " and ".join(parts) if parts else ""))
+
+
+def check_choice(name: str, value: Any, choices: Iterable[Any]) -> None:
+    """``value`` is one of ``choices``."""
+    choices = list(choices)
+    if not any(value == c and type(value) is type(c) for c in choices):
+        raise field_error(name, value, "one of " + ", ".join("null" if c is None else str(c) for c in choices))
 
 
 def apply_overrides(obj: T, overrides: Iterable[str], source: str = "command line") -> T:
@@ -100,7 +185,9 @@ def apply_overrides(obj: T, overrides: Iterable[str], source: str = "command lin
                 raise ConfigError(f"unknown configuration key {key!r}", source)
             node = node[part]
         if parts[-1] not in node:
-            raise ConfigError(f"unknown configuration key {key!r}", source)
+            nested = [k for k, v in node.items() if isinstance(v, dict) and parts[-1] in v]
+            hint = f" (did you mean {'.'.join([*parts[:-1], nested[0], parts[-1]])}?)" if nested else ""
+            raise ConfigError(f"unknown configuration key {key!r}{hint}", source)
         node[parts[-1]] = value
     return from_dict(type(obj), data, source)
 

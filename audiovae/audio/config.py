@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,6 +18,11 @@ from audiovae.errors import ConfigError
 VOCODER_ITERS = 40
 VOCODER_ITERS_PARALLEL_PGHI = 64
 NNLS_ITERS = 5
+
+# Bounds of MelConfig (generous: every configuration in use is far inside them).
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+MAX_N_FFT = 65536  # 3 s at 22050 Hz, 0.17 s at 384 kHz
+MAX_N_MELS = 4096
 
 
 @dataclass(frozen=True)
@@ -54,36 +58,44 @@ class MelConfig:
     norm: Optional[str] = "slaney"
 
     def __post_init__(self) -> None:
-        problems = []
-        if not (1000 <= self.sample_rate <= 384000):
-            problems.append(f"sample_rate {self.sample_rate} is outside 1000..384000 Hz")
-        if self.n_fft < 16:
-            problems.append(f"n_fft {self.n_fft} is too small")
-        if not (0 < self.win_length <= self.n_fft):
-            problems.append(f"win_length {self.win_length} must be in 1..n_fft ({self.n_fft})")
-        if not (0 < self.hop_length <= self.win_length):
-            problems.append(f"hop_length {self.hop_length} must be in 1..win_length ({self.win_length})")
-        if self.n_mels < 1:
-            problems.append("n_mels must be positive")
-        if not (0 <= self.fmin < self.f_max <= self.sample_rate / 2 + 1e-6):
-            problems.append(f"need 0 <= fmin < fmax <= sample_rate/2, got fmin={self.fmin}, fmax={self.f_max}")
-        if self.power not in (1.0, 2.0):
-            problems.append(f"power must be 1.0 (magnitude) or 2.0 (power), got {self.power}")
-        if not (0 < self.log_floor < 1) or math.isnan(self.log_floor):
-            problems.append(f"log_floor must be in (0, 1), got {self.log_floor}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Every field in its range, or a :class:`ConfigError` naming the field, its value and the range.
+
+        The upper bounds keep a typo from asking for tens of GiB (``n_fft=268435456`` would need a
+        filterbank and STFT frames of 2**27 bins); every configuration in use is far inside them.
+        """
+        from audiovae.config import check_float, check_int, field_error
+
+        check_int("sample_rate", self.sample_rate, MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
+        check_int("n_fft", self.n_fft, 16, MAX_N_FFT)
+        check_int("win_length", self.win_length, 1, self.n_fft)
+        check_int("hop_length", self.hop_length, 1, self.win_length)
+        check_int("n_mels", self.n_mels, 1, MAX_N_MELS)
+        check_float("fmin", self.fmin, 0.0)
+        if self.fmax is not None:
+            check_float("fmax", self.fmax, 0.0, lo_open=True)
+        nyquist = self.sample_rate / 2
+        if self.fmax is not None and not (self.fmin < self.fmax <= nyquist + 1e-6):
+            raise field_error("fmax", self.fmax, f"above fmin ({self.fmin:g}) and at most sample_rate/2 ({nyquist:g} Hz)")
+        if not self.fmin < self.f_max:
+            raise field_error("fmin", self.fmin, f"below sample_rate/2 ({nyquist:g} Hz)")
+        if self.power not in (1.0, 2.0) or isinstance(self.power, bool):
+            raise field_error("power", self.power, "1.0 (magnitude) or 2.0 (power)")
+        check_float("log_floor", self.log_floor, 0.0, 1.0, lo_open=True, hi_open=True)
+        if not isinstance(self.htk, bool):
+            raise field_error("htk", self.htk, "true or false")
         if self.norm not in (None, "slaney"):
-            problems.append(f"norm must be 'slaney' or None, got {self.norm!r}")
-        if not problems:
-            empty = self.empty_mel_bands()
-            if empty:
-                problems.append(
-                    f"{len(empty)} of the {self.n_mels} mel bands contain no FFT bin (the lowest: band {empty[0]}) with "
-                    f"n_fft={self.n_fft} at {self.sample_rate} Hz, so their features would always be silent and the "
-                    f"vocoder could not invert them; use fewer mels, a larger n_fft (zero padding is enough: "
-                    f"win_length can stay) or a higher fmin"
-                )
-        if problems:
-            raise ConfigError("invalid MelConfig: " + "; ".join(problems))
+            raise field_error("norm", self.norm, "slaney or null")
+        empty = self.empty_mel_bands()
+        if empty:
+            raise ConfigError(
+                f"invalid MelConfig: {len(empty)} of the {self.n_mels} mel bands contain no FFT bin (the lowest: band "
+                f"{empty[0]}) with n_fft={self.n_fft} at {self.sample_rate} Hz, so their features would always be "
+                f"silent and the vocoder could not invert them; use fewer mels, a larger n_fft (zero padding is "
+                f"enough: win_length can stay) or a higher fmin"
+            )
 
     def empty_mel_bands(self) -> list[int]:
         """Indices of mel bands whose triangle contains no FFT bin (an all-zero filter).

@@ -52,6 +52,32 @@ class ConvVAEConfig:
     likelihood: str = "gaussian"
     min_log_scale: float = -7.0  # floor of the Gaussian likelihood's learned log-sigma per mel bin
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Every field in its range (a :class:`~audiovae.errors.ConfigError` naming it), then the model's size."""
+        from audiovae.audio.config import MAX_N_MELS
+        from audiovae.config import MAX_WIDTH, check_choice, check_float, check_int, field_error
+        from audiovae.models.registry import check_model_size
+
+        check_int("n_mels", self.n_mels, 1, MAX_N_MELS)
+        check_int("channels", self.channels, 1, MAX_WIDTH)
+        check_int("latent_dim", self.latent_dim, 1, MAX_WIDTH)
+        check_choice("downsample", self.downsample, [2**i for i in range(11)])
+        if isinstance(self.kernel, bool) or not isinstance(self.kernel, int) or not (1 <= self.kernel <= 63 and self.kernel % 2):
+            raise field_error("kernel", self.kernel, "an odd integer in 1..63 (an even kernel would shift the frames)")
+        # block i of a stack has dilation 2**i: the bound keeps its padding (2**i frames per side) small
+        check_int("res_blocks", self.res_blocks, 0, MAX_BLOCKS)
+        check_int("full_rate_blocks", self.full_rate_blocks, 0, MAX_BLOCKS)
+        check_choice("norm", self.norm, ("layer", "group", "none"))
+        check_choice("likelihood", self.likelihood, ("gaussian", "gaussian_fixed", "bernoulli", "logistic"))
+        check_float("min_log_scale", self.min_log_scale)
+        check_model_size("conv", self)
+
+
+MAX_BLOCKS = 16  # residual blocks per stack (dilations up to 2**15 frames)
+
 
 class ChannelNorm(nn.Module):
     """LayerNorm over the channels of each frame of ``(B, C, T)``."""

@@ -20,6 +20,28 @@ class DenseVAEConfig:
     latent_dim: int = 32
     likelihood: str = "gaussian"  # gaussian (learned per-bin scale) or gaussian_fixed
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Every field in its range (a :class:`~audiovae.errors.ConfigError` naming it), then the model's size."""
+        from audiovae.config import MAX_WIDTH, check_choice, check_int, field_error
+        from audiovae.models.registry import check_model_size
+        from audiovae.audio.config import MAX_N_MELS
+        from audiovae.training.config import MAX_CONTEXT
+
+        check_int("n_mels", self.n_mels, 1, MAX_N_MELS)
+        check_int("context", self.context, 0, MAX_CONTEXT)
+        if (not isinstance(self.hidden, (list, tuple)) or not 1 <= len(self.hidden) <= MAX_LAYERS
+                or any(isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= MAX_WIDTH for h in self.hidden)):
+            raise field_error("hidden", self.hidden, f"a list of 1 to {MAX_LAYERS} layer widths in 1..{MAX_WIDTH}")
+        check_int("latent_dim", self.latent_dim, 1, MAX_WIDTH)
+        check_choice("likelihood", self.likelihood, ("gaussian", "gaussian_fixed", "bernoulli"))
+        check_model_size("dense", self)
+
+
+MAX_LAYERS = 64  # hidden layers of the dense VAE's encoder (and of its decoder)
+
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []

@@ -12,6 +12,22 @@ from audiovae.models.likelihoods import make_likelihood
 from audiovae.models.registry import register
 
 
+def _validate_image_config(config, name: str) -> None:
+    """Every field of an image VAE's config in its range, then the model's size."""
+    from audiovae.config import MAX_WIDTH, check_choice, check_int, field_error
+    from audiovae.models.registry import check_model_size
+
+    check_int("image_channels", config.image_channels, 1, 64)
+    s = config.image_size
+    if isinstance(s, bool) or not isinstance(s, int) or not (4 <= s <= 1024 and s % 4 == 0):
+        raise field_error("image_size", s, "a multiple of 4 in 4..1024")
+    check_int("channels", config.channels, 1, MAX_WIDTH)
+    check_int("latent_dim", config.latent_dim, 1, MAX_WIDTH)
+    check_int("hidden", config.hidden, 1, MAX_WIDTH)
+    check_choice("likelihood", config.likelihood, ("gaussian", "gaussian_fixed", "bernoulli", "logistic"))
+    check_model_size(name, config)
+
+
 @dataclass
 class MNISTVAEConfig:
     image_channels: int = 1
@@ -20,6 +36,12 @@ class MNISTVAEConfig:
     latent_dim: int = 32
     hidden: int = 192
     likelihood: str = "bernoulli"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _validate_image_config(self, "mnist")
 
 
 @dataclass
@@ -30,6 +52,12 @@ class CIFARVAEConfig:
     latent_dim: int = 64
     hidden: int = 512
     likelihood: str = "logistic"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _validate_image_config(self, "cifar")
 
 
 class ImageVAE(BaseVAE):

@@ -60,5 +60,26 @@ def build_model(name: str, config=None):
     return _MODELS[name][0](config)
 
 
+def parameter_count(name: str, config) -> int:
+    """Parameters of registered model ``name`` built from ``config``, counted on the meta device (no memory)."""
+    import torch
+
+    with torch.device("meta"):
+        model = _MODELS[name][0](config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_model_size(name: str, config) -> None:
+    """Refuse a config whose model would have more than ``MAX_PARAMETERS`` parameters, before it is built."""
+    from audiovae.config import MAX_PARAMETERS, field_error
+
+    if name not in _MODELS:  # a config made while its model's module is still being imported
+        return
+    n = parameter_count(name, config)
+    if n > MAX_PARAMETERS:
+        raise field_error("", None, f"a model of at most {MAX_PARAMETERS:,} parameters; the {name} model of this "
+                                    f"configuration has {n:,} (fewer or narrower layers)")
+
+
 def _load_builtin() -> None:
     from audiovae.models import conv, dense, image  # noqa: F401

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from audiovae.audio.normalize import Normalizer
-from audiovae.config import from_dict, load_yaml, save_yaml, to_dict
+from audiovae.config import from_dict, load_yaml, nested_error, save_yaml, to_dict
 from audiovae.data.datasets import SeededBatchSampler
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import CheckpointError, ConfigError, TrainingError
@@ -93,7 +93,10 @@ def resolve_config(cfg: TrainConfig, data: DataSource) -> TrainConfig:
         if k in fields and fields[k] != v:
             raise ConfigError(f"model_config.{k}={fields[k]} does not fit the data ({k}={v})")
         fields[k] = v
-    model_cfg = make_config(cfg.model, fields)
+    try:
+        model_cfg = make_config(cfg.model, fields)
+    except ConfigError as exc:  # a model config that only the data's n_mels or image size makes too big
+        raise ConfigError(nested_error(exc, "model_config").problem, exc.path or data.path) from None
     return from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(model_cfg)})
 
 
@@ -614,6 +617,8 @@ def train(
 def _train(data_path: str | os.PathLike, out: Path, cfg: TrainConfig | None, resume: bool, progress: bool,
            max_steps: int | None, given: dict | None, rank: int, world: int) -> dict:
     state = None
+    if cfg is not None and not resume:
+        cfg.validate()  # again: a TrainConfig's fields may have been changed since it was made
     if resume:
         if not (out / "train.yaml").exists():
             raise CheckpointError("nothing to resume (no train.yaml)", out)
