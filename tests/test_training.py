@@ -84,6 +84,30 @@ def test_extract_skips_bad_files_and_resumes(speech_dir, tmp_path):
         extract(src, tmp_path / "g", workers=0, strict=True, progress=False)
 
 
+def test_cache_checksums_catch_edits_that_keep_the_offsets(feats, tmp_path):
+    """index.json and stats.npz edited so that every other check still passes (offsets contiguous, frames adding
+    up, statistics of the right shape): only the checksums in cache.json can tell, and they must."""
+    from audiovae.errors import DataError
+
+    cache = tmp_path / "c"
+    shutil.copytree(feats, cache)
+    index = json.loads((cache / "index.json").read_text())
+    moved = next(r for r in index if r["split"] == "val")
+    moved["split"] = "train"  # a validation utterance slipped into training
+    (cache / "index.json").write_text(json.dumps(index))
+    with pytest.raises(DataError, match=r"index\.json: does not belong with feats\.f32 \(checksum"):
+        FeatureCache(cache)
+    shutil.copy2(feats / "index.json", cache / "index.json")
+    FeatureCache(cache)  # the original is accepted again
+    with np.load(cache / "stats.npz") as st:
+        stats = dict(st)
+    stats["mean"] = stats["mean"] + 1.0
+    with open(cache / "stats.npz", "wb") as fh:
+        np.savez(fh, **stats)
+    with pytest.raises(DataError, match=r"stats\.npz: does not belong with feats\.f32 \(checksum"):
+        FeatureCache(cache)
+
+
 # --- training -------------------------------------------------------------------------------------
 
 def _first_last_val(run: Path) -> tuple[float, float]:
