@@ -75,6 +75,28 @@ def test_default_iterations_follow_the_initial_phase(speech_mag):
     assert _sc_after(mag, n, "pghi", None) < _sc_after(mag, n, "random", 100)
 
 
+
+def test_fast_griffin_lim_beats_classic_at_equal_iterations(speech_mag):
+    """The default (fast Griffin-Lim, momentum 0.99) against classic Griffin-Lim (momentum 0) at equal iterations:
+    clearly lower spectral convergence. Measured: 32 iterations from random phase 0.046 vs 0.102, from PGHI 0.019
+    vs 0.025; the vocoder (log-mel in, 16 iterations from random phase) 0.089 vs 0.166 against its own target."""
+    x, mag = speech_mag
+    n = x.shape[-1]
+    for init, ratio in (("random", 0.6), ("pghi", 0.85)):
+        classic = griffin_lim(mag, CFG, n_iter=32, init=init, length=n, momentum=0.0)
+        w = torch.hann_window(CFG.win_length, dtype=classic.dtype)
+        sc_classic = float(spectral_convergence(mag, AF.magnitude(AF.stft(classic, w, CFG.n_fft, CFG.hop_length)))[0])
+        sc_fast = _sc_after(mag, n, init, 32)
+        assert sc_fast < ratio * sc_classic, (init, sc_fast, sc_classic)
+    logmel = MelFrontend(CFG)(x.float())
+    fast, classic = GriffinLimVocoder(CFG, n_iter=16, init="random"), GriffinLimVocoder(CFG, n_iter=16, init="random", momentum=0.0)
+    target = fast.magnitude(logmel)
+    w = torch.hann_window(CFG.win_length)
+    sc = {name: float(spectral_convergence(target, AF.magnitude(AF.stft(voc(logmel, num_samples=[n]), w, CFG.n_fft,
+                                                                        CFG.hop_length)))[0])
+          for name, voc in (("fast", fast), ("classic", classic))}
+    assert sc["fast"] < 0.65 * sc["classic"], sc
+
 def test_pghi_32_beats_random_100(speech_mag):
     # PGHI and 32 iterations (fewer than the default 40) do better than 100 iterations from random phase
     x, mag = speech_mag
