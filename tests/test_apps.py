@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from conftest import speak
+from conftest import require, speak
 from PIL import Image
 from scipy.stats import norm
 
@@ -349,11 +349,7 @@ def test_interpolate_audio_writes_steps_and_picture(audio_run, speaker_cache, tm
 def _browser_check(index: Path, tmp_path: Path) -> dict:
     import browser
 
-    if browser.chromium() is None:
-        msg = "chromium is not installed (scripts/test.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(browser.chromium() is not None, "chromium")
     seen, stderr = browser.check_page(index)
     assert seen["images"], "no images on the page"
     for src, width, complete in seen["images"]:

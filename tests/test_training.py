@@ -386,8 +386,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(feats, tmp_path, monkeypa
         assert torch.equal(v, state["model"][k])
     res = CliRunner().invoke(cli, ["train", str(feats), "-o", str(tmp_path / "r2"), "--model", "dense", "lr=1e30",
                                    "grad_clip=0", "batch_size=32", "--max-steps", "50"])
-    assert isinstance(res.exception, (SystemExit, type(None))), res.exception  # a crash is not a clean exit
-    assert res.exit_code in (0, 1)
+    assert isinstance(res.exception, SystemExit), res.exception  # a crash is not a clean exit
+    assert res.exit_code == 1 and ("non-finite" in res.output or "became" in res.output), res.output
 
 
 @pytest.mark.parametrize("free_bits", [0.0, 0.15])
@@ -406,10 +406,20 @@ def test_two_process_ddp_matches_one_process(feats, tmp_path, free_bits):
                             capture_output=True, text=True, env=env, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "one")
-    moved = _weights(tmp_path / "one")
+    assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
-    assert any(not torch.equal(moved[k], torch.zeros_like(moved[k])) for k in moved)
+    # and both really trained: the weights moved from the initial ones (the trainer seeds torch with the run's
+    # seed, then builds the model) by far more than the two runs differ
+    from audiovae.models import build_model
+
+    saved = load_model_dir(tmp_path / "one").config
+    torch.manual_seed(TrainConfig.seed)
+    init = {f"model.{k}": v for k, v in build_model(saved["model"], saved["model_config"]).state_dict().items()}
+    assert init.keys() <= a.keys()
+    moved = max(float((b[k] - init[k]).abs().max()) for k in init)
+    apart = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert moved > 1e-3 and moved > 100 * apart, (moved, apart)
 
 
 POISON_RANK_1 = """

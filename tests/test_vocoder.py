@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import require_path, require_tool
 from scipy.optimize import nnls
 
 from audiovae.audio import functional as AF
@@ -181,19 +180,41 @@ def test_initial_phase_is_unit_modulus():
         initial_phase(mag, CFG, "bogus")
 
 
+
+@pytest.mark.parametrize("ci,outcome", [(None, "skip"), ("false", "skip"), ("true", "fail"), ("1", "fail")])
+def test_a_missing_debian_package_fails_under_ci(monkeypatch, ci, outcome):
+    """The tests that need a Debian package (tests/conftest.py's require*) skip without it locally, but fail under
+    CI: a CI machine that lacks one must not pass by skipping its tests."""
+    from conftest import require
+
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+
+    def outcome_of(check) -> tuple[str, str]:
+        try:
+            check()
+        except pytest.skip.Exception as exc:  # caught here: a skip must not skip this test
+            return "skip", str(exc)
+        except pytest.fail.Exception as exc:
+            return "fail", str(exc)
+        return "none", ""
+
+    assert outcome_of(lambda: require(True, "present")) == ("none", "")
+    got, msg = outcome_of(lambda: require_path("/nonexistent/audiovae-test-data", "no-such-package"))
+    assert got == outcome and "no-such-package" in msg and "scripts/test.sh" in msg
+    got, msg = outcome_of(lambda: require_tool("no-such-tool"))
+    assert got == outcome and "no-such-tool" in msg
+
 def test_real_read_speech_resampled_and_resynthesised():
     """Real speech (pocketsphinx-testdata, LibriVox, 16 kHz) through resampling, the front end and the vocoder."""
-    import os
     from pathlib import Path
 
     from audiovae.audio.io import load_audio
 
     path = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
-    if not path.exists():
-        msg = "pocketsphinx-testdata is not installed (the README's test command installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_path(path, "pocketsphinx-testdata")
     wave, sr = load_audio(path, sample_rate=CFG.sample_rate)
     assert sr == 22050
     x = torch.from_numpy(wave)[None]
@@ -210,11 +231,8 @@ def test_resynthesised_real_recorded_speech_matches_the_readme():
     from audiovae.audio.io import load_audio
 
     path = Path("/usr/share/asterisk/sounds/es_MX_f_Allison/conf-getpin.g722")
-    if not path.exists() or shutil.which("ffmpeg") is None:
-        msg = "asterisk-core-sounds-es-g722 or ffmpeg is not installed (the README's test command installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_path(path, "asterisk-core-sounds-es-g722")
+    require_tool("ffmpeg")
     wave, sr = load_audio(path, sample_rate=CFG.sample_rate)
     x = torch.from_numpy(wave)[None]
     y = GriffinLimVocoder(CFG)(MelFrontend(CFG)(x), num_samples=[x.shape[-1]])
