@@ -20,12 +20,34 @@ SENTENCES = _ALL_SENTENCES[:6]
 VOICES = ["en", "en-us", "en+f3", "en+m3", "en-gb", "en+f2"]
 
 
+def on_ci() -> bool:
+    """True under continuous integration (``CI`` set, as CI services do, to anything but false/0/no)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(present: bool, what: str) -> None:
+    """Skip a test whose Debian package (or tool) ``what`` is missing; under CI fail instead, so that a CI
+    machine without it cannot pass by skipping. scripts/test.sh installs all of them."""
+    if present:
+        return
+    msg = f"{what} is not installed (scripts/test.sh installs it)"
+    if on_ci():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def require_tool(tool: str, package: str | None = None) -> None:
+    """:func:`require` a program on the PATH (``package``: the Debian package holding it, if named otherwise)."""
+    require(shutil.which(tool) is not None, f"{tool}" + (f" ({package})" if package else ""))
+
+
+def require_path(path: str | os.PathLike, package: str) -> None:
+    """:func:`require` a file or folder that the Debian package ``package`` installs."""
+    require(Path(path).exists(), f"{package} ({path})")
+
+
 def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        msg = f"{tool} is not installed (the README's test command installs it: apt-get install espeak-ng)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_tool(tool)
 
 
 def speak(text: str, path: Path, voice: str = "en", speed: int = 160) -> Path:
@@ -67,11 +89,7 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 @pytest.fixture(scope="session")
 def fashion_subset(tmp_path_factory) -> Path:
     """A Fashion-MNIST folder in IDX format: 3,000 training images (one epoch at batch 64 is 42 steps), 300 test."""
-    if not FASHION.exists():
-        msg = "dataset-fashion-mnist is not installed (the README's test command installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_path(FASHION, "dataset-fashion-mnist")
     import gzip
     import struct
 

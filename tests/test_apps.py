@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 from click.testing import CliRunner
-from conftest import speak
+from conftest import require, speak
 from PIL import Image
 from scipy.stats import norm
 
@@ -178,6 +178,45 @@ def test_probe_audio_speakers_and_clear_error_without_labels(audio_run, speaker_
     assert "no labels" in res.output and str(bare) in res.output
 
 
+def test_probe_fits_pca_on_training_items_only_and_draws_balanced_labels(image_run, blobs, tmp_path, monkeypatch):
+    """The PCA sees the training split and nothing else (a spy on PCA._fit, which fit and fit_transform share), and
+    100 labels are 10 per class even when the training items are sorted by class (the first 100 would be
+    classes 0 and 1 only): a spy on fit_probe records the labels each probe is trained on."""
+    from sklearn.decomposition import PCA
+
+    import audiovae.tasks.probe as probe_mod
+    from audiovae.data.images import read_idx
+    from audiovae.data.source import open_data
+
+    data = tmp_path / "sorted"
+    data.mkdir()
+    x, y = read_idx(blobs / "train-images-idx3-ubyte.gz"), read_idx(blobs / "train-labels-idx1-ubyte.gz")
+    order = np.concatenate([np.argsort(y[:540], kind="stable"), np.arange(540, 600)])  # the last 60 validate
+    _write_idx(data / "train-images-idx3-ubyte.gz", x[order])
+    _write_idx(data / "train-labels-idx1-ubyte.gz", y[order])
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        shutil.copy2(blobs / name, data / name)
+    fitted, trained = [], []
+    real_fit, real_probe = PCA._fit, probe_mod.fit_probe
+
+    def spy_fit(self, X, *args, **kwargs):
+        fitted.append(np.array(X))
+        return real_fit(self, X, *args, **kwargs)
+
+    def spy_probe(train_x, train_y, *args, **kwargs):
+        trained.append(np.array(train_y))
+        return real_probe(train_x, train_y, *args, **kwargs)
+
+    monkeypatch.setattr(PCA, "_fit", spy_fit)
+    monkeypatch.setattr(probe_mod, "fit_probe", spy_probe)
+    p = probe(image_run, data, label_counts=(100,), progress=False)
+    train_raw = probe_mod.raw_features(open_data(data), "train")
+    assert len(fitted) == 1 and fitted[0].shape == train_raw.shape and np.array_equal(fitted[0], train_raw)
+    assert len(trained) == 4  # latent, raw, pca with 100 labels; the shuffled control with all 540
+    for labels in trained[:3]:
+        assert (np.bincount(labels, minlength=10) == 10).all(), np.bincount(labels, minlength=10)
+    assert p["results"]["raw"]["100"]["accuracy"] > 0.5, p["results"]["raw"]["100"]  # 10 classes: chance is 0.1
+
 # --- encode -----------------------------------------------------------------------------------------------
 def test_encode_images_and_image_files(image_run, blobs, tmp_path):
     from audiovae.data.images import read_idx
@@ -310,11 +349,7 @@ def test_interpolate_audio_writes_steps_and_picture(audio_run, speaker_cache, tm
 def _browser_check(index: Path, tmp_path: Path) -> dict:
     import browser
 
-    if browser.chromium() is None:
-        msg = "chromium is not installed (scripts/test.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(browser.chromium() is not None, "chromium")
     seen, stderr = browser.check_page(index)
     assert seen["images"], "no images on the page"
     for src, width, complete in seen["images"]:

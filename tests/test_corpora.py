@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
+from conftest import require, require_tool
 
 from audiovae.cli import cli
 from audiovae.data.corpora import COLUMNS, prepare, read_manifest
@@ -31,8 +32,7 @@ ASTERISK = Path("/usr/share/asterisk/sounds")
 
 
 def _need(tool: str) -> None:
-    if shutil.which(tool) is None:
-        pytest.skip(f"{tool} is not installed (scripts/test.sh installs it)")
+    require_tool(tool)
 
 
 @pytest.fixture(scope="module")
@@ -370,8 +370,7 @@ def test_m4a_through_ffmpeg_and_missing_ffmpeg(speech_dir, tmp_path, monkeypatch
 # --- asterisk: real recorded speech from Debian ----------------------------------------------------------
 
 def _need_asterisk() -> None:
-    if not ASTERISK.is_dir() or not any(ASTERISK.glob("*/*.g722")):
-        pytest.skip("asterisk-core-sounds-*-g722 are not installed (scripts/test.sh installs them)")
+    require(ASTERISK.is_dir() and any(ASTERISK.glob("*/*.g722")), "asterisk-core-sounds-es-g722")
     _need("ffmpeg")
 
 

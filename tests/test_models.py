@@ -204,3 +204,67 @@ def test_normalizer_takes_tensors_numpy_cannot_read():
     assert norm.mean.dtype == norm.std.dtype == torch.float32 and not norm.mean.requires_grad
     x = torch.ones(1, 3, 4)
     torch.testing.assert_close(norm(x), ((1 - mean.detach()) / std.detach()).float()[None, :, None].expand(1, 3, 4))
+
+
+def _frame_local(model: BaseVAE) -> BaseVAE:
+    """Zero every convolution tap that reaches outside a block of ``downsample`` frames (for a stride-s
+    convolution with padding p, taps p .. p+s-1 map frames [j s, j s + s) <-> latent frame j), so each
+    latent frame sees only its own frames and an item's bound cannot depend on what pads it in a batch."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)) and m.kernel_size[0] > 1:
+                keep = torch.zeros(m.kernel_size[0], dtype=torch.bool)
+                keep[m.padding[0] : m.padding[0] + m.stride[0]] = True
+                m.weight[..., ~keep] = 0.0
+    return model
+
+
+def _noise_like_alone(shape, dtype=None, device=None, **_):
+    """A stand-in for ``torch.randn`` in :meth:`BaseVAE.log_weights`: noise ``(k, B, ...)`` that depends on the
+    sample, channel and frame but not on the item, so item i of a batch draws what it draws alone."""
+    grids = torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in shape], indexing="ij")
+    phase = sum(g * w for g, w in zip(grids, (1.7, 0.0, 0.9, 0.37)))
+    return (1.5 * torch.sin(phase + 0.5)).to(dtype=dtype or torch.float32, device=device)
+
+
+@pytest.mark.parametrize("ds", [1, 4])
+def test_padded_batch_bounds_equal_each_item_alone(monkeypatch, ds):
+    """Per item, the ELBO (its reconstruction and KL terms), the log weights and the IWAE bound of a padded batch
+    with ``lengths`` equal those of the item computed alone: padded frames count in no term. The conv VAE is
+    made frame-local and each item is padded with its last frame (as the encoder pads it alone), so the two
+    agree exactly; with the same noise (the ELBO's ``eps``; a position-only ``torch.randn`` for the weights)."""
+    torch.manual_seed(0)
+    model = _frame_local(build_model("conv", {"n_mels": 16, "channels": 16, "latent_dim": 4, "downsample": ds,
+                                              "kernel": 1})).double()
+    lengths = [40, 17, 29]
+    items = [torch.randn(1, 16, n, dtype=torch.float64) for n in lengths]
+    x = torch.cat([torch.cat([v, v[..., -1:].expand(1, 16, 40 - v.shape[-1])], -1) for v in items])
+    lens = torch.tensor(lengths)
+    eps = torch.randn(3, 4, 40 // ds, dtype=torch.float64)
+    out = model.elbo(x, lengths=lens, eps=eps)
+    monkeypatch.setattr(torch, "randn", _noise_like_alone)
+    px, lw = model.log_weights(x, k=5, lengths=lens, chunk=3)
+    iw = model.iwae_bound(x, k=5, lengths=lens, chunk=3)
+    for i, v in enumerate(items):
+        zl = -(-lengths[i] // ds)
+        alone = model.elbo(v, eps=eps[i : i + 1, :, :zl])
+        for name in ("elbo", "recon", "kl", "n_dims"):
+            torch.testing.assert_close(getattr(out, name)[i], getattr(alone, name)[0], msg=f"{name} of item {i}")
+        px1, lw1 = model.log_weights(v, k=5, chunk=3)
+        torch.testing.assert_close(px[:, i], px1[:, 0], msg=f"log p(x|z) of item {i}")
+        torch.testing.assert_close(lw[:, i], lw1[:, 0], msg=f"log weights of item {i}")
+        torch.testing.assert_close(iw[i], model.iwae_bound(v, k=5, chunk=3)[0], msg=f"IWAE of item {i}")
+    assert not torch.allclose(lw[:, 1], lw[:, 0])  # the noise and the items differ: the comparison is not empty
+
+
+def test_dense_batch_bounds_equal_each_item_alone(monkeypatch):
+    """The dense model's log weights and IWAE bound per item do not depend on the other items of the batch."""
+    torch.manual_seed(0)
+    model = build_model("dense", {"n_mels": 16, "hidden": [32], "latent_dim": 4}).double()
+    x = torch.randn(3, 16, dtype=torch.float64)
+    monkeypatch.setattr(torch, "randn", _noise_like_alone)
+    px, lw = model.log_weights(x, k=5, chunk=3)
+    for i in range(3):
+        px1, lw1 = model.log_weights(x[i : i + 1], k=5, chunk=3)
+        torch.testing.assert_close(px[:, i], px1[:, 0])
+        torch.testing.assert_close(lw[:, i], lw1[:, 0])

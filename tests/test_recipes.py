@@ -21,7 +21,6 @@ import io
 import json
 import os
 import pickle
-import shutil
 import struct
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from conftest import require_path, require_tool
 
 from tests.httpserver import Files, serve
 
@@ -246,10 +246,10 @@ def test_folder_recipe_with_speaker_subfolders(tmp_path, audiovae_cmd):
 ASTERISK = Path("/usr/share/asterisk/sounds")
 
 
-@pytest.mark.skipif(not ASTERISK.is_dir() or shutil.which("ffmpeg") is None,
-                    reason="asterisk-core-sounds-*-g722 or ffmpeg not installed")
 def test_folder_recipe_asterisk_prepare_and_extract(tmp_path, audiovae_cmd):
     """Real recorded speech: a few prompts of each installed voice, in the packages' own layout."""
+    require_path(ASTERISK, "asterisk-core-sounds-es-g722")
+    require_tool("ffmpeg")
     voices = sorted(d for d in ASTERISK.iterdir() if d.is_dir() and d.name.count("_") >= 3)
     assert voices
     root = tmp_path / "sounds"

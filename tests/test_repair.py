@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import json
 import struct
 from dataclasses import dataclass
@@ -125,6 +126,42 @@ def test_blockwise_mwg_on_a_sequence_targets_the_exact_conditional():
     np.testing.assert_allclose(got, want, atol=0.06)
     assert r.acceptance > 0.05
 
+
+
+def test_mwg_with_a_narrow_encoder_needs_the_proposal_ratio():
+    """A narrow, shrunk encoder (posterior-width proposals centred off the posterior): the independence sampler
+    without the ratio q(z) / q(z') would target p(z | x) q(z | x), pulled towards the encoder's mean (measured:
+    at least 0.13 off over five seeds, against at most 0.007 with it)."""
+    torch.manual_seed(0)
+    w = torch.tensor([[1.5, 0.0], [1.0, 1.0], [0.0, 1.5], [1.2, -0.8]])
+    s = 0.5
+    model = LinearGaussianVAE(w, s, a=0.2 * w.T, q_logvar=math.log(0.09))
+    cov = (w @ w.T).numpy() + s**2 * np.eye(4)
+    obs = np.array([True, False, True, False])
+    x_np = np.array([1.0, 0.0, -2.0, 0.0])
+    x = torch.tensor(x_np, dtype=torch.float32).repeat(2000, 1)
+    r = impute(model, x, torch.tensor(obs).repeat(2000, 1), "mwg", iters=60, burn_in=20)
+    np.testing.assert_allclose(r.x[:, ~torch.tensor(obs)].double().mean(0).numpy(), _conditional_mean(cov, x_np, obs),
+                               atol=0.04)
+
+
+def test_blockwise_mwg_with_a_narrow_encoder_needs_the_proposal_ratio():
+    """The block-wise chain's ratio over one block, checked the same way (measured over five seeds: at most 0.053
+    off with the ratio, at least 0.13 without)."""
+    torch.manual_seed(1)
+    t = 12
+    kern = torch.tensor([0.6, 1.0, 0.6])
+    s = 0.4
+    model = LinearGaussianSeqVAE(kern, s, c=0.3, q_logvar=math.log(0.09))
+    kmat = sum(np.diag(np.full(t - abs(o), float(kern[o + 1])), o) for o in (-1, 0, 1))
+    cov = kmat @ kmat.T + s**2 * np.eye(t)
+    x_np = np.sin(np.arange(t) / 2.0) * 1.5
+    obs = np.ones(t, bool)
+    obs[5:8] = False
+    x = torch.tensor(np.where(obs, x_np, 0.0), dtype=torch.float32).view(1, 1, t).repeat(1200, 1, 1)
+    r = impute(model, x, torch.tensor(obs).view(1, 1, t).expand_as(x), "mwg", iters=100, burn_in=50, block=1, reach=t)
+    np.testing.assert_allclose(r.x[:, 0, ~torch.tensor(obs)].double().mean(0).numpy(), _conditional_mean(cov, x_np, obs),
+                               atol=0.09)
 
 def test_blockwise_mwg_asks_the_device_nothing_per_block():
     """A GPU runs the block-wise chain without waiting for the host: the acceptance counts stay on the

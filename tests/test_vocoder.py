@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import require_path, require_tool
 from scipy.optimize import nnls
 
 from audiovae.audio import functional as AF
@@ -74,6 +73,28 @@ def test_default_iterations_follow_the_initial_phase(speech_mag):
         assert _sc_after(mag, n, init, None) < _sc_after(mag, n, "random", iters)
     assert _sc_after(mag, n, "pghi", None) < _sc_after(mag, n, "random", 100)
 
+
+
+def test_fast_griffin_lim_beats_classic_at_equal_iterations(speech_mag):
+    """The default (fast Griffin-Lim, momentum 0.99) against classic Griffin-Lim (momentum 0) at equal iterations:
+    clearly lower spectral convergence. Measured: 32 iterations from random phase 0.046 vs 0.102, from PGHI 0.019
+    vs 0.025; the vocoder (log-mel in, 16 iterations from random phase) 0.089 vs 0.166 against its own target."""
+    x, mag = speech_mag
+    n = x.shape[-1]
+    for init, ratio in (("random", 0.6), ("pghi", 0.85)):
+        classic = griffin_lim(mag, CFG, n_iter=32, init=init, length=n, momentum=0.0)
+        w = torch.hann_window(CFG.win_length, dtype=classic.dtype)
+        sc_classic = float(spectral_convergence(mag, AF.magnitude(AF.stft(classic, w, CFG.n_fft, CFG.hop_length)))[0])
+        sc_fast = _sc_after(mag, n, init, 32)
+        assert sc_fast < ratio * sc_classic, (init, sc_fast, sc_classic)
+    logmel = MelFrontend(CFG)(x.float())
+    fast, classic = GriffinLimVocoder(CFG, n_iter=16, init="random"), GriffinLimVocoder(CFG, n_iter=16, init="random", momentum=0.0)
+    target = fast.magnitude(logmel)
+    w = torch.hann_window(CFG.win_length)
+    sc = {name: float(spectral_convergence(target, AF.magnitude(AF.stft(voc(logmel, num_samples=[n]), w, CFG.n_fft,
+                                                                        CFG.hop_length)))[0])
+          for name, voc in (("fast", fast), ("classic", classic))}
+    assert sc["fast"] < 0.65 * sc["classic"], sc
 
 def test_pghi_32_beats_random_100(speech_mag):
     # PGHI and 32 iterations (fewer than the default 40) do better than 100 iterations from random phase
@@ -159,19 +180,41 @@ def test_initial_phase_is_unit_modulus():
         initial_phase(mag, CFG, "bogus")
 
 
+
+@pytest.mark.parametrize("ci,outcome", [(None, "skip"), ("false", "skip"), ("true", "fail"), ("1", "fail")])
+def test_a_missing_debian_package_fails_under_ci(monkeypatch, ci, outcome):
+    """The tests that need a Debian package (tests/conftest.py's require*) skip without it locally, but fail under
+    CI: a CI machine that lacks one must not pass by skipping its tests."""
+    from conftest import require
+
+    if ci is None:
+        monkeypatch.delenv("CI", raising=False)
+    else:
+        monkeypatch.setenv("CI", ci)
+
+    def outcome_of(check) -> tuple[str, str]:
+        try:
+            check()
+        except pytest.skip.Exception as exc:  # caught here: a skip must not skip this test
+            return "skip", str(exc)
+        except pytest.fail.Exception as exc:
+            return "fail", str(exc)
+        return "none", ""
+
+    assert outcome_of(lambda: require(True, "present")) == ("none", "")
+    got, msg = outcome_of(lambda: require_path("/nonexistent/audiovae-test-data", "no-such-package"))
+    assert got == outcome and "no-such-package" in msg and "scripts/test.sh" in msg
+    got, msg = outcome_of(lambda: require_tool("no-such-tool"))
+    assert got == outcome and "no-such-tool" in msg
+
 def test_real_read_speech_resampled_and_resynthesised():
     """Real speech (pocketsphinx-testdata, LibriVox, 16 kHz) through resampling, the front end and the vocoder."""
-    import os
     from pathlib import Path
 
     from audiovae.audio.io import load_audio
 
     path = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0880.wav")
-    if not path.exists():
-        msg = "pocketsphinx-testdata is not installed (the README's test command installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_path(path, "pocketsphinx-testdata")
     wave, sr = load_audio(path, sample_rate=CFG.sample_rate)
     assert sr == 22050
     x = torch.from_numpy(wave)[None]
@@ -188,11 +231,8 @@ def test_resynthesised_real_recorded_speech_matches_the_readme():
     from audiovae.audio.io import load_audio
 
     path = Path("/usr/share/asterisk/sounds/es_MX_f_Allison/conf-getpin.g722")
-    if not path.exists() or shutil.which("ffmpeg") is None:
-        msg = "asterisk-core-sounds-es-g722 or ffmpeg is not installed (the README's test command installs them)"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_path(path, "asterisk-core-sounds-es-g722")
+    require_tool("ffmpeg")
     wave, sr = load_audio(path, sample_rate=CFG.sample_rate)
     x = torch.from_numpy(wave)[None]
     y = GriffinLimVocoder(CFG)(MelFrontend(CFG)(x), num_samples=[x.shape[-1]])
