@@ -229,3 +229,21 @@ def test_the_cleaner_knows_the_temporary_names_atomic_path_makes(tmp_path):
     for m in made:
         (tmp_path / m).write_bytes(b"x")  # what a kill -9 inside the block leaves
     assert sorted(p.name for p in clean_temporaries(tmp_path)) == sorted(made)
+
+
+def test_demo_refuses_a_folder_holding_a_users_files(tmp_path, monkeypatch):
+    """`audiovae demo -o X` where X holds the user's own files (here a training run named `run`, which the demo
+    used to delete): refused in one line before anything is written, not even its lock file."""
+    from click.testing import CliRunner
+
+    from audiovae.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    mine = {"run/trainer_state.pt": b"my run", "run/config.yaml": b"model: conv\n", "notes.txt": b"notes"}
+    for rel, data in mine.items():
+        (tmp_path / "x" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "x" / rel).write_bytes(data)
+    res = CliRunner().invoke(cli, ["demo", "-o", "x"])
+    assert res.exit_code == 1 and "did not write" in res.output and "Traceback" not in res.output, res.output
+    assert {p.relative_to(tmp_path / "x").as_posix(): p.read_bytes()
+            for p in (tmp_path / "x").rglob("*") if p.is_file()} == mine

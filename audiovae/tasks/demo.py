@@ -23,7 +23,11 @@ from audiovae.tasks.report import make_report
 from audiovae.tasks.results import write_result
 from audiovae.training.config import TrainConfig
 from audiovae.training.trainer import train
-from audiovae.utils import atomic_write_text
+from audiovae.errors import OutputError
+from audiovae.folders import LOCK_NAME, output_folder
+from audiovae.utils import atomic_write_text, check_output_dir
+
+DEMO_MARK = ".audiovae-demo"
 
 
 def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 2.5, max_steps: int = 3000,
@@ -32,8 +36,29 @@ def run_demo(out_dir: str | os.PathLike, utterances: int = 96, minutes: float = 
     ``report/index.html`` (the page of :func:`audiovae.tasks.report.make_report`)."""
     out = Path(out_dir)
     t0 = time.time()
-    if (out / "run" / "trainer_state.pt").exists():
-        shutil.rmtree(out / "run")  # a demo starts over; real runs use --resume
+    claim_demo_dir(out, mark=False)  # before anything is written, not even the lock file
+    with output_folder(out, None):  # one demo at a time in a folder
+        claim_demo_dir(out)
+        if (out / "run" / "trainer_state.pt").exists():
+            shutil.rmtree(out / "run")  # the earlier demo's own run: a demo starts over; real runs use --resume
+        return _run_demo(out, t0, utterances, minutes, max_steps, channels, latent_dim, vocoder_iters, log, progress)
+
+
+def claim_demo_dir(out: Path, mark: bool = True) -> None:
+    """Refuse an output folder that holds anything but an earlier demo (whose folder carries :data:`DEMO_MARK`),
+    then mark it as the demo's: the demo replaces its own corpus, features and run, never a user's files."""
+    check_output_dir(out)
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in (DEMO_MARK, LOCK_NAME)) if out.is_dir() else []
+    if foreign and not (out / DEMO_MARK).is_file():
+        raise OutputError(f"holds files the demo did not write ({foreign[0]}"
+                          f"{f' and {len(foreign) - 1} more' if len(foreign) > 1 else ''}); nothing was changed: "
+                          "give a new or empty folder, or an earlier demo's", out)
+    if mark:
+        atomic_write_text(out / DEMO_MARK, "written by `audiovae demo`: it may replace what it wrote here\n")
+
+
+def _run_demo(out: Path, t0: float, utterances: int, minutes: float, max_steps: int, channels: int, latent_dim: int,
+              vocoder_iters: int | None, log, progress: bool) -> dict:
     log(f"[1/6] synthesising {utterances} utterances (source-filter speech, 6 voices) -> {out / 'corpus'}")
     make_corpus(out / "corpus", utterances, progress=progress)
     log("[2/6] extracting 256-bin log-mel features")
