@@ -74,9 +74,13 @@ class MelFrontend(nn.Module):
         squeeze = wave.dim() == 1
         if squeeze:
             wave = wave[None]
-        logmel = AF.log_compress(self.mel(wave, lengths), self.config.log_floor)
+        mel = self.mel(wave, lengths)
+        # in place when nothing differentiates through it: a long signal's output is the largest array here
+        inplace = not mel.requires_grad
+        floor = self.config.log_floor
+        logmel = mel.clamp_(min=floor).log_() if inplace else AF.log_compress(mel, floor)
         if lengths is not None:
             frames = self.frame_lengths(torch.as_tensor(lengths, device=wave.device))
-            pad = torch.arange(logmel.shape[-1], device=wave.device)[None, :] >= frames[:, None]
-            logmel = logmel.masked_fill(pad[:, None, :], math.log(self.config.log_floor))
+            pad = (torch.arange(logmel.shape[-1], device=wave.device)[None, :] >= frames[:, None])[:, None, :]
+            logmel = logmel.masked_fill_(pad, math.log(floor)) if inplace else logmel.masked_fill(pad, math.log(floor))
         return logmel[0] if squeeze else logmel
