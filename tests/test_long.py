@@ -157,3 +157,39 @@ def test_windowed_mwg_equals_whole_sequence_mwg(kw):
     assert out[True].acceptance == out[False].acceptance
     torch.testing.assert_close(out[True].x, out[False].x, rtol=0, atol=1e-9)
     assert torch.equal(out[True].x[obs], x[obs])
+
+
+# --- progress bars ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_conv_run(feats, tmp_path_factory):
+    from audiovae.training.config import TrainConfig
+    from audiovae.training.trainer import train
+
+    run = tmp_path_factory.mktemp("longconv") / "run"
+    cfg = TrainConfig(model="conv", model_config={"channels": 16, "latent_dim": 4, "res_blocks": 1}, batch_size=4,
+                      max_steps=2, segment_frames=32, lr_warmup_steps=0, checkpoint_every=1000, val_batches=1)
+    train(feats, run, cfg, progress=False)
+    return run
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from audiovae.cli import cli
+
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert res.exit_code == 0, res.output
+    return res.stderr
+
+
+def test_progress_bars_for_sample_interpolate_repair(tiny_conv_run, speech_dir, tmp_path):
+    """`sample -n`, `interpolate --steps` and `repair` show a tqdm bar on stderr that counts their work."""
+    err = _cli(["sample", tiny_conv_run, "-o", tmp_path / "s", "-n", 3, "--seconds", 0.2])
+    assert "sample" in err and "3/3" in err
+    a, b = speech_dir / "utt00.wav", speech_dir / "utt01.wav"
+    err = _cli(["interpolate", tiny_conv_run, a, b, "-o", tmp_path / "i.wav", "--steps", 3])
+    assert "interpolate" in err and "3/3" in err
+    err = _cli(["repair", tiny_conv_run, a, "--gap", "0.20:0.25", "--gap", "2.00:2.05", "--iters", 3,
+                "-o", tmp_path / "r.wav"])
+    assert "repair (mwg)" in err and "6/6" in err  # two crops, three iterations each

@@ -146,6 +146,14 @@ def decoder_radius(model) -> int | None:
     return None if r is None else int(math.ceil(r[0])) + 1
 
 
+def _counted(n: int, progress):
+    """``range(n)``, calling ``progress(1)`` as each iteration ends (also one left by ``continue``)."""
+    for i in range(n):
+        yield i
+        if progress is not None:
+            progress(1)
+
+
 @torch.no_grad()
 def impute(
     model,
@@ -158,6 +166,7 @@ def impute(
     block: int = 2,
     reach: int = 16,
     windowed: bool = True,
+    progress=None,
 ) -> Imputation:
     """Fill the missing entries of ``x`` with a trained VAE.
 
@@ -175,6 +184,7 @@ def impute(
     Metropolis-Hastings ratio taken over the output frames the block reaches, so an
     iteration costs what the gaps need rather than (blocks x the whole sequence); the
     chain is the same (same random draws; ratios equal up to float rounding).
+    ``progress``: called with 1 after each iteration (e.g. a tqdm bar's ``update``).
     Uses the global torch RNG (seed it for reproducible results). Runs on ``x``'s device.
     """
     if method not in METHODS:
@@ -211,7 +221,7 @@ def impute(
         blocks = [b for b, keep in zip(blocks, holds_gap) if keep]
     radius = decoder_radius(model) if (blocks and windowed) else None
     ds, tz = int(getattr(model.config, "downsample", 1)), z.shape[-1]
-    for it in range(iters):
+    for it in _counted(iters, progress):
         if it > 0:
             mu, logvar = model.encoder_params(x_cur)
         std = _std(logvar)
