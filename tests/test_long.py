@@ -193,3 +193,41 @@ def test_progress_bars_for_sample_interpolate_repair(tiny_conv_run, speech_dir, 
     err = _cli(["repair", tiny_conv_run, a, "--gap", "0.20:0.25", "--gap", "2.00:2.05", "--iters", 3,
                 "-o", tmp_path / "r.wav"])
     assert "repair (mwg)" in err and "6/6" in err  # two crops, three iterations each
+
+
+def test_vocoder_progress_counts_every_frame_once(speech_logmel):
+    """The vocoder's progress hook sees each frame once: per chunk of a long item, per short item."""
+    from audiovae.audio.vocoder import GriffinLimVocoder
+
+    _, lm = speech_logmel
+    voc = GriffinLimVocoder(MelConfig(), n_iter=1, chunk_frames=64, overlap_frames=32)
+    seen = []
+    voc.progress = seen.append
+    batch = torch.full((2, lm.shape[1], 300), float(np.log(1e-5)))
+    batch[0] = lm[0, :, :300]
+    batch[1, :, :40] = lm[0, :, :40]
+    voc(batch, lengths=torch.tensor([300, 40]))
+    assert sum(seen) == 340 and len(seen) > 3
+    seen.clear()
+    voc(lm[..., :50])
+    assert seen == [50]
+
+
+def test_vocode_bar_moves_for_one_long_file(tmp_path, speech_logmel, monkeypatch, capsys):
+    """`vocode` of a single file longer than a chunk shows a bar counted in frames."""
+    from audiovae.audio import vocoder as V
+    from audiovae.audio.melfile import save_mel
+    from audiovae.tasks import signal
+
+    _, lm = speech_logmel
+    class SmallChunks(V.GriffinLimVocoder):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, chunk_frames=64, overlap_frames=32, **kw)
+
+    monkeypatch.setattr(signal, "CHUNK_FRAMES", 64)
+    monkeypatch.setattr(signal, "GriffinLimVocoder", SmallChunks)
+    path = save_mel(tmp_path / "a.mel.npz", lm[0].numpy(), MelConfig(), (lm.shape[-1] - 1) * 256, "test")
+    ok, bad = signal.vocode_files([path], tmp_path / "out", n_iter=1, progress=True)
+    assert len(ok) == 1 and not bad
+    err = capsys.readouterr().err
+    assert "vocode" in err and f"{lm.shape[-1]}/{lm.shape[-1]}" in err

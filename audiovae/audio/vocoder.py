@@ -385,6 +385,9 @@ class GriffinLimVocoder(nn.Module):
         self.n_iter, self.momentum, self.init = n_iter, momentum, init
         self.mel_inverse, self.nnls_iter = mel_inverse, nnls_iter
         self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
+        # called with the number of frames inverted so far in each call (e.g. a tqdm bar's update):
+        # once per batch, or once per chunk of a long input
+        self.progress = None
         cfg = self.config
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
         fb = AF.mel_filterbank(cfg, torch.float64)
@@ -423,6 +426,8 @@ class GriffinLimVocoder(nn.Module):
             wave = self._forward_long(logmel, lengths, num_samples)
         else:
             wave = self._forward_once(logmel, lengths, num_samples)
+            if self.progress is not None:
+                self.progress(int(torch.as_tensor(lengths).sum()) if lengths is not None else logmel.shape[0] * logmel.shape[-1])
         return wave[0] if squeeze else wave
 
     def _forward_once(self, logmel, lengths, num_samples) -> torch.Tensor:
@@ -455,6 +460,8 @@ class GriffinLimVocoder(nn.Module):
                 y = self._invert_long(item, samples[j])
             else:
                 y = self._forward_once(item[None], None, [samples[j]])[0]
+                if self.progress is not None:
+                    self.progress(frames[j])
             out[j, : samples[j]] = y[: samples[j]]
         return out
 
@@ -493,6 +500,8 @@ class GriffinLimVocoder(nn.Module):
                 out[s0:s1] = out[s0:s1] * (1 - ramp) + y[s0 - a * hop : s1 - a * hop] * ramp
                 end = min(n, a * hop + len(y))
                 out[s1:end] = y[s1 - a * hop : end - a * hop]
+            if self.progress is not None:
+                self.progress(e - (a + overlap if prev is not None else 0))
             if last:
                 return out
             prev, prev_a, a = y, a, e - overlap
