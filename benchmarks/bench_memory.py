@@ -74,8 +74,9 @@ def write_speechlike(path: Path, seconds: float, seed: int = 0, block_s: float =
             done += n
 
 
-def run(args: list[str], env: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env)
+def run(args: list[str], env: dict, cwd: Path) -> dict:
+    # cwd: not this checkout, whose audiovae/ `python -c` would import ahead of PYTHONPATH
+    proc = subprocess.run([sys.executable, "-c", CHILD, *args], capture_output=True, text=True, env=env, cwd=cwd)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -97,8 +98,8 @@ def main() -> None:
             wav.parent.mkdir(exist_ok=True)
             write_speechlike(wav, minutes * 60)
             t0 = time.perf_counter()
-            mel = run(["mel", str(wav), "-o", str(d / "mels")], env)
-            voc = run(["vocode", str(d / "mels" / "long.mel.npz"), "-o", str(d / "out"), "--iters", str(ns.iters)], env)
+            mel = run(["mel", str(wav), "-o", str(d / "mels")], env, d)
+            voc = run(["vocode", str(d / "mels" / "long.mel.npz"), "-o", str(d / "out"), "--iters", str(ns.iters)], env, d)
             if not base:
                 base = {"mel": mel["maxrss_kb"], "vocode": voc["maxrss_kb"]}
             mb = lambda kb: f"{kb / 1024:.0f}"  # noqa: E731
