@@ -436,7 +436,7 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, devi
     torch.manual_seed(seed)
     mm = MelModel.load(run_dir, checkpoint=checkpoint, device=device)
     click.echo(describe(mm.loaded))
-    for i, (y, _) in enumerate(mm.sample(n, seconds, temperature)):
+    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
 
 
@@ -505,7 +505,7 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
             click.echo(f"  {name:<20} " + "  ".join(f"{k} {v:.4f}" for k, v in err.items()))
     else:
         res = repair_audio(run_dir, input, output, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
-                           seed, json_out, checkpoint=checkpoint, device=device)
+                           seed, json_out, checkpoint=checkpoint, device=device, progress=True)
         acc = "" if res["acceptance"] is None else f", acceptance {res['acceptance']:.2f}"
         click.echo(f"filled {res['missing_frames']} of {res['frames']} frames ({res['gap_samples']} samples in "
                    f"{len(res['gaps_s'])} gap(s)) with {method}{acc}")
@@ -740,7 +740,7 @@ def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
 
     _refuse_inputs([output, Path(output).with_suffix(".png")], a, b)
 
-    res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device)
+    res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device, progress=True)
     click.echo(f"wrote {res['output']}" + (f" and {res['picture']}" if "picture" in res else "")
                + f" ({res['steps']} steps)")
 

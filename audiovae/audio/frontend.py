@@ -22,7 +22,9 @@ class MelFrontend(nn.Module):
     has the input's dtype). ``forward(wave, lengths)`` with per-item ``lengths``
     ``(B,)`` gives each item of a padded batch exactly what it would get alone;
     frames past an item's end hold ``log(log_floor)`` (silence). Use
-    :meth:`frame_lengths` for the number of valid frames.
+    :meth:`frame_lengths` for the number of valid frames. A waveform longer than
+    ``frame_chunk`` frames is analysed that many frames at a time, each from its own
+    samples: the same log-mel in work memory bounded by one chunk's STFT.
 
     Example::
 
@@ -30,9 +32,11 @@ class MelFrontend(nn.Module):
         logmel = fe(torch.randn(4, 22050))  # (4, 256, 87)
     """
 
-    def __init__(self, config: MelConfig | None = None, fused: bool = True):
+    def __init__(self, config: MelConfig | None = None, fused: bool = True, frame_chunk: int | None = AF.FRAME_CHUNK):
         super().__init__()
         self.config = config or MelConfig()
+        # a longer signal is analysed this many frames at a time (same result, bounded work memory)
+        self.frame_chunk = frame_chunk
         # fused=False keeps to torch operations on CPU too (e.g. in forked DataLoader workers, where
         # numba's GNU-OpenMP threading layer refuses to run once the parent process has used it)
         self.fused = fused
@@ -62,7 +66,7 @@ class MelFrontend(nn.Module):
         window = self.window.to(wave.dtype)
         fb = self.fb.to(wave.dtype)
         csr = self.csr if (wave.device.type == "cpu" and use_cpu_kernels and self.fused) else None
-        return AF.melspectrogram(wave, self.config, lengths, window, fb, self.blocks, csr=csr)
+        return AF.melspectrogram(wave, self.config, lengths, window, fb, self.blocks, csr=csr, frame_chunk=self.frame_chunk)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if not torch.is_floating_point(wave):
@@ -70,9 +74,13 @@ class MelFrontend(nn.Module):
         squeeze = wave.dim() == 1
         if squeeze:
             wave = wave[None]
-        logmel = AF.log_compress(self.mel(wave, lengths), self.config.log_floor)
+        mel = self.mel(wave, lengths)
+        # in place when nothing differentiates through it: a long signal's output is the largest array here
+        inplace = not mel.requires_grad
+        floor = self.config.log_floor
+        logmel = mel.clamp_(min=floor).log_() if inplace else AF.log_compress(mel, floor)
         if lengths is not None:
             frames = self.frame_lengths(torch.as_tensor(lengths, device=wave.device))
-            pad = torch.arange(logmel.shape[-1], device=wave.device)[None, :] >= frames[:, None]
-            logmel = logmel.masked_fill(pad[:, None, :], math.log(self.config.log_floor))
+            pad = (torch.arange(logmel.shape[-1], device=wave.device)[None, :] >= frames[:, None])[:, None, :]
+            logmel = logmel.masked_fill_(pad, math.log(floor)) if inplace else logmel.masked_fill(pad, math.log(floor))
         return logmel[0] if squeeze else logmel

@@ -94,6 +94,28 @@ def frame(wave: torch.Tensor, win_length: int, hop_length: int, n_frames: int | 
     return F.pad(wave, (left, right)).unfold(-1, win_length, hop_length)[..., :t, :]
 
 
+def segment(wave: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """``wave[..., lo:hi]`` of ``wave`` ``(..., N)`` with zeros where ``lo < 0`` or ``hi > N`` (``hi - lo`` samples)."""
+    n = wave.shape[-1]
+    a, b = min(max(lo, 0), n), max(min(hi, n), 0)
+    if a >= b:  # nothing of the signal in the range
+        return wave.new_zeros(*wave.shape[:-1], hi - lo)
+    return F.pad(wave[..., a:b], (a - lo, hi - b))
+
+
+def frame_range(wave: torch.Tensor, win_length: int, hop_length: int, f0: int, f1: int) -> torch.Tensor:
+    """Frames ``f0 .. f1 - 1`` of :func:`frame` ``(B, f1 - f0, win_length)``, padding only the samples they need."""
+    left = win_length // 2
+    lo = f0 * hop_length - left
+    return segment(wave, lo, (f1 - 1) * hop_length - left + win_length).unfold(-1, win_length, hop_length)
+
+
+# Frames per pass of the front end over a long signal: the STFT of a pass (its frames and spectrum,
+# about 16 * n_fft bytes a frame in float32: 32 MiB each at n_fft=2048) is all it holds besides the
+# input and the output. 4,096 frames are 47 s at 22,050 Hz and hop 256; shorter signals take one pass.
+FRAME_CHUNK = 4096
+
+
 def stft_frames(
     wave: torch.Tensor, window: torch.Tensor, n_fft: int, hop_length: int, buf: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -205,6 +227,7 @@ def melspectrogram(
     chunk: int = 1,
     csr=None,
     dense: bool | None = None,
+    frame_chunk: int | None = FRAME_CHUNK,
 ) -> torch.Tensor:
     """Mel spectrogram ``(B, n_mels, T)`` of ``wave`` ``(B, N)`` (linear, not log).
 
@@ -219,11 +242,13 @@ def melspectrogram(
     fused magnitude-and-mel kernel. ``dense`` (default: on any device but the CPU)
     takes ``torch.stft`` and one dense filterbank product over the whole batch,
     what torchaudio's ``MelSpectrogram`` does: on a GPU a few large kernels beat the
-    banded product's many small ones.
+    banded product's many small ones. A signal of more than ``frame_chunk`` frames is
+    analysed ``frame_chunk`` frames at a time (the STFT is frame-local: the same
+    result, in bounded work memory); ``None``: in one pass.
     """
     if wave.dim() == 1:
         return melspectrogram(wave[None], cfg, None if lengths is None else lengths.reshape(1), window, fb, blocks, chunk,
-                              csr)[0]
+                              csr, dense, frame_chunk)[0]
     if wave.dim() != 2:
         raise ValueError(f"expected a waveform of shape (B, N), got {tuple(wave.shape)}")
     dtype, device = wave.dtype, wave.device
@@ -239,12 +264,24 @@ def melspectrogram(
         dense = device.type != "cpu"
     if blocks is None and not dense:
         blocks = banded_blocks(fb)  # the filterbank's layout: host-side set-up, only for the banded product
+    n_frames = 1 + wave.shape[-1] // cfg.hop_length
+    fc = n_frames if frame_chunk is None or frame_chunk >= n_frames else max(1, int(frame_chunk))
     if dense:
         # torch.stft centres a zero-padded window in each n_fft frame: same magnitudes as stft_frames
-        spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window.shape[-1], window, center=True, pad_mode="constant",
-                          return_complex=True)
-        mag = torch.view_as_real(spec).square().sum(-1) if cfg.power == 2.0 else spec.abs()
-        mel = torch.matmul(fb, mag)
+        pieces = []
+        for f0 in range(0, n_frames, fc):
+            f1 = min(n_frames, f0 + fc)
+            if fc == n_frames:
+                spec = torch.stft(wave, cfg.n_fft, cfg.hop_length, window.shape[-1], window, center=True,
+                                  pad_mode="constant", return_complex=True)
+            else:  # frames f0..f1-1 from their own samples (n_fft / 2 of context each side), uncentred
+                lo = f0 * cfg.hop_length - cfg.n_fft // 2
+                seg = segment(wave, lo, lo + (f1 - f0 - 1) * cfg.hop_length + cfg.n_fft)
+                spec = torch.stft(seg, cfg.n_fft, cfg.hop_length, window.shape[-1], window, center=False,
+                                  return_complex=True)
+            mag = torch.view_as_real(spec).square().sum(-1) if cfg.power == 2.0 else spec.abs()
+            pieces.append(torch.matmul(fb, mag))
+        mel = pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1)
         if lengths is not None:
             fmask = torch.arange(mel.shape[-1], device=device)[None, :] < num_frames(lengths, cfg.hop_length)[:, None]
             mel = mel * fmask[:, None, :]
@@ -253,24 +290,31 @@ def melspectrogram(
     if device.type != "cpu":
         chunk = wave.shape[0]
     chunk = max(1, chunk)
-    n_frames = 1 + wave.shape[-1] // cfg.hop_length
-    buf = torch.zeros(min(chunk, wave.shape[0]), n_frames, cfg.n_fft, dtype=dtype, device=device)
+    win = window.shape[-1]
+    buf = torch.zeros(min(chunk, wave.shape[0]), fc, cfg.n_fft, dtype=dtype, device=device)
     outs = []
     for i in range(0, wave.shape[0], chunk):
         part = wave[i : i + chunk]
-        if fused:
-            # |X| (or |X|^2) and the mel product in one pass over the spectrum
-            from audiovae.audio import _cpu_kernels as K
+        pieces = []
+        # a long signal in passes of `fc` frames (FRAME_CHUNK): each frame is computed from its own samples,
+        # so the result is the one-pass result; the work memory is one pass's, not the whole STFT's
+        for f0 in range(0, n_frames, fc):
+            f1 = min(n_frames, f0 + fc)
+            frames = frame(part, win, cfg.hop_length) if fc == n_frames else frame_range(part, win, cfg.hop_length,
+                                                                                        f0, f1)
+            b = buf[: part.shape[0], : f1 - f0]
+            torch.mul(frames, window, out=b[..., :win])
+            if fused:
+                # |X| (or |X|^2) and the mel product in one pass over the spectrum
+                from audiovae.audio import _cpu_kernels as K
 
-            b = buf[: part.shape[0]]
-            torch.mul(frame(part, window.shape[-1], cfg.hop_length), window, out=b[..., : window.shape[-1]])
-            outs.append(K.magnitude_mel(torch.fft.rfft(b), csr, cfg.power))
-            continue
-        spec = stft_frames(part, window, cfg.n_fft, cfg.hop_length, buf[: part.shape[0]])  # (b, T, F)
-        mag = magnitude(spec)
-        if cfg.power == 2.0:
-            mag = mag.square()
-        outs.append(banded_matmul(fb, blocks, mag.transpose(-1, -2)))
+                pieces.append(K.magnitude_mel(torch.fft.rfft(b), csr, cfg.power))
+                continue
+            mag = magnitude(torch.fft.rfft(b))  # (b, T, F)
+            if cfg.power == 2.0:
+                mag = mag.square()
+            pieces.append(banded_matmul(fb, blocks, mag.transpose(-1, -2)))
+        outs.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces, -1))
     mel = torch.cat(outs, 0)
     if lengths is not None:
         frames = num_frames(lengths, cfg.hop_length)

@@ -163,6 +163,7 @@ def initial_phase(
     seed: int = 0,
     generator: torch.Generator | None = None,
     n_frames: torch.Tensor | None = None,
+    known: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Unit-modulus complex ``(B, F, T)`` starting phase for :func:`griffin_lim`, on ``mag``'s device.
 
@@ -176,32 +177,54 @@ def initial_phase(
     - ``"zeros"``: zero phase.
 
     ``n_frames`` ``(B,)`` keeps each item of a padded batch to its own frames.
+    ``known`` (complex ``(B, F, K)``, the convention of :func:`audiovae.audio.functional.stft`):
+    the phase of the first ``K`` frames, kept as it is; the PGHI integration continues from
+    it (how a chunk of a long signal continues the previous chunk's phase).
     """
     cdtype = torch.complex128 if mag.dtype == torch.float64 else torch.complex64
-    if init == "zeros":
-        return torch.ones(mag.shape, dtype=cdtype, device=mag.device)
-    if init == "random":
-        if generator is None:
-            generator = torch.Generator(device=mag.device).manual_seed(seed)
-        ph = torch.rand(mag.shape, generator=generator, dtype=mag.dtype, device=mag.device) * (2 * math.pi)
-        return torch.polar(torch.ones_like(ph), ph)
+    if init in ("zeros", "random"):
+        if init == "zeros":
+            out = torch.ones(mag.shape, dtype=cdtype, device=mag.device)
+        else:
+            if generator is None:
+                generator = torch.Generator(device=mag.device).manual_seed(seed)
+            ph = torch.rand(mag.shape, generator=generator, dtype=mag.dtype, device=mag.device) * (2 * math.pi)
+            out = torch.polar(torch.ones_like(ph), ph)
+        if known is not None:
+            out[..., : known.shape[-1]] = _unit(known).to(cdtype)
+        return out
     init = resolve_init(init, mag.device)
+    # time-invariant phase <-> phase referenced to the start of the window (see functional.stft)
+    k = torch.arange(mag.shape[1], device=mag.device, dtype=mag.dtype)[None, :, None]
+    shift = (math.pi * cfg.win_length / cfg.n_fft) * k
+    known_ti = None if known is None else torch.angle(known).to(mag.dtype) + shift
     if init == "pghi_heap":
         from audiovae.audio.pghi import pghi
 
         nf = None if n_frames is None else torch.as_tensor(n_frames).cpu().numpy()
-        ph = pghi(mag.detach().cpu().numpy(), cfg.n_fft, cfg.hop_length, cfg.win_length, seed=seed, n_frames=nf)
+        kn = None if known_ti is None else known_ti.detach().cpu().numpy()
+        ph = pghi(mag.detach().cpu().numpy(), cfg.n_fft, cfg.hop_length, cfg.win_length, seed=seed, n_frames=nf,
+                  known=kn)
         ph = torch.from_numpy(ph).to(device=mag.device, dtype=mag.dtype)
     elif init == "pghi_parallel":
         from audiovae.audio.pghi import pghi_torch
 
-        ph = pghi_torch(mag, cfg.n_fft, cfg.hop_length, cfg.win_length, n_frames=n_frames)
+        if known_ti is None or known_ti.shape[-1] == 0:
+            ph = pghi_torch(mag, cfg.n_fft, cfg.hop_length, cfg.win_length, n_frames=n_frames)
+        else:  # the scan starts at the last known frame
+            kk = known_ti.shape[-1]
+            ph = torch.cat([known_ti[..., : kk - 1], pghi_torch(mag[..., kk - 1:], cfg.n_fft, cfg.hop_length,
+                                                                cfg.win_length, phase0=known_ti[..., kk - 1:])], -1)
     else:
         raise ValueError(f"unknown initial phase {init!r}; choose pghi, pghi_heap, pghi_parallel, random or zeros")
-    # time-invariant phase -> phase referenced to the start of the window (see functional.stft)
-    k = torch.arange(ph.shape[1], device=mag.device, dtype=mag.dtype)[None, :, None]
-    ph = ph - (math.pi * cfg.win_length / cfg.n_fft) * k
+    ph = ph - shift
     return torch.polar(torch.ones_like(ph), ph)
+
+
+def _unit(c: torch.Tensor) -> torch.Tensor:
+    """``c / |c|`` (1 where ``c`` is 0)."""
+    m = c.abs()
+    return torch.where(m > 0, c / m.clamp_min(torch.finfo(m.dtype).tiny), torch.ones_like(c))
 
 
 def griffin_lim(
@@ -315,6 +338,12 @@ def _griffin_lim_cpu_chunk(mag_tf, angles, cfg, n_iter, alpha, window, inv_env, 
     return K.gl_resynth(frames, window, cfg.hop_length, inv_env, n_valid, buf, n)
 
 
+# A longer log-mel is inverted in chunks of CHUNK_FRAMES frames overlapping by OVERLAP_FRAMES (24 s and
+# 1.5 s at 22,050 Hz and hop 256): memory of one chunk, whatever the input's length.
+CHUNK_FRAMES = 2048
+OVERLAP_FRAMES = 128
+
+
 class GriffinLimVocoder(nn.Module):
     """Log-mel ``(B, n_mels, T)`` -> waveform ``(B, N)``: NNLS mel inversion + PGHI + fast Griffin-Lim.
 
@@ -330,6 +359,14 @@ class GriffinLimVocoder(nn.Module):
     frames per item; the output has ``(frames - 1) * hop`` samples per item
     unless ``num_samples`` ``(B,)`` gives the original lengths. A padded batch
     gives each item what it would get alone.
+
+    A log-mel longer than ``chunk_frames`` (default 2,048 frames: 24 s at 22,050 Hz)
+    is inverted in chunks of that many frames that overlap by ``overlap_frames``
+    (128: 1.5 s), so memory stays that of one chunk however long the input. Each
+    chunk's starting phase continues the previous chunk's result (the STFT phase of
+    its output over the overlap, from which the PGHI integration goes on), and the
+    chunks are cross-faded in the overlap, away from the chunks' edges. Shorter
+    inputs take the one-pass path unchanged.
     """
 
     def __init__(
@@ -340,11 +377,17 @@ class GriffinLimVocoder(nn.Module):
         init: Init = "pghi",
         mel_inverse: MelInverse = "nnls",
         nnls_iter: int = NNLS_ITERS,
+        chunk_frames: int | None = CHUNK_FRAMES,
+        overlap_frames: int = OVERLAP_FRAMES,
     ):
         super().__init__()
         self.config = config or MelConfig()
         self.n_iter, self.momentum, self.init = n_iter, momentum, init
         self.mel_inverse, self.nnls_iter = mel_inverse, nnls_iter
+        self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
+        # called with the number of frames inverted so far in each call (e.g. a tqdm bar's update):
+        # once per batch, or once per chunk of a long input
+        self.progress = None
         cfg = self.config
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
         fb = AF.mel_filterbank(cfg, torch.float64)
@@ -379,6 +422,15 @@ class GriffinLimVocoder(nn.Module):
         squeeze = logmel.dim() == 2
         if squeeze:
             logmel = logmel[None]
+        if self.chunk_frames is not None and logmel.shape[-1] > self.chunk_frames:
+            wave = self._forward_long(logmel, lengths, num_samples)
+        else:
+            wave = self._forward_once(logmel, lengths, num_samples)
+            if self.progress is not None:
+                self.progress(int(torch.as_tensor(lengths).sum()) if lengths is not None else logmel.shape[0] * logmel.shape[-1])
+        return wave[0] if squeeze else wave
+
+    def _forward_once(self, logmel, lengths, num_samples) -> torch.Tensor:
         mag = self.magnitude(logmel)
         hop = self.config.hop_length
         sample_lengths = None
@@ -387,10 +439,72 @@ class GriffinLimVocoder(nn.Module):
         elif lengths is not None:
             sample_lengths = (torch.as_tensor(lengths, device=logmel.device).reshape(-1) - 1) * hop
         length = int(sample_lengths.max()) if sample_lengths is not None else None
-        wave = griffin_lim(
+        return griffin_lim(
             mag, self.config, self.n_iter, self.momentum, self.init, sample_lengths, length, self.window.to(mag.dtype)
         )
-        return wave[0] if squeeze else wave
+
+    def _forward_long(self, logmel, lengths, num_samples) -> torch.Tensor:
+        """A batch with an item longer than ``chunk_frames``: item by item, the long ones in chunks."""
+        check_logmel(logmel, self.config)
+        b, _, t = logmel.shape
+        hop = self.config.hop_length
+        frames = [t] * b if lengths is None else [min(t, int(v)) for v in torch.as_tensor(lengths).reshape(-1)]
+        if num_samples is not None:
+            samples = [int(v) for v in torch.as_tensor(num_samples).reshape(-1)]
+        else:
+            samples = [(f - 1) * hop for f in frames]
+        out = logmel.new_zeros(b, max(samples))
+        for j in range(b):
+            item = logmel[j, :, : frames[j]]
+            if frames[j] > self.chunk_frames:
+                y = self._invert_long(item, samples[j])
+            else:
+                y = self._forward_once(item[None], None, [samples[j]])[0]
+                if self.progress is not None:
+                    self.progress(frames[j])
+            out[j, : samples[j]] = y[: samples[j]]
+        return out
+
+    def _invert_long(self, logmel: torch.Tensor, n: int) -> torch.Tensor:
+        """Log-mel ``(n_mels, T)`` -> ``n`` samples, in overlapping chunks (see the class docstring)."""
+        cfg = self.config
+        hop, win, n_fft = cfg.hop_length, cfg.win_length, cfg.n_fft
+        t = logmel.shape[-1]
+        window = self.window.to(logmel.dtype)
+        # frames within `edge` of a chunk's end see samples the chunk does not have: the cross-fade keeps
+        # clear of them, and only the previous chunk's frames clear of them give the next one its phase
+        edge = 2 + math.ceil(win / (2 * hop))
+        overlap = max(self.overlap_frames, 4 * edge)
+        size = max(self.chunk_frames, 2 * overlap)
+        n_iter = self.n_iter if self.n_iter is not None else default_iters(self.init, logmel.device)
+        out = logmel.new_zeros(n)
+        prev, prev_a, a = None, 0, 0
+        while True:
+            e = t if t - (a + size) < overlap else a + size  # no short last chunk
+            mag = self.magnitude(logmel[None, :, a:e])
+            last = e == t
+            length = max(1, n - a * hop) if last else (e - a - 1) * hop
+            init: Init | torch.Tensor = self.init
+            if prev is not None:
+                f0 = a - prev_a
+                known = torch.fft.rfft(AF.frame_range(prev[None], win, hop, f0, f0 + overlap - 2 * edge) * window,
+                                       n=n_fft).transpose(1, 2)
+                init = initial_phase(mag, cfg, self.init, known=known)
+            y = griffin_lim(mag, cfg, n_iter, self.momentum, init, None, length, window)[0]
+            if prev is None:
+                out[: min(n, len(y))] = y[: n]
+            else:
+                s0, s1 = (a + edge) * hop, min(n, (a + overlap - edge) * hop)
+                ramp = torch.sin(0.5 * math.pi * (torch.arange(s1 - s0, device=y.device, dtype=y.dtype) + 0.5)
+                                 / (s1 - s0)).square()
+                out[s0:s1] = out[s0:s1] * (1 - ramp) + y[s0 - a * hop : s1 - a * hop] * ramp
+                end = min(n, a * hop + len(y))
+                out[s1:end] = y[s1 - a * hop : end - a * hop]
+            if self.progress is not None:
+                self.progress(e - (a + overlap if prev is not None else 0))
+            if last:
+                return out
+            prev, prev_a, a = y, a, e - overlap
 
 
 def check_logmel(logmel: torch.Tensor, cfg: MelConfig, source: str | None = None) -> None:

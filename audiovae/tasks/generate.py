@@ -82,28 +82,38 @@ class MelModel:
         rec = self._frames_out(self.model.reconstruct(self._frames_in(feats)))
         return self.to_audio(rec, len(wave)), feats, rec
 
-    @torch.no_grad()
-    def sample(self, n: int, seconds: float, temperature: float = 1.0) -> list[tuple[np.ndarray, torch.Tensor]]:
+    def sample(self, n: int, seconds: float, temperature: float = 1.0,
+               progress: bool = False) -> list[tuple[np.ndarray, torch.Tensor]]:
         """``n`` utterances from the prior: ``[(audio, features (1, n_mels, T))]``."""
+        return list(self.iter_samples(n, seconds, temperature, progress))
+
+    @torch.no_grad()
+    def iter_samples(self, n: int, seconds: float, temperature: float = 1.0, progress: bool = False):
+        """:meth:`sample` one utterance at a time (``n`` of them need not fit in memory together);
+        ``progress``: a bar on stderr."""
+        from tqdm import tqdm
+
         frames = max(4, int(seconds * self.loaded.mel.frame_rate))
-        out = []
-        for _ in range(n):
+        for _ in tqdm(range(n), desc="sample", unit="utt", disable=not progress):
             if self.model.is_sequence:
                 feats = self.model.sample(1, size=frames, temperature=temperature)
             else:  # a dense VAE has no model of time: independent frames from the prior
                 feats = self._frames_out(self.model.sample(frames, temperature=temperature))
-            out.append((self.to_audio(feats), feats))
-        return out
+            yield self.to_audio(feats), feats
 
     @torch.no_grad()
-    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 5) -> list[tuple[np.ndarray, torch.Tensor]]:
-        """Decode ``(1 - t) z_a + t z_b`` for ``steps`` values of t in [0, 1] (posterior means; shorter length)."""
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 5,
+                    progress: bool = False) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """Decode ``(1 - t) z_a + t z_b`` for ``steps`` values of t in [0, 1] (posterior means; shorter length);
+        ``progress``: a bar on stderr."""
+        from tqdm import tqdm
+
         fa, fb = self.features(a), self.features(b)
         t_len = min(fa.shape[-1], fb.shape[-1])
         za = self.model.encoder_params(self._frames_in(fa[..., :t_len]))[0]
         zb = self.model.encoder_params(self._frames_in(fb[..., :t_len]))[0]
         out = []
-        for t in np.linspace(0, 1, steps):
+        for t in tqdm(np.linspace(0, 1, steps), desc="interpolate", unit="step", disable=not progress):
             z = (1 - t) * za + t * zb
             feats = self._frames_out(self.model.decode(z, t_len if self.model.is_sequence else None).mean)
             out.append((self.to_audio(feats), feats))

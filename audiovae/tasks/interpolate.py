@@ -40,11 +40,12 @@ def interpolate_images(run: str | os.PathLike, a: str | os.PathLike, b: str | os
 
 def interpolate_audio(run: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike,
                       steps: int = 5, gap: float = 0.25, vocoder_iters: int | None = None, checkpoint: str = "best",
-                      device: str = "auto") -> dict:
+                      device: str = "auto", progress: bool = False) -> dict:
     """Decode ``steps`` points between two audio files (cut to the shorter one's length).
 
     Writes OUT (the steps one after another, ``gap`` seconds of silence
     between them) and OUT with ``.png`` (their log-mels, one panel per step).
+    ``progress``: a bar over the steps (stderr).
     """
     from audiovae.audio.io import load_audio, save_audio
     from audiovae.tasks.generate import MelModel
@@ -53,7 +54,7 @@ def interpolate_audio(run: str | os.PathLike, a: str | os.PathLike, b: str | os.
     mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
     wa, sr = load_audio(a, mm.sample_rate, min_samples=mm.loaded.mel.win_length)
     wb, _ = load_audio(b, mm.sample_rate, min_samples=mm.loaded.mel.win_length)
-    parts = mm.interpolate(wa, wb, steps=steps)
+    parts = mm.interpolate(wa, wb, steps=steps, progress=progress)
     silence = np.zeros(int(gap * sr), np.float32)
     joined = np.concatenate([np.concatenate([y, silence]) for y, _ in parts])[: -len(silence) or None]
     out = Path(out)
@@ -66,11 +67,12 @@ def interpolate_audio(run: str | os.PathLike, a: str | os.PathLike, b: str | os.
 
 
 def interpolate(run: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike,
-                steps: int | None = None, **kw) -> dict:
-    """Images or audio, by the inputs' file types (``steps`` default: 8 for images, 5 for audio)."""
+                steps: int | None = None, progress: bool = False, **kw) -> dict:
+    """Images or audio, by the inputs' file types (``steps`` default: 8 for images, 5 for audio);
+    ``progress``: a bar over the audio steps (stderr)."""
     is_img = [Path(p).suffix.lower() in IMAGE_SUFFIXES for p in (a, b)]
     if any(is_img) and not all(is_img):
         raise ConfigError(f"give two images or two audio files, not one of each ({a}, {b})")
     if all(is_img):
         return interpolate_images(run, a, b, out, steps or 8, **kw)
-    return interpolate_audio(run, a, b, out, steps or 5, **kw)
+    return interpolate_audio(run, a, b, out, steps or 5, progress=progress, **kw)

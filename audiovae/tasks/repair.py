@@ -366,11 +366,15 @@ def interp_fill(feats: torch.Tensor, missing: np.ndarray, how: str) -> torch.Ten
 
 @torch.no_grad()
 def fill_logmel(mm, feats: torch.Tensor, missing: np.ndarray, method: str = DEFAULTS["audio"], iters: int = 100,
-                block: int = 2, margin: int = 48, state: str = "sample") -> tuple[torch.Tensor, float | None]:
+                block: int = 2, margin: int = 48, state: str = "sample",
+                progress: bool = False) -> tuple[torch.Tensor, float | None]:
     """Fill the missing frames of normalised log-mel ``(1, n_mels, T)`` with the mel VAE of ``mm`` (a
     :class:`~audiovae.tasks.generate.MelModel`); the chain starts from the linear interpolation.
     Sequence models work on crops: each stretch of missing frames with ``margin`` frames each side.
-    Returns ``(filled features, acceptance)``; observed frames are returned unchanged."""
+    Returns ``(filled features, acceptance)``; observed frames are returned unchanged. ``progress``: a bar
+    (tqdm, on stderr) over the chain iterations of every crop."""
+    from tqdm import tqdm
+
     start = interp_fill(feats, missing, "linear")
     obs_t = torch.from_numpy(~missing).to(feats.device)
     model = mm.model
@@ -378,20 +382,26 @@ def fill_logmel(mm, feats: torch.Tensor, missing: np.ndarray, method: str = DEFA
         # each stretch of missing frames is repaired on a crop with `margin` observed frames each side
         # (the model is fully convolutional): the chain's cost follows the damage, not the file's length
         out, accs = start.clone(), []
-        for a, b in missing_spans(missing, margin):
-            crop = start[..., a:b]
-            observed = obs_t[a:b].view(1, 1, -1).expand_as(crop)
-            r = impute(model, crop, observed, method, iters, block=block, state=state)
-            out[..., a:b] = r.x
-            if r.acceptance is not None:
-                accs.append(r.acceptance)
+        spans = missing_spans(missing, margin)
+        steps = iters if method != "oneshot" and iters >= 1 else 1
+        with tqdm(total=steps * len(spans), desc=f"repair ({method})", unit="it", disable=not progress) as bar:
+            for a, b in spans:
+                crop = start[..., a:b]
+                observed = obs_t[a:b].view(1, 1, -1).expand_as(crop)
+                r = impute(model, crop, observed, method, iters, block=block, state=state, progress=bar.update)
+                if method == "oneshot" or iters < 1:
+                    bar.update(1)
+                out[..., a:b] = r.x
+                if r.acceptance is not None:
+                    accs.append(r.acceptance)
         return out, (float(np.mean(accs)) if accs else None)
     # dense: one chain per missing frame, on its context window (missing neighbours imputed in the window too)
     ctx, n_mels = mm.context, start.shape[1]
     rows = np.flatnonzero(missing)
     win = mm._frames_in(start)[rows]
     obs_w = mm._frames_in(observed_frames(obs_t, n_mels))[rows] > 0.5
-    r = impute(model, win, obs_w, method, iters, state=state)
+    with tqdm(total=iters, desc=f"repair ({method})", unit="it", disable=not progress or method == "oneshot") as bar:
+        r = impute(model, win, obs_w, method, iters, state=state, progress=bar.update)
     centre = r.x.reshape(len(rows), n_mels, 2 * ctx + 1)[:, :, ctx]
     out = start.clone()
     out[0, :, torch.from_numpy(rows).to(out.device)] = centre.T
@@ -423,7 +433,8 @@ def _check_mel_model(mm) -> None:
 
 @torch.no_grad()
 def repair_wave(mm, wave: np.ndarray, gaps: list[tuple[float, float]], method: str = DEFAULTS["audio"],
-                iters: int = 100, fill: str = "vae", source: object = None, state: str = "sample") -> dict:
+                iters: int = 100, fill: str = "vae", source: object = None, state: str = "sample",
+                progress: bool = False) -> dict:
     """Repair a waveform ``(N,)`` at the model's sample rate. ``fill``: ``vae`` (``method``), or a baseline:
     ``linear``, ``repeat``, ``silence``, ``vae_oneshot``. Returns the arrays and masks (see :func:`repair_audio`)."""
     cfg = mm.loaded.mel
@@ -433,7 +444,7 @@ def repair_wave(mm, wave: np.ndarray, gaps: list[tuple[float, float]], method: s
     missing = missing_frames(gap, cfg.hop_length, cfg.win_length, feats.shape[-1])
     acceptance = None
     if fill == "vae":
-        filled, acceptance = fill_logmel(mm, feats, missing, method, iters, state=state)
+        filled, acceptance = fill_logmel(mm, feats, missing, method, iters, state=state, progress=progress)
     elif fill == "vae_oneshot":
         filled, _ = fill_logmel(mm, feats, missing, "oneshot", 1)
     elif fill in ("linear", "repeat"):
@@ -465,6 +476,7 @@ def repair_audio(
     checkpoint: str = "best",
     device: str = "auto",
     vocoder_iters: int | None = None,
+    progress: bool = False,
 ) -> dict:
     """Repair the gaps (or random packet loss, ``drop``) of one audio file with the mel VAE in ``run``.
 
@@ -475,7 +487,7 @@ def repair_audio(
     ``run/results/repair_audio.json`` when ``run`` is a run folder).
     ``logmel_mse_vs_input`` compares the filled frames with the input's own
     frames there: meaningful when the input was intact (a test), not when its
-    gap holds junk.
+    gap holds junk. ``progress``: a bar (stderr) over the chain's iterations.
     """
     from audiovae.audio.io import load_audio, save_audio
     from audiovae.tasks.generate import MelModel
@@ -497,7 +509,7 @@ def repair_audio(
         raise ConfigError("nothing to repair: give --gap START:END (seconds) or --drop FRACTION")
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        r = repair_wave(mm, wave, gaps, method, iters, source=audio)
+        r = repair_wave(mm, wave, gaps, method, iters, source=audio, progress=progress)
     out = save_audio(out, r["wave"], sr)
     pic = Path(picture) if picture is not None else out.with_suffix(".png")
     orig = mm.frontend(torch.from_numpy(wave)[None].to(mm.device))[0].cpu().numpy()

@@ -16,7 +16,7 @@ from audiovae.audio.frontend import MelFrontend
 from audiovae.audio.io import find_audio_files, load_audio, save_audio
 from audiovae.audio.melfile import SUFFIX, check_finite, load_mel, save_mel
 from audiovae.audio.metrics import resynthesis_metrics
-from audiovae.audio.vocoder import GriffinLimVocoder
+from audiovae.audio.vocoder import CHUNK_FRAMES, GriffinLimVocoder
 from audiovae.errors import AudioVAEError, OutputError
 from audiovae.utils import InputFiles, check_output_dir, check_output_file
 
@@ -135,10 +135,13 @@ def vocode_files(
             continue
         groups.setdefault(cfg, []).append((path, torch.from_numpy(logmel), num_samples, dst))
     device = torch.device(device)
-    with tqdm(total=sum(len(g) for g in groups.values()), desc="vocode", unit="file",
-              disable=not progress or len(plan) < 2) as bar:
+    # counted in frames, so that one long file (inverted in chunks) moves the bar too
+    total = sum(lm.shape[-1] for g in groups.values() for _, lm, _, _ in g)
+    with tqdm(total=total, desc="vocode", unit="frame", unit_scale=True,
+              disable=not progress or (len(plan) < 2 and total <= CHUNK_FRAMES)) as bar:
         for cfg, items in groups.items():
             voc = GriffinLimVocoder(cfg, n_iter, momentum, init).to(device)
+            voc.progress = bar.update
             items.sort(key=lambda it: it[1].shape[-1])
             for i in range(0, len(items), max(1, batch_size)):
                 part = items[i : i + max(1, batch_size)]
@@ -157,7 +160,6 @@ def vocode_files(
                             bad.append(_vocode_problem(it[0], one))
                 for (_, _, _, dst), wave in done:
                     ok.append(save_audio(dst, wave, cfg.sample_rate))
-                bar.update(len(part))
     return ok, bad
 
 
@@ -179,7 +181,8 @@ def _vocode_batch(voc: GriffinLimVocoder, part: list, device: torch.device) -> l
     for j, (_, lm, _) in enumerate(part):
         batch[j, :, : lm.shape[-1]] = lm
     with torch.no_grad():
-        wave = voc(batch.to(device), num_samples=torch.tensor(n, device=device)).cpu()
+        wave = voc(batch.to(device), lengths=torch.tensor(frames, device=device),
+                   num_samples=torch.tensor(n, device=device)).cpu()
     return [wave[j, : n[j]].numpy() for j in range(len(part))]
 
 
