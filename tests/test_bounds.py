@@ -141,7 +141,7 @@ def test_vocode_cli_one_line_per_crafted_file(tmp_path):
     files[0].write_bytes(b"")
     files[3].write_bytes(b"")
     (tmp_path / "c.yaml").write_text("n_mels: 256\n")
-    res = CliRunner().invoke(cli, ["vocode", *map(str, files), "-o", str(tmp_path / "out"), "--iters", "1",
+    res = CliRunner().invoke(cli, ["vocode", *map(str, files), "-o", str(tmp_path / "out"), "--vocoder-iters", "1",
                                    "--config", str(tmp_path / "c.yaml")])
     assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output
     assert "Aborted" not in res.output
