@@ -537,11 +537,12 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
     repairs the first N test images and reports, for the VAE and each baseline (mean image,
     nearest training neighbour, one-shot VAE reconstruction), the error on the missing pixels.
     \b
-    Mel model (dense, conv), INPUT one audio file:
+    Mel model (dense, conv), INPUT an audio file (or a folder or list file of them):
       audiovae repair RUN IN.wav --gap 1.20:1.45 [--gap ...] -o OUT.wav
       audiovae repair RUN IN.wav --drop 0.1 -o OUT.wav
     fills the log-mel frames the gaps touch, vocodes, and writes OUT.wav (same length; outside
     each gap and a one-window crossfade the samples are the input's) and OUT.png (log-mels).
+    A folder or list: OUT is a folder, each output named after its input as `audiovae mel` does.
 
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
@@ -567,14 +568,24 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
                    f"error on the missing pixels ({method}, {iters} iterations):")
         for name, err in res["errors"].items():
             click.echo(f"  {name:<20} " + "  ".join(f"{k} {v:.4f}" for k, v in err.items()))
+        for path in res["files"].values():
+            click.echo(f"wrote {path}")
     else:
-        res = repair_audio(run_dir, input, output, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
-                           seed, json_out, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters)
-        acc = "" if res["acceptance"] is None else f", acceptance {res['acceptance']:.2f}"
-        click.echo(f"filled {res['missing_frames']} of {res['frames']} frames ({res['gap_samples']} samples in "
-                   f"{len(res['gaps_s'])} gap(s)) with {method}{acc}")
-    for path in res["files"].values():
-        click.echo(f"wrote {path}")
+        from audiovae.tasks.signal import WRITABLE_AUDIO, many_inputs, plan_io
+
+        many = many_inputs([input])
+        if many and json_out:
+            raise click.UsageError("--json takes the result of one audio file; give one INPUT (or leave --json out)")
+        # a folder or list file of audio: OUTPUT is a folder, as for `mel` (files replaced, as for one file)
+        plan = plan_io([input], output, WRITABLE_AUDIO, overwrite=True) if many else [(input, output)]
+        for src, dst in plan:
+            res = repair_audio(run_dir, src, dst, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
+                               seed, json_out, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters)
+            acc = "" if res["acceptance"] is None else f", acceptance {res['acceptance']:.2f}"
+            click.echo(f"{f'{src}: ' if many else ''}filled {res['missing_frames']} of {res['frames']} frames "
+                       f"({res['gap_samples']} samples in {len(res['gaps_s'])} gap(s)) with {method}{acc}")
+            for path in res["files"].values():
+                click.echo(f"wrote {path}")
     if json_out:
         click.echo(f"wrote {json_out}")
 

@@ -344,6 +344,13 @@ def test_audio_repair_cli_keeps_observed_samples(conv_run, speech_dir, tmp_path)
                                    "--chain-iters", "2"])
     _ok(res)
     assert sf.read(tmp_path / "d.wav")[0].shape == x.shape
+    # a folder of audio files: OUTPUT is a folder, each output named after its input (issue 17)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.wav").write_bytes(wav.read_bytes())
+    res = CliRunner().invoke(cli, ["repair", str(conv_run), str(tmp_path / "in"), "--drop", "0.1", "-o",
+                                   str(tmp_path / "R"), "--chain-iters", "2", "--vocoder-iters", "1"])
+    _ok(res)
+    assert sf.read(tmp_path / "R" / "a.wav")[0].shape == x.shape and (tmp_path / "R" / "a.png").is_file()
 
 
 def test_gap_outside_the_file_is_a_clear_error(conv_run, speech_dir, tmp_path):
