@@ -303,7 +303,7 @@ def test_distances_and_class_statistics_against_brute_force():
 
 def test_analyze_two_runs(image_run, blobs, tmp_path):
     out = tmp_path / "analysis.json"
-    res = CliRunner().invoke(cli, ["analyze", str(image_run), str(image_run), str(blobs), "--limit", "100",
+    res = CliRunner().invoke(cli, ["analyze", str(image_run), str(image_run), str(blobs), "--limit", "100", "--k", "16",
                                    "--samples", "200", "--json", str(out)])
     assert res.exception is None, res.output
     a = json.loads(out.read_text())
