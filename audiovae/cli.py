@@ -36,8 +36,8 @@ _INIT = click.option(
 _JSON = click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
                      help="Also write the result as JSON to this file.")
 _STRICT = click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
-IO_HELP = ("One input file: the output file. Several inputs, a folder or a list file (.txt, one path per line): "
-           "a folder, where each output mirrors its input's relative path.")
+IO_HELP = ("Several inputs, a folder or a list file (.txt, one path per line): a folder, each output mirroring its "
+           "input's relative path.")
 
 
 def _output(help: str, **kw):
@@ -108,7 +108,7 @@ def cli() -> None:
 
 @cli.command("mel", short_help="Audio files -> log-mel files (.mel.npz) with their configuration.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_output("A .mel.npz file for one input file; else a folder of them. " + IO_HELP, required=True)
+@_output("One input file: the .mel.npz file to write. " + IO_HELP, required=True)
 @_CONFIG
 @_SET
 @_STRICT
@@ -136,7 +136,7 @@ def mel_cmd(inputs, output, config, overrides, strict, overwrite):
 
 @cli.command("vocode", short_help="Log-mel files -> audio with the Griffin-Lim vocoder.")
 @click.argument("mels", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_output("An audio file (.wav, .flac...) for one input file; else a folder of .wav files. " + IO_HELP, required=True)
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
 @_VOCODER_ITERS
 @_INIT
 @click.option("--momentum", default=0.99, show_default=True, type=float, help="Fast Griffin-Lim momentum (0 = classic).")
@@ -170,7 +170,7 @@ def vocode_cmd(mels, output, vocoder_iters, init, momentum, config, overrides, b
 
 @cli.command("resynth", short_help="wav -> log-mel -> wav, with quality metrics.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@_output("An audio file for one input file; else a folder. " + IO_HELP, required=True)
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
 @_VOCODER_ITERS
 @_INIT
 @_CONFIG
@@ -451,7 +451,7 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
 @cli.command("reconstruct", short_help="Pass audio files through a trained mel VAE.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
-@_output("An audio file for one input file; else a folder. " + IO_HELP, required=True)
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
 @_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
