@@ -135,6 +135,9 @@ def test_output_is_a_file_for_one_input_and_a_folder_for_many(tmp_path):
         assert res.exit_code == 1 and res.output.count("\n") == 1 and "one input makes one output file" in res.output
     assert sorted(p.name for p in (tmp_path / "in").rglob("*")) == ["a.wav", "b.wav", "sub"]
     assert not (tmp_path / "m").exists()
+    # a missing input (a mistyped folder?) is a bad input, named, not a question about -o
+    res = run(cli, ["mel", str(tmp_path / "nosuch"), "-o", str(tmp_path / "m")])
+    assert res.exit_code == 1 and f"error: {tmp_path / 'nosuch'}: no such file" in res.output
     # a folder, or a list file: the outputs mirror the inputs in a folder
     _ok(run(cli, ["resynth", str(tmp_path / "in"), "-o", str(tmp_path / "R"), "--vocoder-iters", "1"]))
     assert sorted(str(p.relative_to(tmp_path / "R")) for p in (tmp_path / "R").rglob("*.wav")) == ["a.wav", "sub/b.wav"]

@@ -99,7 +99,8 @@ def plan_io(inputs: Iterable[Path], output: Path, suffixes: tuple[str, ...], ove
     """
     inputs = [Path(p) for p in inputs]
     output = Path(output)
-    if many_inputs(inputs):
+    missing = not os.path.lexists(inputs[0]) and not output.name.lower().endswith(suffixes) if inputs else False
+    if many_inputs(inputs) or missing:  # a missing input (a mistyped folder?) is reported as a bad input, not here
         return plan_outputs(_expand(inputs, pattern_suffixes), output, suffixes[0], overwrite)
     src = inputs[0]
     example = f"{_stem(src)}{suffixes[0]}"
