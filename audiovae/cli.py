@@ -12,9 +12,44 @@ from audiovae import __version__
 from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
 from audiovae.errors import AudioVAEError
 
+# Options shared by several commands: one name, one meaning, one default everywhere (tests/test_cli_options.py
+# walks every command's --help and checks it).
 _DEVICE = click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
-ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS}; {VOCODER_ITERS_PARALLEL_PGHI} when the initial "
-              "phase is the parallel PGHI (pghi on a GPU, or pghi_parallel)].")
+ITERS_HELP = (f"Griffin-Lim iterations of the vocoder [default: {VOCODER_ITERS}; {VOCODER_ITERS_PARALLEL_PGHI} when "
+              "the initial phase is the parallel PGHI (pghi on a GPU, or pghi_parallel)].")
+_VOCODER_ITERS = click.option("--vocoder-iters", default=None, type=click.IntRange(0, 10000), help=ITERS_HELP)
+_SEED = click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+                     help="Seed of the random numbers drawn (the same seed gives the same result).")
+_CONFIG = click.option("--config", type=click.Path(dir_okay=False),
+                       help="YAML file of this command's settings (the keys of --set; see the command's help).")
+_SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Change one setting (repeatable; applied after --config). The keys are listed in the "
+                         "command's help.")
+_INIT = click.option(
+    "--init",
+    default="pghi",
+    show_default=True,
+    type=click.Choice(["pghi", "pghi_heap", "pghi_parallel", "random", "zeros"]),
+    help="Initial phase: phase-gradient integration (pghi: the heap on a CPU, the parallel scan on a GPU), "
+         "random or zero.",
+)
+_JSON = click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Also write the result as JSON to this file.")
+_STRICT = click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
+IO_HELP = ("Several inputs, a folder or a list file (.txt, one path per line): a folder, each output mirroring its "
+           "input's relative path.")
+
+
+def _output(help: str, **kw):
+    """``-o/--output``: the one spelling of a command's output (a file, or a folder as its help says)."""
+    return click.option("-o", "--output", "output", type=click.Path(path_type=Path), help=help, **kw)
+
+
+def _given(name: str) -> bool:
+    """Whether the current command's option ``name`` was given on the command line (not its default)."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
 
 _OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace output files that already exist (an input "
                           "is never written over, even with this flag).")
@@ -73,94 +108,102 @@ def cli() -> None:
 
 @cli.command("mel", short_help="Audio files -> log-mel files (.mel.npz) with their configuration.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Folder for the .mel.npz files.")
-@click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field, e.g. --set n_mels=80.")
-@click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
+@_output("One input file: the .mel.npz file to write. " + IO_HELP, required=True)
+@_CONFIG
+@_SET
+@_STRICT
 @_OVERWRITE
 @friendly_errors
-def mel_cmd(inputs, out_dir, config, overrides, strict, overwrite):
-    """Compute the log-mel of each audio file (or every audio file in a folder).
+def mel_cmd(inputs, output, config, overrides, strict, overwrite):
+    """Compute the log-mel of each audio file (or every audio file in a folder or list file).
 
-    Each input becomes OUT_DIR/<name>.mel.npz holding the log-mel and the
-    configuration that made it, so `audiovae vocode` needs no settings. The files
-    of a folder keep their sub-folders (DIR/a/x.wav -> OUT_DIR/a/x.mel.npz); two
-    inputs that would land on one output, or an existing output without
+    `mel a.wav -o a.mel.npz` writes one file; with several inputs, a folder or a
+    list, each input becomes OUTPUT/<name>.mel.npz, the files of a folder keeping
+    their sub-folders (DIR/a/x.wav -> OUTPUT/a/x.mel.npz). Each holds the log-mel
+    and the configuration that made it, so `audiovae vocode` needs no settings.
+    Two inputs that would land on one output, or an existing output without
     --overwrite, are refused before anything is written.
+
+    Settings (--config YAML keys, or a `mel:` section; --set KEY=VALUE): the
+    MelConfig fields (sample_rate 22050, n_mels 256, n_fft, hop_length, ...).
     """
     from audiovae.tasks.signal import mel_files
 
     cfg = _load_mel_config(config, overrides)
-    ok, bad = mel_files(inputs, out_dir, cfg, strict=strict, progress=True, overwrite=overwrite)
+    ok, bad = mel_files(inputs, output, cfg, strict=strict, progress=True, overwrite=overwrite)
     _summary(ok, bad, "log-mel file")
 
 
 @cli.command("vocode", short_help="Log-mel files -> audio with the Griffin-Lim vocoder.")
 @click.argument("mels", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Folder for the .wav files.")
-@click.option("--iters", default=None, type=click.IntRange(0, 10000), help=ITERS_HELP)
-@click.option(
-    "--init",
-    default="pghi",
-    show_default=True,
-    type=click.Choice(["pghi", "pghi_heap", "pghi_parallel", "random", "zeros"]),
-    help="Initial phase: phase-gradient integration (pghi: the heap on a CPU, the parallel scan on a GPU), "
-         "random or zero.",
-)
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
+@_VOCODER_ITERS
+@_INIT
 @click.option("--momentum", default=0.99, show_default=True, type=float, help="Fast Griffin-Lim momentum (0 = classic).")
-@click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML, only for bare .npy inputs.")
+@_CONFIG
+@_SET
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1),
               help="Files of the same configuration vocoded together (similar lengths; each as if alone).")
 @_DEVICE
-@click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
+@_STRICT
 @_OVERWRITE
 @friendly_errors
-def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device, strict, overwrite):
+def vocode_cmd(mels, output, vocoder_iters, init, momentum, config, overrides, batch_size, device, strict, overwrite):
     """Turn log-mel files (.mel.npz from `audiovae mel`) back into audio with Griffin-Lim.
 
-    Each input becomes OUT_DIR/<name>.wav, named as `audiovae mel` names its
-    outputs (a folder's sub-folders kept). An existing file (say the recording a
-    log-mel was made from) is replaced only with --overwrite.
+    `vocode a.mel.npz -o a.wav` writes one file; with several inputs, a folder or
+    a list, each input becomes OUTPUT/<name>.wav, named as `audiovae mel` names
+    its outputs (a folder's sub-folders kept). An existing file (say the
+    recording a log-mel was made from) is replaced only with --overwrite.
+
+    Settings (--config, --set): the MelConfig of bare .npy inputs (a .mel.npz
+    carries its own).
     """
     from audiovae.tasks.signal import vocode_files
     from audiovae.training.checkpoint import pick_device
 
-    cfg = _load_mel_config(config) if config else None
-    ok, bad = vocode_files(mels, out_dir, iters, init, momentum, cfg, strict=strict, progress=True,
+    cfg = _load_mel_config(config, overrides) if config or overrides else None
+    ok, bad = vocode_files(mels, output, vocoder_iters, init, momentum, cfg, strict=strict, progress=True,
                            batch_size=batch_size, device=pick_device(device), overwrite=overwrite)
     _summary(ok, bad, "wav file")
 
 
 @cli.command("resynth", short_help="wav -> log-mel -> wav, with quality metrics.")
-@click.argument("input", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
-@click.option("--iters", default=None, type=click.IntRange(0, 10000), help=ITERS_HELP)
-@click.option("--init", default="pghi", show_default=True, type=click.Choice(["pghi", "random", "zeros"]))
-@click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
+@_VOCODER_ITERS
+@_INIT
+@_CONFIG
+@_SET
 @_OVERWRITE
 @friendly_errors
-def resynth_cmd(input, output, iters, init, config, overrides, overwrite):
-    """Run wav -> log-mel -> wav and print quality metrics for the pair.
+def resynth_cmd(inputs, output, vocoder_iters, init, config, overrides, overwrite):
+    """Run wav -> log-mel -> wav and print quality metrics for each pair.
 
     Metrics: spectral convergence and log-spectral distance on the STFT
     magnitude, mel-cepstral distortion, and STOI when pystoi is installed.
+    Outputs are named as `audiovae mel` names its own (with the input's suffix
+    replaced by .wav when OUTPUT is a folder).
+
+    Settings (--config, --set): the MelConfig fields, as for `audiovae mel`.
     """
-    from audiovae.tasks.signal import resynthesize
+    from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io, resynthesize
 
     cfg = _load_mel_config(config, overrides)
-    result = resynthesize(input, output, cfg, iters, init, overwrite=overwrite)
-    click.echo(f"wrote {output} ({result['seconds']:.2f} s of audio at {cfg.sample_rate} Hz)")
+    plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
     names = {
         "spectral_convergence": "spectral convergence",
         "log_spectral_distance_db": "log-spectral distance (dB)",
         "mel_cepstral_distortion_db": "mel-cepstral distortion (dB)",
         "stoi": "STOI",
     }
-    for key, label in names.items():
-        if key in result["metrics"]:
-            click.echo(f"  {label:<30} {result['metrics'][key]:.4f}")
-    click.echo(f"  {'vocoder time (s)':<30} {result['vocoder_seconds']:.3f}")
+    for src, dst in plan:
+        result = resynthesize(src, dst, cfg, vocoder_iters, init, overwrite=overwrite)
+        click.echo(f"wrote {dst} ({result['seconds']:.2f} s of audio at {cfg.sample_rate} Hz)")
+        for key, label in names.items():
+            if key in result["metrics"]:
+                click.echo(f"  {label:<30} {result['metrics'][key]:.4f}")
+        click.echo(f"  {'vocoder time (s)':<30} {result['vocoder_seconds']:.3f}")
 
 
 def _summary(ok: list, bad: list, what: str) -> None:
@@ -175,7 +218,7 @@ def _summary(ok: list, bad: list, what: str) -> None:
 @click.argument("corpus", type=click.Choice(["ljspeech", "vctk", "librispeech", "speechcommands", "folder", "wav.scp",
                                              "asterisk"]), metavar="CORPUS")
 @click.argument("data_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for manifest.tsv and report.txt.")
 @click.option("--split-by", type=click.Choice(["file", "speaker"]), default=None,
               help="For corpora without official splits: hold out files (default) or whole speakers.")
@@ -185,10 +228,10 @@ def _summary(ok: list, bad: list, what: str) -> None:
               help="Share of files (or speakers) for test, where the corpus has no official split.")
 @click.option("--subdirs", type=click.Choice(["none", "speaker", "label"]), default="none", show_default=True,
               help="folder corpus: what the first level of sub-folders names.")
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable file instead of leaving it out.")
+@_STRICT
 @friendly_errors
 def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction, subdirs, strict):
-    """Read CORPUS in its official layout at DATA_DIR and write OUT_DIR/manifest.tsv.
+    """Read CORPUS in its official layout at DATA_DIR and write OUTPUT/manifest.tsv.
 
     \b
     CORPUS is one of:
@@ -202,7 +245,7 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
 
     The manifest is a TSV (id, path, duration, sample_rate, speaker, label, text,
     split) whose header says how it was split. Feed it to `audiovae extract`.
-    Unreadable files are left out and listed in OUT_DIR/report.txt.
+    Unreadable files are left out and listed in OUTPUT/report.txt.
     """
     from audiovae.data.corpora import prepare
     from audiovae.utils import check_output_dir
@@ -218,13 +261,13 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
 
 @cli.command("extract", short_help="Audio folder or manifest -> feature cache for training.")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Feature cache folder.")
-@click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path), help="Feature cache folder.")
+@_CONFIG
+@_SET
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0, 64), help="DataLoader workers.")
 @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 0.9),
               help="Files held out for validation (folders and lists; a manifest keeps its own splits).")
-@click.option("--strict", is_flag=True, help="Stop at the first bad file instead of skipping it.")
+@_STRICT
 @click.option("--overwrite", is_flag=True, help="Rebuild a cache that was made with another configuration.")
 @click.option("--shard", default=None, metavar="I/N", help="Featurise only shard I of N (0-based); assemble later with --merge.")
 @click.option("--merge", is_flag=True, help="Assemble the cache from the parts all shards wrote (same SOURCE).")
@@ -237,9 +280,10 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
     speaker, label and text from a manifest), per-bin stats.npz of the train split,
     and the MelConfig. Unreadable files are skipped and listed in report.txt.
     Re-running computes only what is missing and repairs a torn cache.
+    Settings (--config, --set): the MelConfig fields, as for `audiovae mel`.
 
     \b
-    Across processes or machines (all writing into one OUT_DIR):
+    Across processes or machines (all writing into one OUTPUT folder):
       audiovae extract SRC -o OUT --shard 0/4 ... --shard 3/4; then audiovae extract SRC -o OUT --merge
       torchrun --nproc_per_node=4 -m audiovae extract SRC -o OUT   (rank 0 merges after a barrier)
     """
@@ -272,29 +316,39 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
 
 @cli.command("train", short_help="Train a VAE on a feature cache or image folder.")
 @click.argument("data", type=click.Path(path_type=Path))
-@click.argument("overrides", nargs=-1, metavar="[KEY=VALUE]...")
+@click.argument("positional", nargs=-1, metavar="[KEY=VALUE]...")
 @click.option("--model", "model_name", default=None, help="Registered model: dense, conv, mnist or cifar.")
-@click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Run folder (becomes a model directory).")
-@click.option("--config", type=click.Path(dir_okay=False), help="TrainConfig YAML.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Run folder (becomes a model directory).")
+@_CONFIG
+@_SET
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
-@click.option("--resume", is_flag=True, help="Continue the run in OUT_DIR from its last checkpoint (the same command "
+@_SEED
+@_DEVICE
+@click.option("--resume", is_flag=True, help="Continue the run in OUTPUT from its last checkpoint (the same command "
               "line with --resume added; only --max-steps / max_minutes may change).")
 @friendly_errors
-def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
+def train_cmd(data, positional, model_name, out_dir, config, overrides, max_steps, seed, device, resume):
     """Train a VAE on a feature cache (`audiovae extract`) or an image folder (MNIST IDX / CIFAR-10).
 
-    Any TrainConfig field can be set as KEY=VALUE, model fields as
-    model_config.KEY=VALUE (e.g. beta=0.5 kl_warmup=cyclical model_config.latent_dim=16).
+    Settings (--config YAML, --set KEY=VALUE): the TrainConfig fields, model
+    fields as model_config.KEY (e.g. --set beta=0.5 --set kl_warmup=cyclical
+    --set model_config.latent_dim=16). A bare KEY=VALUE after DATA is the same as
+    --set KEY=VALUE. --seed and --device, when given, set the fields seed and device.
     Launch with `torchrun --nproc_per_node=N -m audiovae train ...` for DistributedDataParallel.
 
-    However the run ends (--max-steps, max_minutes=M, early stopping, Ctrl-C or
-    SIGTERM) it validates at its last step and saves, so OUT_DIR/best is never
+    However the run ends (--max-steps, --set max_minutes=M, early stopping, Ctrl-C or
+    SIGTERM) it validates at its last step and saves, so OUTPUT/best is never
     older than the last validation. A second Ctrl-C stops at once.
     """
     from audiovae.training import train
     from audiovae.utils import check_output_dir
 
     check_output_dir(out_dir)
+    overrides = (*positional, *overrides)
+    for name, value in (("seed", seed), ("device", device)):
+        if _given(name):
+            overrides += (f"{name}={value}",)
     cfg, given = _train_config(config, model_name, overrides)
     if resume:
         summary = train(data, out_dir, None, resume=True, max_steps=max_steps, given=given)
@@ -352,6 +406,9 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+IWAE_K = 64  # importance samples for the IWAE bound: one default for evaluate and analyze
+_K = click.option("--k", "k", default=IWAE_K, show_default=True, type=click.IntRange(1),
+                  help="Importance samples for the IWAE bound.")
 _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
                            help="best: the run's best/ (best validation ELBO); last: the latest weights.")
 
@@ -359,15 +416,16 @@ _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), 
 @cli.command("evaluate", short_help="ELBO, IWAE bound, KL and active units of a model.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--k", "k", default=64, show_default=True, type=click.IntRange(1), help="Importance samples for the IWAE bound.")
+@_K
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None, help="Default: val (features), test (images).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Evaluate only the first N items.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the figures as JSON.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1), help="Items evaluated together.")
+@_JSON
+@_SEED
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoint, device):
+def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, checkpoint, device):
     """ELBO, IWAE bound, KL, reconstruction term and active units of a trained model on DATA.
 
     Feature models use the normalisation saved with the model (not the cache's) and
@@ -383,46 +441,50 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoin
         check_output_file(json_out, [data], overwrite=True)
     loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
     click.echo(describe(loaded))
-    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size)
+    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed)
     click.echo(format_table(res))
     if json_out:
         atomic_write_text(json_out, json.dumps(res, indent=2))
         click.echo(f"wrote {json_out}")
 
 
-@cli.command("reconstruct", short_help="Pass an audio file through a trained mel VAE.")
+@cli.command("reconstruct", short_help="Pass audio files through a trained mel VAE.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.argument("audio", type=click.Path(path_type=Path))
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
+@_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
 @friendly_errors
-def reconstruct_cmd(run_dir, audio, output, checkpoint, device, overwrite):
-    """Pass an audio file through a trained mel VAE and the vocoder (the model directory is all it needs)."""
+def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, overwrite):
+    """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs)."""
     from audiovae.tasks.generate import MelModel, reconstruct_file
+    from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
     from audiovae.training.checkpoint import describe
-    from audiovae.utils import check_output_file
 
-    check_output_file(output, [audio], overwrite)
-    mm = MelModel.load(run_dir, checkpoint=checkpoint, device=device)
+    plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
+    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
     click.echo(describe(mm.loaded))
-    click.echo(f"wrote {reconstruct_file(mm, audio, output)}")
+    for src, dst in plan:
+        click.echo(f"wrote {reconstruct_file(mm, src, dst)}")
 
 
 @cli.command("sample", short_help="Generate audio from a mel VAE's prior.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Folder for the samples (sample_<i>.wav).")
 @click.option("-n", "n", default=4, show_default=True, type=click.IntRange(1), help="How many samples.")
 @click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Length of each sample.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0), help="Prior standard deviation.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@_SEED
+@_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, device, overwrite):
-    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUT_DIR/sample_<i>.wav)."""
+def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, checkpoint, device, overwrite):
+    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav)."""
     import torch
 
     from audiovae.audio.io import save_audio
@@ -434,7 +496,7 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, devi
     for i in range(n):
         check_output_file(Path(out_dir) / f"sample_{i}.wav", overwrite=overwrite)
     torch.manual_seed(seed)
-    mm = MelModel.load(run_dir, checkpoint=checkpoint, device=device)
+    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
     click.echo(describe(mm.loaded))
     for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
@@ -457,27 +519,30 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, devi
               help="mwg: Metropolis-within-Gibbs (Mattei & Frellsen 2018); pseudo_gibbs (Rezende et al. 2014); "
                    "oneshot: one decode of the damaged input (a baseline); auto: the one measured better for the "
                    "data (pseudo_gibbs for images, mwg for audio; see docs/repair.md).")
-@click.option("--iters", default=100, show_default=True, type=click.IntRange(1), help="Chain iterations.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
+@click.option("--chain-iters", "iters", default=100, show_default=True, type=click.IntRange(1),
+              help="Iterations of the repair chain (mwg, pseudo_gibbs).")
+@_SEED
+@_VOCODER_ITERS
+@_JSON
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, seed, json_out,
-               checkpoint, device):
+def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, seed, vocoder_iters,
+               json_out, checkpoint, device):
     """Repair damaged data with the VAE in RUN_DIR, keeping what is observed exactly.
 
     \b
     Image model (mnist, cifar), INPUT an image folder:
-      audiovae repair RUN IMAGE_DATA --mask centre -n 200 -o OUT_DIR --json repair.json
+      audiovae repair RUN IMAGE_DATA --mask centre -n 200 -o OUT --json repair.json
     repairs the first N test images and reports, for the VAE and each baseline (mean image,
     nearest training neighbour, one-shot VAE reconstruction), the error on the missing pixels.
     \b
-    Mel model (dense, conv), INPUT one audio file:
+    Mel model (dense, conv), INPUT an audio file (or a folder or list file of them):
       audiovae repair RUN IN.wav --gap 1.20:1.45 [--gap ...] -o OUT.wav
       audiovae repair RUN IN.wav --drop 0.1 -o OUT.wav
     fills the log-mel frames the gaps touch, vocodes, and writes OUT.wav (same length; outside
     each gap and a one-window crossfade the samples are the input's) and OUT.png (log-mels).
+    A folder or list: OUT is a folder, each output named after its input as `audiovae mel` does.
 
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
@@ -503,34 +568,48 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
                    f"error on the missing pixels ({method}, {iters} iterations):")
         for name, err in res["errors"].items():
             click.echo(f"  {name:<20} " + "  ".join(f"{k} {v:.4f}" for k, v in err.items()))
+        for path in res["files"].values():
+            click.echo(f"wrote {path}")
     else:
-        res = repair_audio(run_dir, input, output, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
-                           seed, json_out, checkpoint=checkpoint, device=device, progress=True)
-        acc = "" if res["acceptance"] is None else f", acceptance {res['acceptance']:.2f}"
-        click.echo(f"filled {res['missing_frames']} of {res['frames']} frames ({res['gap_samples']} samples in "
-                   f"{len(res['gaps_s'])} gap(s)) with {method}{acc}")
-    for path in res["files"].values():
-        click.echo(f"wrote {path}")
+        from audiovae.tasks.signal import WRITABLE_AUDIO, many_inputs, plan_io
+
+        many = many_inputs([input])
+        if many and json_out:
+            raise click.UsageError("--json takes the result of one audio file; give one INPUT (or leave --json out)")
+        # a folder or list file of audio: OUTPUT is a folder, as for `mel` (files replaced, as for one file)
+        plan = plan_io([input], output, WRITABLE_AUDIO, overwrite=True) if many else [(input, output)]
+        for src, dst in plan:
+            res = repair_audio(run_dir, src, dst, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
+                               seed, json_out, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
+                               progress=True)
+            acc = "" if res["acceptance"] is None else f", acceptance {res['acceptance']:.2f}"
+            click.echo(f"{f'{src}: ' if many else ''}filled {res['missing_frames']} of {res['frames']} frames "
+                       f"({res['gap_samples']} samples in {len(res['gaps_s'])} gap(s)) with {method}{acc}")
+            for path in res["files"].values():
+                click.echo(f"wrote {path}")
     if json_out:
         click.echo(f"wrote {json_out}")
 
 
 @cli.command("demo", short_help="The whole pipeline on a built-in corpus (start here).")
-@click.option("-o", "--out-dir", default="demo_out", show_default=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out_dir", default="demo_out", show_default=True, type=click.Path(path_type=Path),
+              help="Folder for everything the demo makes.")
 @click.option("--minutes", default=2.5, show_default=True, type=click.FloatRange(0.05), help="Training time limit.")
 @click.option("--utterances", default=96, show_default=True, type=click.IntRange(4), help="Size of the synthetic corpus.")
 @click.option("--max-steps", default=3000, show_default=True, type=click.IntRange(1), help="Training step limit.")
+@_VOCODER_ITERS
 @friendly_errors
-def demo_cmd(out_dir, minutes, utterances, max_steps):
+def demo_cmd(out_dir, minutes, utterances, max_steps, vocoder_iters):
     """The whole pipeline on a built-in speech-like corpus: synthesise, extract, train a ConvVAE, listen.
 
     Writes reconstructions, prior samples and an interpolation as wav files,
     mel-spectrogram pictures, loss curves, SUMMARY.md and report/index.html (all
-    of it on one page, with audio players) into OUT_DIR.
+    of it on one page, with audio players) into OUTPUT.
     """
     from audiovae.tasks.demo import run_demo
 
-    res = run_demo(out_dir, utterances=utterances, minutes=minutes, max_steps=max_steps, log=click.echo)
+    res = run_demo(out_dir, utterances=utterances, minutes=minutes, max_steps=max_steps, vocoder_iters=vocoder_iters,
+                   log=click.echo)
     click.echo(f"done in {res['seconds'] / 60:.1f} min; read {Path(out_dir) / 'SUMMARY.md'}")
 
 
@@ -608,7 +687,7 @@ def _write_json(obj: dict, json_out: Path | None, run_dir: Path | None, name: st
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="For DATA inputs: only this split (default: every split).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="For DATA inputs: the first N items of each split.")
-@click.option("--label-key", default=None, help="Feature caches: the record field to use as label (default: label, "
+@click.option("--label-key", default=None, help="Feature caches: the record field holding the label (default: label, "
               "else speaker).")
 @_CHECKPOINT
 @_DEVICE
@@ -648,13 +727,13 @@ def _counts(text: str) -> tuple:
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("--labels", "labels", default="100,1000,all", show_default=True,
               help="Training-label counts for the label-efficiency curve.")
-@click.option("--label-key", default=None, help="Feature caches: the record field holding the class (default: "
-              "label, else speaker).")
+@click.option("--label-key", default=None, help="Feature caches: the record field holding the label (default: label, "
+              "else speaker).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Use only the first N items of each split.")
 @click.option("--max-iter", default=500, show_default=True, type=click.IntRange(10),
               help="L-BFGS iterations per classifier (raw pixels of 55,000 images take the longest).")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result here.")
+@_SEED
+@_JSON
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
@@ -679,17 +758,18 @@ def probe_cmd(run_dir, data, labels, label_key, limit, max_iter, seed, json_out,
 
 @cli.command("analyze", short_help="Parameters, training speed, bounds and sample diversity, one column per run.")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="RUN... DATA")
-@click.option("--k", "k", default=16, show_default=True, type=click.IntRange(1), help="Importance samples (IWAE).")
+@_K
 @click.option("--limit", default=1000, show_default=True, type=click.IntRange(1), help="Items to evaluate the bounds on.")
 @click.option("--samples", default=None, type=click.IntRange(2), help="Prior samples per temperature "
               "(default: 1000 images, 16 utterances).")
 @_TEMPS
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the result here.")
+@_JSON
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the table here.")
+@_SEED
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, checkpoint, device):
+def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, seed, checkpoint, device):
     """Compare runs on DATA (the last argument): parameters (encoder/decoder/total), training throughput and
     time, time to 95% of the final validation ELBO, ELBO/IWAE, active units, and the diversity of prior samples
     at two temperatures (images: classes a pixel probe assigns, nearest-training-image distance; audio: pairwise
@@ -708,7 +788,7 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, checkp
     except ValueError:
         raise click.BadParameter(f"expected numbers like 1.0,0.7, got {temperatures!r}") from None
     res = analyze(list(paths[:-1]), paths[-1], temps, k=k, limit=limit, n_samples=samples, checkpoint=checkpoint,
-                  device=device)
+                  device=device, seed=seed)
     table = format_analysis(res)
     click.echo(table)
     if md_out:
@@ -726,10 +806,11 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, checkp
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Audio: a .wav (the steps in a row) and a .png beside it; images: a .png strip.")
 @click.option("--steps", type=click.IntRange(2), default=None, help="Points from A to B (default: 5 audio, 8 images).")
+@_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
+def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, device):
     """Encode A and B to their posterior means and decode evenly spaced points between them.
 
     Two audio files with a mel model: OUT is a wav of the steps one after another
@@ -740,31 +821,34 @@ def interpolate_cmd(run_dir, a, b, output, steps, checkpoint, device):
 
     _refuse_inputs([output, Path(output).with_suffix(".png")], a, b)
 
-    res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device, progress=True)
+    kw = {"vocoder_iters": vocoder_iters} if vocoder_iters is not None else {}  # audio only
+    res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device, progress=True, **kw)
     click.echo(f"wrote {res['output']}" + (f" and {res['picture']}" if "picture" in res else "")
                + f" ({res['steps']} steps)")
 
 
 @cli.command("report", short_help="One self-contained HTML page to look at and listen to a run.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Report folder.")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Report folder.")
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="DATA for reconstructions (default: the path in the model's config.yaml).")
-@click.option("--vocoder-iters", default=None, type=click.IntRange(0, 10000), help=ITERS_HELP)
+@_VOCODER_ITERS
+@_SEED
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def report_cmd(run_dir, out_dir, data, vocoder_iters, checkpoint, device):
-    """Write OUT_DIR/index.html: configuration, training curves, evaluation figures, reconstructions, prior
+def report_cmd(run_dir, out_dir, data, vocoder_iters, seed, checkpoint, device):
+    """Write OUTPUT/index.html: configuration, training curves, evaluation figures, reconstructions, prior
     samples and interpolations (spectrograms with audio players, or image grids), and the probe, analysis and
     repair results found in RUN/results (only files inside RUN are copied). Opens from disk: no server, no network.
 
-    OUT_DIR must be new, empty or an earlier report: a rerun replaces only the files a report wrote there
-    (listed in OUT_DIR/.audiovae-report.json); a folder holding any other file is refused, nothing touched.
+    OUTPUT must be new, empty or an earlier report: a rerun replaces only the files a report wrote there
+    (listed in OUTPUT/.audiovae-report.json); a folder holding any other file is refused, nothing touched.
     """
     from audiovae.tasks.report import make_report
 
-    index = make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
+    index = make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters, seed=seed,
                         warn=lambda note: click.echo(f"warning: {note}", err=True))
     click.echo(f"wrote {index}")
 

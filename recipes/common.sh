@@ -1,6 +1,8 @@
 # Shared shell code of the recipes (sourced by recipes/<corpus>/run.sh; not run on its own).
 #
-#   run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [--train-config FILE] [key=value ...]
+#   run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [--train-config FILE] [--set key=value ...]
+#
+# Options also take the ESPnet/icefall spelling with underscores (--stop_stage 3, --data_dir DIR).
 #
 # Stages (ESPnet style): 0 download, 1 prepare, 2 extract + statistics, 3 train, 4 evaluate,
 # 5 generate + report. Every stage is a call of `audiovae` commands; the library does the work.
@@ -10,7 +12,7 @@
 #   says what to remove (results are never silently mixed).
 # - Each stage's output is also written to EXP_DIR/logs/stage<N>.log. A failing stage stops
 #   the recipe with its own message and a non-zero exit status.
-# - Trailing key=value arguments go to `audiovae train` (e.g. max_steps=500 beta=0.5).
+# - --set key=value (or a bare key=value) goes to `audiovae train --set` (e.g. --set max_steps=500 beta=0.5).
 # - AUDIOVAE chooses the command (default `audiovae`; e.g. AUDIOVAE="python -m audiovae").
 #   NPROC=N trains with torchrun on N processes (TORCHRUN overrides the launcher).
 
@@ -35,7 +37,7 @@ die() {
 
 usage() {
   cat <<EOF
-Usage: recipes/$(basename "$recipe_dir")/run.sh --data-dir DIR --exp-dir DIR [options] [key=value ...]
+Usage: recipes/$(basename "$recipe_dir")/run.sh --data-dir DIR --exp-dir DIR [options] [--set key=value ...]
 
   --data-dir DIR        where the corpus is, or is downloaded to (an existing copy is used as it is)
   --exp-dir DIR         where manifests, features, the model, evaluations and samples go
@@ -44,7 +46,10 @@ Usage: recipes/$(basename "$recipe_dir")/run.sh --data-dir DIR --exp-dir DIR [op
   --train-config FILE   TrainConfig YAML (default: conf/train.yaml)
   --mel-config FILE     MelConfig YAML for feature extraction (default: conf/mel.yaml; speech recipes)
 ${extra_usage:-}
-  key=value             TrainConfig overrides for \`audiovae train\` (model_config.KEY=VALUE for the model)
+  --set key=value       a TrainConfig setting for \`audiovae train --set\` (model_config.KEY=VALUE for the model;
+                        a bare key=value means the same)
+
+Options also take the ESPnet/icefall spelling: --stop_stage, --data_dir, --exp_dir, --train_config ...
 
 Stages: ${stage_names:-0 download, 1 prepare, 2 extract, 3 train, 4 evaluate, 5 generate + report}
 Environment: AUDIOVAE (the command, default audiovae), NPROC (torchrun processes for training),
@@ -56,6 +61,8 @@ EOF
 # parse_args "$@": the common options; a recipe handles its own first via parse_extra (returns 0 = consumed 2 args)
 parse_args() {
   while [ $# -gt 0 ]; do
+    # the ESPnet/icefall spelling (--stop_stage) is the same option as --stop-stage
+    case "$1" in --*_*) set -- "--$(printf '%s' "${1#--}" | tr _ -)" "${@:2}" ;; esac
     case "$1" in
       -h | --help) usage; exit 0 ;;
       --data-dir) data_dir=${2:?--data-dir needs a value}; shift 2 ;;
@@ -64,6 +71,7 @@ parse_args() {
       --stop-stage) stop_stage=${2:?--stop-stage needs a value}; shift 2 ;;
       --train-config) train_config=${2:?--train-config needs a value}; shift 2 ;;
       --mel-config) mel_config=${2:?--mel-config needs a value}; shift 2 ;;
+      --set) [[ "${2:-}" == *=* ]] || die "--set needs key=value"; train_args+=("$2"); shift 2 ;;
       --*)
         if declare -F parse_extra >/dev/null && parse_extra "$@"; then shift 2; else
           usage >&2; die "unknown option $1"; fi ;;
@@ -128,7 +136,9 @@ stage_extract() {
 # stage 3: train on DATA (a feature cache or an image folder); resumes an interrupted run
 train_on() {
   local data=$1 out="$exp_dir/train"
-  local args=("$data" -o "$out" --config "$train_config" "${train_args[@]}")
+  local args=("$data" -o "$out" --config "$train_config")
+  local kv
+  for kv in "${train_args[@]}"; do args+=(--set "$kv"); done
   [ -f "$out/train.yaml" ] && { echo "resuming the run in $out"; args+=(--resume); }
   if [ "$NPROC" -gt 1 ]; then
     local tr

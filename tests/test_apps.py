@@ -260,6 +260,20 @@ def test_encode_audio_pools_latent_frames_over_time(audio_run, speaker_cache, tm
         mu, _ = mm.model.encoder_params(mm.features(wave))
     np.testing.assert_allclose(z["mu"][0], mu[0].mean(1).numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(z["mu_std"][0], mu[0].std(1, unbiased=False).numpy(), rtol=1e-4, atol=1e-5)
+    # a folder of audio files and a list file are inputs too, as for `mel` (issue 17)
+    folder = tmp_path / "wavs"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(wav, folder / "sub" / "x.wav")
+    (tmp_path / "list.txt").write_text(f"{wav}\n")
+    for inp in (folder, tmp_path / "list.txt"):
+        res = CliRunner().invoke(cli, ["encode", str(audio_run), str(inp), "-o", str(tmp_path / f"{inp.stem}.npz")])
+        assert res.exit_code == 0, res.output
+        np.testing.assert_allclose(np.load(tmp_path / f"{inp.stem}.npz")["mu"], z["mu"], rtol=1e-4, atol=1e-5)
+    # reconstruct: a folder in, a folder out, names mirrored
+    res = CliRunner().invoke(cli, ["reconstruct", str(audio_run), str(folder), "-o", str(tmp_path / "rec"),
+                                   "--vocoder-iters", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert [p.relative_to(tmp_path / "rec").as_posix() for p in (tmp_path / "rec").rglob("*.wav")] == ["sub/x.wav"]
 
 
 # --- analyze ----------------------------------------------------------------------------------------------
@@ -289,7 +303,7 @@ def test_distances_and_class_statistics_against_brute_force():
 
 def test_analyze_two_runs(image_run, blobs, tmp_path):
     out = tmp_path / "analysis.json"
-    res = CliRunner().invoke(cli, ["analyze", str(image_run), str(image_run), str(blobs), "--limit", "100",
+    res = CliRunner().invoke(cli, ["analyze", str(image_run), str(image_run), str(blobs), "--limit", "100", "--k", "16",
                                    "--samples", "200", "--json", str(out)])
     assert res.exception is None, res.output
     a = json.loads(out.read_text())

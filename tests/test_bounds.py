@@ -137,11 +137,11 @@ def test_empty_and_foreign_files_name_the_file(tmp_path):
 
 def test_vocode_cli_one_line_per_crafted_file(tmp_path):
     files = [tmp_path / "empty.mel.npz", _mel_npz(tmp_path / "huge.mel.npz", num_samples=np.array(10**15, np.int64)),
-             _mel_npz(tmp_path / "list.mel.npz", config=np.array("[]")), tmp_path / "empty.npy"]
+             _mel_npz(tmp_path / "list.mel.npz", config=np.array("[]")), tmp_path / "blank.npy"]
     files[0].write_bytes(b"")
     files[3].write_bytes(b"")
     (tmp_path / "c.yaml").write_text("n_mels: 256\n")
-    res = CliRunner().invoke(cli, ["vocode", *map(str, files), "-o", str(tmp_path / "out"), "--iters", "1",
+    res = CliRunner().invoke(cli, ["vocode", *map(str, files), "-o", str(tmp_path / "out"), "--vocoder-iters", "1",
                                    "--config", str(tmp_path / "c.yaml")])
     assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output
     assert "Aborted" not in res.output

@@ -114,17 +114,18 @@ def test_mel_command_skips_bad_and_reports(tmp_path):
 def test_mel_then_vocode_uses_saved_config(tmp_path, speech_dir):
     runner = CliRunner()
     # a non-default configuration: vocode must pick it up from the file, not from defaults
-    res = runner.invoke(cli, ["mel", str(speech_dir / "utt01.wav"), "-o", str(tmp_path / "m"), "--set", "n_mels=80",
+    res = runner.invoke(cli, ["mel", str(speech_dir / "utt01.wav"), "-o", str(tmp_path / "m" / "utt01.mel.npz"),
+                              "--set", "n_mels=80",
                               "--set", "sample_rate=16000", "--set", "n_fft=1024", "--set", "win_length=1024"])
     assert res.exception is None and res.exit_code == 0, res.output
     logmel, cfg, n = load_mel(tmp_path / "m" / "utt01.mel.npz")
     assert logmel.shape[0] == 80 and cfg.sample_rate == 16000
-    res = runner.invoke(cli, ["vocode", str(tmp_path / "m"), "-o", str(tmp_path / "w"), "--iters", "4"])
+    res = runner.invoke(cli, ["vocode", str(tmp_path / "m"), "-o", str(tmp_path / "w"), "--vocoder-iters", "4"])
     assert res.exit_code == 0, res.output
     y, sr = sf.read(tmp_path / "w" / "utt01.wav")
     assert sr == 16000 and len(y) == n
     # the GPU's initial phase, chosen by hand on the CPU, and a device that is not there
-    res = runner.invoke(cli, ["vocode", str(tmp_path / "m"), "-o", str(tmp_path / "wp"), "--iters", "4",
+    res = runner.invoke(cli, ["vocode", str(tmp_path / "m"), "-o", str(tmp_path / "wp"), "--vocoder-iters", "4",
                               "--init", "pghi_parallel", "--device", "cpu", "--batch-size", "1"])
     assert res.exit_code == 0, res.output
     assert len(sf.read(tmp_path / "wp" / "utt01.wav")[0]) == n
@@ -142,7 +143,7 @@ def test_vocode_rejects_bad_mels(tmp_path):
     with pytest.raises(InvalidFeatureError, match="NaN"):
         load_mel(tmp_path / "nan.mel.npz")
     res = CliRunner().invoke(cli, ["vocode", *[str(tmp_path / f"{n}.mel.npz") for n in ("ok", "shape", "nan", "junk", "gone")],
-                                   "-o", str(tmp_path / "out"), "--iters", "2"])
+                                   "-o", str(tmp_path / "out"), "--vocoder-iters", "2"])
     assert isinstance(res.exception, SystemExit) and res.exit_code == 1
     assert (tmp_path / "out" / "ok.wav").exists()
     errors = [ln for ln in res.output.splitlines() if ln.startswith("error:")]

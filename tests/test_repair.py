@@ -277,7 +277,7 @@ def _ok(result):
 def test_image_repair_cli_keeps_observed_pixels_and_beats_baselines(image_run, stripes, tmp_path):
     out, js = tmp_path / "out", tmp_path / "repair.json"
     res = CliRunner().invoke(cli, ["repair", str(image_run), str(stripes), "--mask", "centre", "-n", "40", "-o",
-                                   str(out), "--json", str(js), "--iters", "30",
+                                   str(out), "--json", str(js), "--chain-iters", "30",
                                    "--method", "mwg"])
     _ok(res)
     data = json.loads(js.read_text())
@@ -325,7 +325,7 @@ def test_audio_repair_cli_keeps_observed_samples(conv_run, speech_dir, tmp_path)
     x, sr = sf.read(wav, dtype="float32")
     out = tmp_path / "fixed.wav"
     res = CliRunner().invoke(cli, ["repair", str(conv_run), str(wav), "--gap", "0.50:0.62", "--gap", "1.0:1.05",
-                                   "-o", str(out), "--iters", "4", "--json", str(tmp_path / "a.json")])
+                                   "-o", str(out), "--chain-iters", "4", "--json", str(tmp_path / "a.json")])
     _ok(res)
     y, sr2 = sf.read(out, dtype="float32")
     assert sr2 == sr and y.shape == x.shape
@@ -341,9 +341,16 @@ def test_audio_repair_cli_keeps_observed_samples(conv_run, speech_dir, tmp_path)
     assert (conv_run / "results" / "repair_audio.json").is_file()
     # packet loss
     res = CliRunner().invoke(cli, ["repair", str(conv_run), str(wav), "--drop", "0.1", "-o", str(tmp_path / "d.wav"),
-                                   "--iters", "2"])
+                                   "--chain-iters", "2"])
     _ok(res)
     assert sf.read(tmp_path / "d.wav")[0].shape == x.shape
+    # a folder of audio files: OUTPUT is a folder, each output named after its input (issue 17)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.wav").write_bytes(wav.read_bytes())
+    res = CliRunner().invoke(cli, ["repair", str(conv_run), str(tmp_path / "in"), "--drop", "0.1", "-o",
+                                   str(tmp_path / "R"), "--chain-iters", "2", "--vocoder-iters", "1"])
+    _ok(res)
+    assert sf.read(tmp_path / "R" / "a.wav")[0].shape == x.shape and (tmp_path / "R" / "a.png").is_file()
 
 
 def test_gap_outside_the_file_is_a_clear_error(conv_run, speech_dir, tmp_path):

@@ -51,7 +51,7 @@ def test_mel_and_vocode_mirror_relative_paths_and_count_what_they_write(tmp_path
     assert "wrote 3 log-mel file(s)" in res.output
     assert sorted(p.relative_to(tmp_path / "M").as_posix() for p in (tmp_path / "M").rglob("*.npz")) == [
         "a/x.mel.npz", "b/x.mel.npz", "x.mel.npz"]
-    res = CliRunner().invoke(cli, ["vocode", str(tmp_path / "M"), "-o", str(tmp_path / "W"), "--iters", "1"])
+    res = CliRunner().invoke(cli, ["vocode", str(tmp_path / "M"), "-o", str(tmp_path / "W"), "--vocoder-iters", "1"])
     assert res.exit_code == 0, res.output
     assert "wrote 3 wav file(s)" in res.output
     assert sorted(p.relative_to(tmp_path / "W").as_posix() for p in (tmp_path / "W").rglob("*.wav")) == [
@@ -80,7 +80,7 @@ def test_mel_then_vocode_into_the_same_folder_keeps_the_recordings(tmp_path):
     before = rec.read_bytes()
     res = CliRunner().invoke(cli, ["mel", str(d), "-o", str(d)])
     assert res.exit_code == 0 and (d / "a" / "x.mel.npz").is_file(), res.output
-    res = CliRunner().invoke(cli, ["vocode", str(d), "-o", str(d), "--iters", "1"])
+    res = CliRunner().invoke(cli, ["vocode", str(d), "-o", str(d), "--vocoder-iters", "1"])
     line = _refused(res)
     assert "x.wav" in line and "--overwrite" in line
     assert rec.read_bytes() == before
@@ -97,14 +97,14 @@ def test_resynth_never_writes_over_its_input_even_with_overwrite(tmp_path):
     (tmp_path / "link.wav").symlink_to(x)
     os.link(x, tmp_path / "hard.wav")
     for out in (x, tmp_path / "link.wav", tmp_path / "hard.wav", tmp_path / "sub" / ".." / "x.wav"):
-        res = CliRunner().invoke(cli, ["resynth", str(x), "-o", str(out), "--iters", "1", "--overwrite"])
+        res = CliRunner().invoke(cli, ["resynth", str(x), "-o", str(out), "--vocoder-iters", "1", "--overwrite"])
         assert "input" in _refused(res)
         assert x.read_bytes() == before
     other = _tone(tmp_path / "y.wav", freq=200.0)
     old = other.read_bytes()
-    assert "--overwrite" in _refused(CliRunner().invoke(cli, ["resynth", str(x), "-o", str(other), "--iters", "1"]))
+    assert "--overwrite" in _refused(CliRunner().invoke(cli, ["resynth", str(x), "-o", str(other), "--vocoder-iters", "1"]))
     assert other.read_bytes() == old
-    res = CliRunner().invoke(cli, ["resynth", str(x), "-o", str(other), "--iters", "1", "--overwrite"])
+    res = CliRunner().invoke(cli, ["resynth", str(x), "-o", str(other), "--vocoder-iters", "1", "--overwrite"])
     assert res.exit_code == 0 and other.read_bytes() != old, res.output
 
 
@@ -137,7 +137,7 @@ def test_vocode_skips_a_file_that_fails_inside_a_batch(tmp_path, monkeypatch):
         return real(voc, part, device)
 
     monkeypatch.setattr(signal, "_vocode_batch", picky)
-    res = CliRunner().invoke(cli, ["vocode", str(tmp_path / "M"), "-o", str(tmp_path / "W"), "--iters", "1"])
+    res = CliRunner().invoke(cli, ["vocode", str(tmp_path / "M"), "-o", str(tmp_path / "W"), "--vocoder-iters", "1"])
     assert isinstance(res.exception, SystemExit) and res.exit_code == 1, res.output
     assert "wrote 2 wav file(s)" in res.output
     assert sorted(p.name for p in (tmp_path / "W").iterdir()) == ["a.wav", "c.wav"]
@@ -161,9 +161,13 @@ def test_output_path_errors_are_one_line_for_every_command(blocked, tmp_path):
     f, folder, wav = blocked
     run, data = tmp_path / "no_run", tmp_path / "no_data"
     cases = {
-        "mel dir is a file": ["mel", str(wav), "-o", str(f)],
-        "mel dir under a file": ["mel", str(wav), "-o", str(f / "sub")],
-        "vocode dir is a file": ["vocode", str(wav), "-o", str(f)],
+        # several inputs (here one named twice): -o is a folder
+        "mel dir is a file": ["mel", str(wav), str(wav), "-o", str(f)],
+        "mel dir under a file": ["mel", str(wav), str(wav), "-o", str(f / "sub")],
+        "vocode dir is a file": ["vocode", str(wav), str(wav), "-o", str(f)],
+        # one input: -o is a file
+        "mel file is a folder": ["mel", str(wav), "-o", str(folder)],
+        "vocode file is a folder": ["vocode", str(wav), "-o", str(folder)],
         "resynth file is a folder": ["resynth", str(wav), "-o", str(folder)],
         "resynth under a file": ["resynth", str(wav), "-o", str(f / "y.wav")],
         "reconstruct file is a folder": ["reconstruct", str(run), str(wav), "-o", str(folder)],
@@ -185,7 +189,8 @@ def test_read_only_output_folder_is_one_line(blocked, tmp_path):
     _, folder, wav = blocked
     folder.chmod(0o555)
     try:
-        assert "not writable" in _refused(CliRunner().invoke(cli, ["mel", str(wav), "-o", str(folder)]))
+        assert "not writable" in _refused(CliRunner().invoke(cli, ["mel", str(wav), str(wav), "-o", str(folder)]))
+        assert "not writable" in _refused(CliRunner().invoke(cli, ["mel", str(wav), "-o", str(folder / "y.mel.npz")]))
         assert "not writable" in _refused(CliRunner().invoke(cli, ["resynth", str(wav), "-o", str(folder / "y.wav")]))
     finally:
         folder.chmod(0o755)
@@ -331,7 +336,7 @@ def test_names_that_are_not_utf8_are_read_and_reported(tmp_path):
     good = _tone(Path(os.fsdecode(os.fsencode(d) + b"/caf\xe9.wav")))
     _tone(d / "plain.wav")
     Path(os.fsdecode(os.fsencode(d) + b"/bad\xe9.wav")).write_bytes(b"junk" * 100)
-    res = CliRunner().invoke(cli, ["mel", str(good), "-o", str(tmp_path / "M")])
+    res = CliRunner().invoke(cli, ["mel", str(good), str(d / "plain.wav"), "-o", str(tmp_path / "M")])
     assert res.exit_code == 0, res.output
     assert os.fsencode(tmp_path / "M") + b"/caf\xe9.mel.npz" in [os.fsencode(p) for p in (tmp_path / "M").iterdir()]
     for _ in range(2):  # a re-run reads the cache's report and index back

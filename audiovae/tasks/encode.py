@@ -187,9 +187,27 @@ def encode_image_files(loaded: LoadedModel, paths: list[Path]) -> Encoded:
                    split=np.full(len(paths), "file"))
 
 
+def _audio_files(inp: Path) -> list[Path] | None:
+    """The audio files a list file (one path per line) or a plain folder of audio names; None for anything else."""
+    from audiovae.audio.io import find_audio_files
+    from audiovae.data.features import list_inputs
+    from audiovae.tasks.signal import LIST_SUFFIXES
+
+    if inp.is_file() and inp.suffix in LIST_SUFFIXES:
+        return list_inputs(inp)[0]
+    if inp.is_dir():
+        try:
+            open_data(inp)
+        except DataError:
+            found = find_audio_files(inp)
+            return found or None
+    return None
+
+
 def encode_inputs(loaded: LoadedModel, inputs: list[str | os.PathLike], split: str | None = None,
                   limit: int | None = None, label_key: str | None = None, progress: bool = True) -> Encoded:
-    """Encode every input: DATA paths (each split, or ``split``), image files and audio files, in order."""
+    """Encode every input: DATA paths (each split, or ``split``), image files and audio files (named, in a folder
+    that is no DATA, or in a list file), in order."""
     parts: list[Encoded] = []
     files: list[Path] = []
 
@@ -202,6 +220,10 @@ def encode_inputs(loaded: LoadedModel, inputs: list[str | os.PathLike], split: s
             files.clear()
 
     for inp in map(Path, inputs):
+        listed = _audio_files(inp)
+        if listed is not None:  # a list file, or a folder of audio files that is no DATA: its files, as `mel` reads them
+            files.extend(listed)
+            continue
         if inp.is_dir() or inp.suffix == ".npy":
             flush()
             src = open_data(inp)

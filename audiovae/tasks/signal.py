@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from audiovae.audio.config import MelConfig
 from audiovae.audio.frontend import MelFrontend
-from audiovae.audio.io import find_audio_files, load_audio, save_audio
+from audiovae.audio.io import SOUNDFILE_EXTENSIONS, find_audio_files, load_audio, save_audio
 from audiovae.audio.melfile import SUFFIX, check_finite, load_mel, save_mel
 from audiovae.audio.metrics import resynthesis_metrics
 from audiovae.audio.vocoder import CHUNK_FRAMES, GriffinLimVocoder
@@ -21,12 +21,21 @@ from audiovae.errors import AudioVAEError, OutputError
 from audiovae.utils import InputFiles, check_output_dir, check_output_file
 
 
+WRITABLE_AUDIO = tuple(dict.fromkeys((".wav", *SOUNDFILE_EXTENSIONS)))  # an output's suffix picks its format
+LIST_SUFFIXES = (".txt", ".lst", ".list", ".scp")  # a list file: one path per line (as `audiovae extract` reads)
+
+
 def _expand(inputs: Iterable[Path], pattern_suffixes: tuple[str, ...] | None) -> list[tuple[Path, Path]]:
-    """``[(file, its path relative to the argument that named it)]``: a folder's files keep their sub-folders."""
+    """``[(file, its path relative to the argument that named it)]``: a folder's files keep their sub-folders;
+    a list file's (``.txt``: one path per line, relative to the list's folder) land by their names."""
+    from audiovae.data.features import list_inputs
+
     out: list[tuple[Path, Path]] = []
     for p in inputs:
         p = Path(p)
-        if p.is_dir():
+        if p.is_file() and p.suffix in LIST_SUFFIXES:
+            out.extend((q, Path(q.name)) for q in list_inputs(p)[0])
+        elif p.is_dir():
             if pattern_suffixes is None:
                 found = find_audio_files(p)
             else:
@@ -73,6 +82,38 @@ def plan_outputs(
     return plan
 
 
+def many_inputs(inputs: Iterable[Path]) -> bool:
+    """Whether ``inputs`` make a folder of outputs: several of them, or a folder or a list file among them."""
+    inputs = [Path(p) for p in inputs]
+    return len(inputs) != 1 or inputs[0].is_dir() or (inputs[0].is_file() and inputs[0].suffix in LIST_SUFFIXES)
+
+
+def plan_io(inputs: Iterable[Path], output: Path, suffixes: tuple[str, ...], overwrite: bool = False,
+            pattern_suffixes: tuple[str, ...] | None = None) -> list[tuple[Path, Path]]:
+    """``[(input, output)]`` for a command's ``-o/--output``, the same rule for every command that takes inputs.
+
+    One input file: ``output`` is the output file (its name ends in one of
+    ``suffixes``; an existing folder is refused). Several inputs, a folder or a
+    list file: ``output`` is a folder, each output mirrors its input's relative
+    path with ``suffixes[0]`` (:func:`plan_outputs`; an existing file is refused).
+    """
+    inputs = [Path(p) for p in inputs]
+    output = Path(output)
+    missing = not os.path.lexists(inputs[0]) and not output.name.lower().endswith(suffixes) if inputs else False
+    if many_inputs(inputs) or missing:  # a missing input (a mistyped folder?) is reported as a bad input, not here
+        return plan_outputs(_expand(inputs, pattern_suffixes), output, suffixes[0], overwrite)
+    src = inputs[0]
+    example = f"{_stem(src)}{suffixes[0]}"
+    if output.is_dir():
+        raise OutputError(f"is a folder; one input makes one output file: give its name (e.g. {output / example}), "
+                          "or several inputs, a folder or a list file for a folder of outputs", output)
+    if not output.name.lower().endswith(suffixes):
+        raise OutputError(f"one input makes one output file, and its name must end in {' or '.join(suffixes)} "
+                          f"(e.g. {output / example} for a file in a folder {output.name})", output)
+    check_output_file(output, [src], overwrite)
+    return [(src, output)]
+
+
 def mel_files(
     inputs: Iterable[Path], out_dir: Path, cfg: MelConfig, strict: bool = False, progress: bool = False,
     overwrite: bool = False,
@@ -82,7 +123,7 @@ def mel_files(
     A file named on the command line lands as ``out_dir/<stem>.mel.npz``; the files
     of a folder keep their sub-folders. Outputs are checked first (:func:`plan_outputs`).
     """
-    plan = plan_outputs(_expand(inputs, None), Path(out_dir), SUFFIX, overwrite)
+    plan = plan_io(inputs, Path(out_dir), (SUFFIX,), overwrite)
     fe = MelFrontend(cfg)
     ok, bad = [], []
     for path, dst in tqdm(plan, desc="log-mel", unit="file", disable=not progress or len(plan) < 2):
@@ -122,7 +163,7 @@ def vocode_files(
     batch that fails is redone one file at a time, so one bad file is skipped and
     listed, not the end of the rest. Returns (written, [(bad path, problem)]).
     """
-    plan = plan_outputs(_expand(mels, (SUFFIX, ".npy")), Path(out_dir), ".wav", overwrite)
+    plan = plan_io(mels, Path(out_dir), WRITABLE_AUDIO, overwrite, pattern_suffixes=(SUFFIX, ".npy"))
     ok, bad = [], []
     groups: dict[MelConfig, list[tuple[Path, torch.Tensor, int | None, Path]]] = {}
     for path, dst in plan:

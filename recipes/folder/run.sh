@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Any folder of audio files (or Debian's asterisk prompts: --corpus asterisk) -> a convolutional log-mel VAE.
-#   recipes/folder/run.sh --data-dir DIR --exp-dir DIR [--subdirs none|speaker|label] [--stage N] [key=value ...]
+#   recipes/folder/run.sh --data-dir DIR --exp-dir DIR [--subdirs none|speaker|label] [--stage N] [--set key=value ...]
 #   recipes/folder/run.sh --corpus asterisk --exp-dir DIR        (DATA_DIR defaults to /usr/share/asterisk/sounds)
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 corpus=folder

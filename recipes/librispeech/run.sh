@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # LibriSpeech (16 kHz read speech) -> a convolutional log-mel VAE. See README.md.
 #   recipes/librispeech/run.sh --data-dir DIR --exp-dir DIR [--subsets "train-clean-100 dev-clean test-clean"]
-#                              [--stage N] [--stop-stage N] [key=value ...]
+#                              [--stage N] [--stop-stage N] [--set key=value ...]
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 subsets="train-clean-100 dev-clean test-clean"
 extra_usage='  --subsets "A B ..."   LibriSpeech subsets to download (default: train-clean-100 dev-clean test-clean)'

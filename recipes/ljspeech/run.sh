@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LJSpeech-1.1 (one speaker, 22050 Hz) -> a convolutional log-mel VAE. See README.md.
-#   recipes/ljspeech/run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [key=value ...]
+#   recipes/ljspeech/run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [--set key=value ...]
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$recipe_dir/../common.sh"
 parse_args "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Speech Commands v0.02 (one-second keywords, 16 kHz) -> a convolutional log-mel VAE. See README.md.
-#   recipes/speechcommands/run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [key=value ...]
+#   recipes/speechcommands/run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [--set key=value ...]
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$recipe_dir/../common.sh"
 parse_args "$@"

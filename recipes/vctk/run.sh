@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # VCTK 0.92 (110 speakers, 48 kHz FLAC, mic1) -> a convolutional log-mel VAE at 22050 Hz. See README.md.
-#   recipes/vctk/run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [key=value ...]
+#   recipes/vctk/run.sh --data-dir DIR --exp-dir DIR [--stage N] [--stop-stage N] [--set key=value ...]
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$recipe_dir/../common.sh"
 parse_args "$@"
