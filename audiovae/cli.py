@@ -230,8 +230,9 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
 @click.option("--merge", is_flag=True, help="Assemble the cache from the parts all shards wrote (same SOURCE).")
 @friendly_errors
 def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite, shard, merge):
-    """Compute a log-mel feature cache from SOURCE: a manifest (`audiovae prepare`), a folder of audio
-    files, or a list file (one path per line).
+    """Compute a log-mel feature cache from SOURCE: a manifest (`audiovae prepare`), a lhotse CutSet or
+    RecordingSet (cuts.jsonl.gz: speakers and text from its supervisions, a cut into a longer recording
+    reads only its segment), a folder of audio files, or a list file (one path per line).
 
     Writes a memory-mapped feats.f32, index.json (with each utterance's split,
     speaker, label and text from a manifest), per-bin stats.npz of the train split,
