@@ -3,6 +3,8 @@ without the package, one notice and training as before."""
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from audiovae.training import logging as tblog
@@ -37,12 +39,12 @@ def test_tensorboard_logs_scalars_spectrograms_and_audio(feats, tmp_path, model,
 
 
 def test_without_tensorboard_one_notice_and_training_goes_on(feats, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(tblog, "_summary_writer", lambda: None)  # as if `import tensorboard` failed
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` of it raises ImportError
     monkeypatch.setattr(tblog, "_told", False)
     cfg = TrainConfig(model="conv", model_config={"channels": 16, "latent_dim": 4}, segment_frames=32, batch_size=2,
                       max_steps=2, val_every=1)
     summary = train(feats, tmp_path / "a", cfg, progress=False)
-    train(feats, tmp_path / "b", cfg, progress=False)
+    assert tblog.TensorBoardLogger.open(tmp_path / "b", None) is None  # a second run in this process: no repeat
     err = capsys.readouterr().err
     assert err.count("TensorBoard logging is off") == 1, err
     assert "pip install 'audiovae[tensorboard]'" in err
