@@ -223,7 +223,7 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field.")
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0, 64), help="DataLoader workers.")
 @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 0.9),
-              help="Files held out for validation (folders and lists; a manifest keeps its own splits).")
+              help="Files held out for validation (folders, lists and lhotse manifests; a manifest from `audiovae prepare` keeps its own splits).")
 @click.option("--strict", is_flag=True, help="Stop at the first bad file instead of skipping it.")
 @click.option("--overwrite", is_flag=True, help="Rebuild a cache that was made with another configuration.")
 @click.option("--shard", default=None, metavar="I/N", help="Featurise only shard I of N (0-based); assemble later with --merge.")
@@ -287,6 +287,8 @@ def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
     Any TrainConfig field can be set as KEY=VALUE, model fields as
     model_config.KEY=VALUE (e.g. beta=0.5 kl_warmup=cyclical model_config.latent_dim=16).
     Launch with `torchrun --nproc_per_node=N -m audiovae train ...` for DistributedDataParallel.
+    With `pip install 'audiovae[tensorboard]'` the run also logs to OUT_DIR/tb (scalars, and at each
+    validation the log-mel and audio of validation reconstructions).
 
     However the run ends (--max-steps, max_minutes=M, early stopping, Ctrl-C or
     SIGTERM) it validates at its last step and saves, so OUT_DIR/best is never

@@ -122,6 +122,10 @@ def test_refused_lhotse_manifests_name_the_line(corpus, tmp_path, lhotse):
     perturbed.to_file(tmp_path / "sp.jsonl")
     with pytest.raises(DataError, match="line 1: .*Speed transform"):
         read_lhotse(tmp_path / "sp.jsonl")
-    (tmp_path / "bad.jsonl").write_text((d / "cuts.jsonl.gz").name + "\n")
-    with pytest.raises(DataError, match="not a feature cache"):
+    (tmp_path / "bad.jsonl").write_text('{"some": "other json lines"}\n')
+    with pytest.raises(DataError, match="bad.jsonl: not a lhotse manifest"):
         open_data(tmp_path / "bad.jsonl")
+    torn = (d / "cuts.jsonl.gz").read_bytes()
+    (tmp_path / "torn.jsonl.gz").write_bytes(torn[: len(torn) // 2])
+    res = CliRunner().invoke(cli, ["extract", str(tmp_path / "torn.jsonl.gz"), "-o", str(tmp_path / "g")])
+    assert res.exit_code == 1 and "torn.jsonl.gz: unreadable lhotse manifest" in res.output, res.output

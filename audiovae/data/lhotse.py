@@ -90,10 +90,11 @@ def _kind(obj: dict) -> str | None:
     return None
 
 
-def manifest_kind(path: str | os.PathLike) -> str | None:
+def manifest_kind(path: str | os.PathLike, strict: bool = False) -> str | None:
     """``"cuts"``, ``"recordings"`` or ``"supervisions"`` for a lhotse JSON-lines manifest, else None.
 
-    Looks only at the name (``.jsonl``/``.jsonl.gz``) and the first object."""
+    Looks only at the name (``.jsonl``/``.jsonl.gz``) and the first object. ``strict``: a file with such a
+    name that cannot be read (a torn gzip, not JSON) raises :class:`DataError` saying why."""
     path = Path(path)
     if not (path.is_file() and _has_suffix(path)):
         return None
@@ -101,12 +102,16 @@ def manifest_kind(path: str | os.PathLike) -> str | None:
         for _, obj in _lines(path):
             return _kind(obj)
     except DataError:
-        return None
+        if strict:
+            raise
     return None
 
 
 def is_lhotse_manifest(path: str | os.PathLike) -> bool:
-    return manifest_kind(path) is not None
+    """True for a readable lhotse manifest, and for any file named ``*.jsonl``/``*.jsonl.gz`` (so that
+    :func:`read_lhotse` says what is wrong with one that is not)."""
+    path = Path(path)
+    return path.is_file() and _has_suffix(path)
 
 
 def _sibling(path: Path, have: str, want: str) -> Path | None:
@@ -119,7 +124,7 @@ def _sibling(path: Path, have: str, want: str) -> Path | None:
 def read_lhotse(path: str | os.PathLike) -> list[LhotseUtterance]:
     """The utterances of a lhotse cuts, recordings or supervisions manifest (see the module docstring)."""
     path = Path(path)
-    kind = manifest_kind(path)
+    kind = manifest_kind(path, strict=True)
     if kind is None:
         raise DataError("not a lhotse manifest (a .jsonl or .jsonl.gz of cuts, recordings or supervisions)", path)
     if kind == "cuts":
