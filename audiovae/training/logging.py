@@ -60,12 +60,15 @@ class TensorBoardLogger:
         self._originals_logged = False
 
     @classmethod
-    def open(cls, log_dir: str | Path, data, normalizer=None, context: int = 0) -> "TensorBoardLogger | None":
+    def open(cls, log_dir: str | Path, data, normalizer=None, context: int = 0,
+             resumed_at: int | None = None) -> "TensorBoardLogger | None":
+        """The logger, or None (and the one-time notice) without tensorboard. ``resumed_at``: the step a
+        resumed run continues from; TensorBoard drops the earlier events past it (as metrics.csv does)."""
         writer_cls = _summary_writer()
         if writer_cls is None:
             _notice_off()
             return None
-        return cls(writer_cls(str(log_dir)), data, normalizer, context)
+        return cls(writer_cls(str(log_dir), purge_step=resumed_at), data, normalizer, context)
 
     # --- scalars --------------------------------------------------------------------------------
     def scalars(self, prefix: str, values: dict, step: int) -> None:

@@ -310,7 +310,7 @@ class Trainer:
             save_yaml(out / "train.yaml", to_dict(cfg))
             self.train_log = _CSV(out / "metrics.csv", TRAIN_COLUMNS, self.step if resumed else None)
             self.val_log = _CSV(out / "validation.csv", VAL_COLUMNS, self.step if resumed else None)
-            self.tb = TensorBoardLogger.open(out / "tb", data, normalizer, cfg.context)
+            self.tb = TensorBoardLogger.open(out / "tb", data, normalizer, cfg.context, self.step if resumed else None)
         self.bar = _Progress(cfg, self.step, f"train {cfg.model}", progress and self.is_main)
 
     # --- checkpoints and validation -------------------------------------------------------------
