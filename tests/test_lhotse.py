@@ -129,3 +129,22 @@ def test_refused_lhotse_manifests_name_the_line(corpus, tmp_path, lhotse):
     (tmp_path / "torn.jsonl.gz").write_bytes(torn[: len(torn) // 2])
     res = CliRunner().invoke(cli, ["extract", str(tmp_path / "torn.jsonl.gz"), "-o", str(tmp_path / "g")])
     assert res.exit_code == 1 and "torn.jsonl.gz: unreadable lhotse manifest" in res.output, res.output
+
+
+def test_relative_paths_and_segments_outside_the_file(corpus, tmp_path, monkeypatch, lhotse):
+    d = corpus["dir"]
+    from audiovae.audio.io import load_audio
+    from audiovae.errors import InvalidAudioError
+
+    monkeypatch.chdir(d)  # lhotse writes a relative path as given: relative to the working directory
+    lhotse.RecordingSet.from_recordings([lhotse.Recording.from_file("a.wav")]).to_file(tmp_path / "rel.jsonl")
+    assert json.loads((tmp_path / "rel.jsonl").read_text())["sources"][0]["source"] == "a.wav"
+    assert read_lhotse(tmp_path / "rel.jsonl")[0].path == d / "a.wav"
+    (tmp_path / "a.wav").symlink_to(d / "a.wav")
+    monkeypatch.chdir(tmp_path.parent)  # from elsewhere: the file next to the manifest
+    assert read_lhotse(tmp_path / "rel.jsonl")[0].path == tmp_path / "a.wav"
+    n = sf.info(d / "a.wav").frames
+    assert len(load_audio(d / "a.wav", segment=(0.5, 0.25))[0]) == round(0.75 * SR) - round(0.5 * SR)
+    assert len(load_audio(d / "a.wav", segment=(0.0, n / SR + 0.005))[0]) == n  # rounding past the end: clamped
+    with pytest.raises(InvalidAudioError, match="segment 0.5 s \\+ 100 s does not lie inside the file"):
+        load_audio(d / "a.wav", segment=(0.5, 100.0))
