@@ -266,15 +266,17 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
 @_SET
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(0, 64), help="DataLoader workers.")
 @click.option("--val-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 0.9),
-              help="Files held out for validation (folders and lists; a manifest keeps its own splits).")
+              help="Files held out for validation (folders, lists and lhotse manifests; a manifest from "
+                   "`audiovae prepare` keeps its own splits).")
 @_STRICT
 @click.option("--overwrite", is_flag=True, help="Rebuild a cache that was made with another configuration.")
 @click.option("--shard", default=None, metavar="I/N", help="Featurise only shard I of N (0-based); assemble later with --merge.")
 @click.option("--merge", is_flag=True, help="Assemble the cache from the parts all shards wrote (same SOURCE).")
 @friendly_errors
 def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite, shard, merge):
-    """Compute a log-mel feature cache from SOURCE: a manifest (`audiovae prepare`), a folder of audio
-    files, or a list file (one path per line).
+    """Compute a log-mel feature cache from SOURCE: a manifest (`audiovae prepare`), a lhotse CutSet or
+    RecordingSet (cuts.jsonl.gz: speakers and text from its supervisions, a cut into a longer recording
+    reads only its segment), a folder of audio files, or a list file (one path per line).
 
     Writes a memory-mapped feats.f32, index.json (with each utterance's split,
     speaker, label and text from a manifest), per-bin stats.npz of the train split,
@@ -336,6 +338,8 @@ def train_cmd(data, positional, model_name, out_dir, config, overrides, max_step
     --set model_config.latent_dim=16). A bare KEY=VALUE after DATA is the same as
     --set KEY=VALUE. --seed and --device, when given, set the fields seed and device.
     Launch with `torchrun --nproc_per_node=N -m audiovae train ...` for DistributedDataParallel.
+    With `pip install 'audiovae[tensorboard]'` the run also logs to OUTPUT/tb (scalars, and at each
+    validation the log-mel and audio of validation reconstructions).
 
     However the run ends (--max-steps, --set max_minutes=M, early stopping, Ctrl-C or
     SIGTERM) it validates at its last step and saves, so OUTPUT/best is never

@@ -83,11 +83,14 @@ def load_audio(
     sample_rate: int | None = None,
     min_samples: int = 2,
     allow_silent: bool = False,
+    segment: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Read an audio file as a mono float32 waveform ``(N,)``.
 
     Multi-channel audio is averaged to mono; with ``sample_rate`` the signal is
-    resampled to it (soxr HQ). Returns ``(wave, sample_rate)``. Raises
+    resampled to it (soxr HQ). ``segment=(start, duration)`` in seconds reads only
+    that part of the file (a lhotse cut into a longer recording); a segment that
+    ends more than 10 ms past the end of the file is refused. Returns ``(wave, sample_rate)``. Raises
     :class:`InvalidAudioError` for a missing, unreadable, empty, too short,
     silent or NaN-filled file, or an absurd sample rate.
     """
@@ -100,9 +103,19 @@ def load_audio(
         raise InvalidAudioError("empty file (0 bytes)", path)
     if path.suffix.lower() in FFMPEG_EXTENSIONS:
         data, sr = _ffmpeg_decode(path)
+        if segment is not None:
+            data = data[slice(*_segment_frames(segment, sr, len(data), path))]
     else:
         try:
-            data, sr = sf.read(_fs(path), dtype="float32", always_2d=True)
+            if segment is None:
+                data, sr = sf.read(_fs(path), dtype="float32", always_2d=True)
+            else:
+                with sf.SoundFile(_fs(path)) as fh:
+                    start, stop = _segment_frames(segment, fh.samplerate, fh.frames, path)
+                    fh.seek(start)
+                    data, sr = fh.read(stop - start, dtype="float32", always_2d=True), fh.samplerate
+        except InvalidAudioError:
+            raise
         except Exception as exc:
             raise InvalidAudioError(f"not a readable audio file ({_short(exc)})", path) from None
     if not (MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE):
@@ -113,6 +126,16 @@ def load_audio(
         wave = resample(wave, sr, sample_rate).astype(np.float32)
         sr = sample_rate
     return wave, sr
+
+
+def _segment_frames(segment: tuple[float, float], sr: int, frames: int, path: Path) -> tuple[int, int]:
+    """``(start, stop)`` sample indices of ``segment=(start_s, duration_s)`` in a file of ``frames`` samples."""
+    start_s, dur_s = segment
+    start, stop = round(start_s * sr), round((start_s + dur_s) * sr)
+    if start_s < 0 or dur_s <= 0 or stop - frames > 0.01 * sr:
+        raise InvalidAudioError(f"segment {start_s:g} s + {dur_s:g} s does not lie inside the file "
+                                f"({frames / sr:g} s)", path)
+    return start, min(stop, frames)
 
 
 def _need_tool(tool: str, path: Path) -> str:

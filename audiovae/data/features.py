@@ -1,9 +1,11 @@
 """`audiovae extract`: audio files -> a memory-mappable log-mel cache with statistics.
 
 SOURCE is a folder of audio files, a list file (one path per line), a single file,
-or a manifest from ``audiovae prepare`` (``manifest.tsv`` or its folder). From a
+a manifest from ``audiovae prepare`` (``manifest.tsv`` or its folder), or a lhotse
+CutSet/RecordingSet (``.jsonl``/``.jsonl.gz``, see :mod:`audiovae.data.lhotse`). From a
 manifest the cache keeps each utterance's split (train/val/test), speaker, label and
-text; from a folder the split is a hash of the file's id (``val_fraction``).
+text; from a folder or a lhotse manifest the split is a hash of the utterance id
+(``val_fraction``), and a lhotse cut into a longer recording gets only its segment.
 
 Cache layout (FEATS_DIR)::
 
@@ -12,7 +14,8 @@ Cache layout (FEATS_DIR)::
     parts*.jsonl     what each part is: id, source file, samples (or why the file was skipped);
                      parts.jsonl for a single process, parts-I-of-N.jsonl for shard I of N
     feats.f32        every utterance's frames, concatenated: (total_frames, n_mels) float32 (.npy format)
-    index.json       per utterance: id, source (absolute), num_samples, split, [speaker, label, text], offset, frames
+    index.json       per utterance: id, source (absolute), num_samples, split, [speaker, label, text],
+                     [segment: start and duration in seconds inside source, for a lhotse cut], offset, frames
     stats.npz        per-bin mean and std over the training split, frame count
     cache.json       the commit record, written last: version, n_mels, utterances, frames, size of
                      feats.f32, sha1 of index.json and stats.npz
@@ -57,6 +60,7 @@ from audiovae.audio.melfile import check_finite
 from audiovae.audio.normalize import RunningStats
 from audiovae.config import load_yaml, save_yaml
 from audiovae.data.corpora import manifest_path, read_manifest
+from audiovae.data.lhotse import is_lhotse_manifest, read_lhotse
 from audiovae.errors import AudioVAEError, ConfigError, DataError
 from audiovae.folders import output_folder
 from audiovae.npfile import load_npy, load_npz, npy_info
@@ -99,6 +103,7 @@ class InputItem:
     id: str
     split: str | None = None
     extra: dict = field(default_factory=dict)  # speaker / label / text, only the non-empty ones
+    segment: tuple[float, float] | None = None  # (start, duration) in seconds inside the file; None: all of it
 
 
 def list_items(source: str | os.PathLike) -> tuple[list[InputItem], bool]:
@@ -106,6 +111,9 @@ def list_items(source: str | os.PathLike) -> tuple[list[InputItem], bool]:
 
     Paths are absolute, so the cache's records (parts*.jsonl, index.json ``source``) name the same files
     from any working directory."""
+    if is_lhotse_manifest(source):  # a lhotse CutSet / RecordingSet: splits by id, as for a folder
+        return [InputItem(u.path, u.id, None, {k: v for k, v in (("speaker", u.speaker), ("text", u.text)) if v},
+                          u.segment) for u in read_lhotse(source)], False
     mpath = manifest_path(source)
     if mpath is not None:
         man = read_manifest(mpath)
@@ -125,8 +133,9 @@ def list_items(source: str | os.PathLike) -> tuple[list[InputItem], bool]:
 class _AudioFiles(Dataset):
     """Loads and featurises one file per item (runs in DataLoader workers)."""
 
-    def __init__(self, files: list[Path], ids: list[str], cfg: MelConfig):
+    def __init__(self, files: list[Path], ids: list[str], cfg: MelConfig, segments: list | None = None):
         self.files, self.ids, self.cfg = files, ids, cfg
+        self.segments = segments or [None] * len(files)
         self.fe = None
 
     def __len__(self) -> int:
@@ -142,7 +151,8 @@ class _AudioFiles(Dataset):
             # a forked worker must not start numba's parallel kernels (see MelFrontend's `fused`)
             self.fe = MelFrontend(self.cfg, fused=not in_worker)
         try:
-            wave, _ = load_audio(self.files[i], self.cfg.sample_rate, min_samples=self.cfg.win_length)
+            wave, _ = load_audio(self.files[i], self.cfg.sample_rate, min_samples=self.cfg.win_length,
+                                 segment=self.segments[i])
         except AudioVAEError as exc:
             return self.ids[i], str(self.files[i]), None, exc.problem
         with torch.no_grad():
@@ -240,9 +250,10 @@ def _extract_into(out: Path, items: list[InputItem], cfg: MelConfig, workers: in
     meta = _read_meta(out)
     todo = [it for it in mine if not _have_part(out, meta, it)]
     if todo:
-        ds = _AudioFiles([it.path for it in todo], [it.id for it in todo], cfg)
+        ds = _AudioFiles([it.path for it in todo], [it.id for it in todo], cfg, [it.segment for it in todo])
         loader = DataLoader(ds, batch_size=None, num_workers=workers, collate_fn=_identity)
         desc = "extract" if shard is None else f"extract {shard[0]}/{shard[1]}"
+        by_id = {it.id: it for it in todo}
         with open(meta_path, "a", encoding="utf-8") as meta_fh:
             for uid, src, res, problem in tqdm(loader, total=len(ds), desc=desc, unit="file", disable=not progress):
                 if res is None:
@@ -253,6 +264,8 @@ def _extract_into(out: Path, items: list[InputItem], cfg: MelConfig, workers: in
                     logmel, n = res
                     _save_npy(parts / f"{uid}.npy", logmel.astype(np.float32))
                     rec = {"id": uid, "source": src, "num_samples": int(n)}
+                if by_id[uid].segment is not None:
+                    rec["segment"] = list(by_id[uid].segment)
                 meta_fh.write(json.dumps(rec) + "\n")
                 meta_fh.flush()
                 meta[uid] = rec
@@ -342,7 +355,7 @@ def _read_meta(out: Path) -> dict[str, dict]:
 def _have_part(out: Path, meta: dict, it: InputItem) -> bool:
     rec = meta.get(it.id)
     return (rec is not None and "skipped" not in rec and rec.get("source") == str(it.path)
-            and _part_ok(out / "parts" / f"{it.id}.npy"))
+            and rec.get("segment") == (list(it.segment) if it.segment is not None else None) and _part_ok(out / "parts" / f"{it.id}.npy"))
 
 
 def _part_ok(path: Path) -> bool:
@@ -384,7 +397,8 @@ def _assemble(out: Path, cfg: MelConfig, items: list[InputItem], meta: dict, val
     for it in done:
         n = _part_frames(out, it.id)
         index.append({"id": it.id, "source": str(it.path), "num_samples": int(meta[it.id]["num_samples"]),
-                      "split": split[it.id], **it.extra, "offset": offset, "frames": n})
+                      "split": split[it.id], **it.extra, **({"segment": list(it.segment)} if it.segment else {}),
+                      "offset": offset, "frames": n})
         offset += n
     if _up_to_date(out, index, cfg):
         return ExtractResult(out, len(done), offset, skipped)

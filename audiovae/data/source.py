@@ -9,7 +9,8 @@ Kinds:
   splits, speakers and labels come from its index.
 - ``frames``: a ``.npy`` array of log-mel frames ``(N, n_mels)`` (the article's ``data.npy``);
   the last 10 % of the rows (by default) are the validation split.
-- ``manifest``: a corpus manifest from ``audiovae prepare`` (``manifest.tsv`` or its folder):
+- ``manifest``: a corpus manifest from ``audiovae prepare`` (``manifest.tsv`` or its folder),
+  or a lhotse CutSet / RecordingSet (``.jsonl``/``.jsonl.gz``; :mod:`audiovae.data.lhotse`):
   utterances with splits, speakers, labels and text, but no features yet — models
   train on the feature cache ``audiovae extract MANIFEST -o FEATS`` makes from it.
 - ``mnist`` / ``cifar``: an image folder (MNIST-format IDX files, CIFAR-10 python batches);
@@ -34,8 +35,9 @@ from audiovae.audio.config import MelConfig
 from audiovae.audio.normalize import Normalizer, RunningStats
 from audiovae.data.corpora import manifest_path, read_manifest
 from audiovae.data.datasets import Batch, FrameDataset, ImageDataset, SequenceDataset, collate_sequences, collate_tensors
-from audiovae.data.features import FeatureCache
+from audiovae.data.features import FeatureCache, split_of
 from audiovae.data.images import ImageSet, detect_image_folder, load_image_folder
+from audiovae.data.lhotse import is_lhotse_manifest, read_lhotse
 from audiovae.errors import ConfigError, DataError
 from audiovae.npfile import load_npy
 
@@ -203,6 +205,11 @@ def open_data(path: str | os.PathLike, val_images: int = 5000, val_fraction: flo
         return DataSource(path, "features", cache.mel_config, Normalizer(cache.mean, cache.std), cache.feats, cache.index)
     if path.is_file() and path.suffix == ".npy":
         return _open_frames(path, val_fraction)
+    if is_lhotse_manifest(path):  # splits as extract makes them: a hash of the id
+        records = [{"id": u.id, "source": str(u.path), "split": split_of(u.id, val_fraction), "duration": u.duration,
+                    "sample_rate": u.sample_rate, **({"segment": list(u.segment)} if u.segment else {}),
+                    **{k: v for k, v in (("speaker", u.speaker), ("text", u.text)) if v}} for u in read_lhotse(path)]
+        return DataSource(path, "manifest", records=records)
     if manifest_path(path) is not None:
         man = read_manifest(path)
         records = [{"id": u.id, "source": str(u.path), "split": u.split, "duration": u.duration,
@@ -213,7 +220,8 @@ def open_data(path: str | os.PathLike, val_images: int = 5000, val_fraction: flo
     if detect_image_folder(path):
         images = load_image_folder(path)
         return DataSource(path, images.kind, images=images, val_images=min(val_images, len(images.train_x) // 10))
-    raise DataError("not a feature cache (run `audiovae extract`), a manifest (`audiovae prepare`), a frame array "
+    raise DataError("not a feature cache (run `audiovae extract`), a manifest (`audiovae prepare`, or a lhotse "
+                    "CutSet/RecordingSet .jsonl.gz), a frame array "
                     "(.npy, (N, n_mels)) nor an image folder (MNIST IDX / CIFAR-10 batches)", path)
 
 

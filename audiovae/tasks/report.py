@@ -369,7 +369,7 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
         name = f"utt{i}_{_safe(rec['id'])}"
         source = rec.get("source")
         if source and Path(source).is_file():
-            wave, _ = load_audio(source, sr)
+            wave, _ = load_audio(source, sr, segment=rec.get("segment"))  # a lhotse cut: only its segment
             y, feats, rfeats = mm.reconstruct(wave)
             label = "original"
         else:  # the audio is gone; the cache still has its log-mel

@@ -39,6 +39,7 @@ from audiovae.folders import output_folder
 from audiovae.models.registry import build_model, make_config
 from audiovae.training.checkpoint import load_model_dir, load_trainer_state, save_model_dir, save_trainer_state
 from audiovae.training.config import TrainConfig, default_train_config
+from audiovae.training.logging import TensorBoardLogger
 from audiovae.training.schedules import kl_weight, learning_rate
 from audiovae.utils import atomic_write_text
 
@@ -309,7 +310,7 @@ class Trainer:
             save_yaml(out / "train.yaml", to_dict(cfg))
             self.train_log = _CSV(out / "metrics.csv", TRAIN_COLUMNS, self.step if resumed else None)
             self.val_log = _CSV(out / "validation.csv", VAL_COLUMNS, self.step if resumed else None)
-            self.tb = _tensorboard(out)
+            self.tb = TensorBoardLogger.open(out / "tb", data, normalizer, cfg.context, self.step if resumed else None)
         self.bar = _Progress(cfg, self.step, f"train {cfg.model}", progress and self.is_main)
 
     # --- checkpoints and validation -------------------------------------------------------------
@@ -340,8 +341,8 @@ class Trainer:
             v = validate(self.model, self.val_loader, self.device, self.cfg.seed, self.cfg.val_batches, self.normalizer)
             self.val_log.write({"step": self.step, "epoch": self.epoch, **v})
             if self.tb:
-                for k, val in v.items():
-                    self.tb.add_scalar(f"val/{k}", val, self.step)
+                self.tb.scalars("val", v, self.step)
+                self.tb.validation_media(self.model, self.step)
             if v["val_elbo"] > self.best:
                 self.best, self.bad_vals = v["val_elbo"], 0
                 self._save_model(self.out / "best", {"step": self.step, "val": v})
@@ -411,8 +412,7 @@ class Trainer:
         row.update(step=self.step, epoch=self.epoch)
         self.train_log.write(row)
         if self.tb:
-            for k in ("loss", "elbo", "kl", "beta", "lr"):
-                self.tb.add_scalar(f"train/{k}", row[k], self.step)
+            self.tb.scalars("train", {k: row[k] for k in ("loss", "elbo", "kl", "beta", "lr")}, self.step)
         self.bar.update(self.step, f"loss {row['loss']:.1f} kl {row['kl']:.1f}")
 
     def _should_stop(self, flag: dict, t_start: float) -> bool:
@@ -656,11 +656,3 @@ def _check_resume_data(out: Path, data: DataSource) -> Normalizer | None:
         raise ConfigError(f"the normalisation statistics of this data differ from those of the run in {out} (another "
                           "cache, or a re-extracted one); resume on the data the run started on", data.path)
     return loaded.normalizer
-
-
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:
-        return None
-    return SummaryWriter(str(out / "tb"))
