@@ -163,7 +163,7 @@ def test_mel_refuses_non_finite_features(tmp_path):
     from audiovae.tasks.signal import mel_files
 
     loud = _loud(tmp_path)
-    ok, bad = mel_files([loud], tmp_path / "m", MelConfig())
+    ok, bad = mel_files([loud], tmp_path / "m" / "loud.mel.npz", MelConfig())
     assert ok == [] and len(bad) == 1 and bad[0][0] == str(loud) and "infinite" in bad[0][1]
     assert not (tmp_path / "m" / "loud.mel.npz").exists()
 

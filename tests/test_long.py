@@ -190,7 +190,7 @@ def test_progress_bars_for_sample_interpolate_repair(tiny_conv_run, speech_dir, 
     a, b = speech_dir / "utt00.wav", speech_dir / "utt01.wav"
     err = _cli(["interpolate", tiny_conv_run, a, b, "-o", tmp_path / "i.wav", "--steps", 3])
     assert "interpolate" in err and "3/3" in err
-    err = _cli(["repair", tiny_conv_run, a, "--gap", "0.20:0.25", "--gap", "2.00:2.05", "--iters", 3,
+    err = _cli(["repair", tiny_conv_run, a, "--gap", "0.20:0.25", "--gap", "2.00:2.05", "--chain-iters", 3,
                 "-o", tmp_path / "r.wav"])
     assert "repair (mwg)" in err and "6/6" in err  # two crops, three iterations each
 
@@ -227,7 +227,7 @@ def test_vocode_bar_moves_for_one_long_file(tmp_path, speech_logmel, monkeypatch
     monkeypatch.setattr(signal, "CHUNK_FRAMES", 64)
     monkeypatch.setattr(signal, "GriffinLimVocoder", SmallChunks)
     path = save_mel(tmp_path / "a.mel.npz", lm[0].numpy(), MelConfig(), (lm.shape[-1] - 1) * 256, "test")
-    ok, bad = signal.vocode_files([path], tmp_path / "out", n_iter=1, progress=True)
+    ok, bad = signal.vocode_files([path], tmp_path / "out" / "a.wav", n_iter=1, progress=True)
     assert len(ok) == 1 and not bad
     err = capsys.readouterr().err
     assert "vocode" in err and f"{lm.shape[-1]}/{lm.shape[-1]}" in err

@@ -115,15 +115,16 @@ def plan_io(inputs: Iterable[Path], output: Path, suffixes: tuple[str, ...], ove
 
 
 def mel_files(
-    inputs: Iterable[Path], out_dir: Path, cfg: MelConfig, strict: bool = False, progress: bool = False,
+    inputs: Iterable[Path], output: Path, cfg: MelConfig, strict: bool = False, progress: bool = False,
     overwrite: bool = False,
 ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Write ``out_dir/<relative path>.mel.npz`` for each audio input; return (written, [(bad path, problem)]).
+    """Write the log-mel of each audio input; return (written, [(bad path, problem)]).
 
-    A file named on the command line lands as ``out_dir/<stem>.mel.npz``; the files
-    of a folder keep their sub-folders. Outputs are checked first (:func:`plan_outputs`).
+    ``output`` as for every command's ``-o`` (:func:`plan_io`): the ``.mel.npz`` file for one input
+    file; for several inputs, a folder or a list file, the folder where each output mirrors its
+    input's relative path. Outputs are checked before any work starts.
     """
-    plan = plan_io(inputs, Path(out_dir), (SUFFIX,), overwrite)
+    plan = plan_io(inputs, Path(output), (SUFFIX,), overwrite)
     fe = MelFrontend(cfg)
     ok, bad = [], []
     for path, dst in tqdm(plan, desc="log-mel", unit="file", disable=not progress or len(plan) < 2):
@@ -144,7 +145,7 @@ def mel_files(
 
 def vocode_files(
     mels: Iterable[Path],
-    out_dir: Path,
+    output: Path,
     n_iter: int | None = None,
     init: str = "pghi",
     momentum: float = 0.99,
@@ -155,7 +156,7 @@ def vocode_files(
     device: str | torch.device = "cpu",
     overwrite: bool = False,
 ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Write ``out_dir/<relative path>.wav`` for each log-mel file, with the configuration stored in it.
+    """Write the waveform of each log-mel file (``output`` as in :func:`mel_files`), with the configuration stored in it.
 
     Outputs are named and checked as for :func:`mel_files`. Files with the same
     configuration are vocoded ``batch_size`` at a time (similar lengths together,
@@ -163,7 +164,7 @@ def vocode_files(
     batch that fails is redone one file at a time, so one bad file is skipped and
     listed, not the end of the rest. Returns (written, [(bad path, problem)]).
     """
-    plan = plan_io(mels, Path(out_dir), WRITABLE_AUDIO, overwrite, pattern_suffixes=(SUFFIX, ".npy"))
+    plan = plan_io(mels, Path(output), WRITABLE_AUDIO, overwrite, pattern_suffixes=(SUFFIX, ".npy"))
     ok, bad = [], []
     groups: dict[MelConfig, list[tuple[Path, torch.Tensor, int | None, Path]]] = {}
     for path, dst in plan:
