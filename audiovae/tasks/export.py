@@ -19,6 +19,7 @@ files are checked with ``onnxruntime`` when it is installed (``pip install 'audi
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -217,21 +218,26 @@ def run_exported(path: str | os.PathLike, x: np.ndarray, format: str | None = No
     return [v.numpy() for v in (out if isinstance(out, (tuple, list)) else [out])]
 
 
-def _check(module, path: Path, x: torch.Tensor, names: list[str], fmt: str) -> float:
-    """Run the exported file on ``x`` and compare with ``module``; the largest absolute difference."""
+def _check(module, path: Path, x: torch.Tensor, names: list[str], fmt: str, shown: Path) -> float:
+    """Run the exported file ``path`` on ``x`` and compare with ``module``; the largest absolute difference.
+    Errors name ``shown`` (the file's final name; ``path`` is its temporary one)."""
     with torch.no_grad():
         want = [v.numpy() for v in module(x)]
-    got = run_exported(path, x.numpy(), fmt)
+    try:
+        got = run_exported(path, x.numpy(), fmt)
+    except Exception as exc:  # noqa: BLE001 - the runtime refused the input (a shape fixed at export time...)
+        raise ExportError(f"the exported file cannot run on an input of shape {tuple(x.shape)} "
+                          f"({str(exc).strip().splitlines()[0][:300]})", shown) from None
     if len(got) != len(want):
-        raise ExportError(f"gives {len(got)} outputs, PyTorch {len(want)}", path)
+        raise ExportError(f"gives {len(got)} outputs, PyTorch {len(want)}", shown)
     worst = 0.0
     for name, a, b in zip(names, got, want):
         if a.shape != b.shape:
             raise ExportError(f"output {name!r} has shape {a.shape} exported, {b.shape} in PyTorch (input "
-                              f"{tuple(x.shape)})", path)
+                              f"{tuple(x.shape)})", shown)
         if not np.all(np.abs(a - b) <= ATOL + RTOL * np.abs(b)):
             raise ExportError(f"output {name!r} differs from PyTorch by up to {np.abs(a - b).max():.3g} (input "
-                              f"{tuple(x.shape)}; allowed {TOLERANCE})", path)
+                              f"{tuple(x.shape)}; allowed {TOLERANCE})", shown)
         worst = max(worst, float(np.abs(a - b).max()))
     return worst
 
@@ -260,7 +266,7 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, format: str = "on
     """
     from audiovae.folders import output_folder
     from audiovae.training.checkpoint import load_model_dir, resolve_model_dir
-    from audiovae.utils import atomic_path, atomic_write_text
+    from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; choose {', '.join(FORMATS)}")
@@ -277,8 +283,9 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, format: str = "on
         info = _describe(loaded, format, parts, files, frames)
         atomic_write_text(out / MARKER, json.dumps({**info, "files": sorted(set(files) | old)}, indent=1) + "\n")
         if loaded.normalizer is not None:
-            with atomic_path(out / "stats.npz", suffix=".npz") as tmp:
-                np.savez(tmp, mean=loaded.normalizer.mean.numpy(), std=loaded.normalizer.std.numpy())
+            buf = io.BytesIO()  # as the feature cache's stats.npz
+            np.savez(buf, mean=loaded.normalizer.mean.numpy(), std=loaded.normalizer.std.numpy())
+            atomic_write_bytes(out / "stats.npz", buf.getvalue())
         checks = {}
         for name, module, example, in_name, out_names, axes in parts:
             path = out / f"{name}{ext}"
@@ -286,7 +293,7 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, format: str = "on
                 _export_one(module, example, in_name, out_names, axes, format, tmp)
                 if check and _can_check(format):
                     x = _check_input(example, loaded.mel is not None)
-                    checks[name] = {"input_shape": list(x.shape), "max_abs_diff": _check(module, tmp, x, out_names, format)}
+                    checks[name] = {"input_shape": list(x.shape), "max_abs_diff": _check(module, tmp, x, out_names, format, path)}
         info["check"] = ({"tolerance": TOLERANCE, "parts": checks} if checks else
                          "not checked" + ("" if not check else " (onnxruntime is not installed)"))
         atomic_write_text(out / "README.txt", _readme(info))
