@@ -125,6 +125,21 @@ def test_export_equals_pytorch_on_real_speech(models, tmp_path, real, fmt):
     _close(std, torch.exp(0.5 * logvar))
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_exported_front_end_equals_melfrontend_on_real_speech(models, tmp_path, real, fmt):
+    """features.<ext>: waveform -> log-mel (and normalised features) as audiovae's MelFrontend, at any length."""
+    export(models["conv"], tmp_path / "x", format=fmt, frames=40)
+    loaded = _pytorch(models["conv"])
+    wave, logmel = real
+    ext = {"onnx": ".onnx", "torchscript": ".pt"}[fmt]
+    got, feats = run_exported(tmp_path / "x" / f"features{ext}", wave[None])
+    _close(got, logmel)
+    _close(feats, loaded.normalizer(logmel), atol=1e-3, rtol=1e-3)  # divided by std (>= 1e-3 here)
+    two = np.stack([wave[:20000], wave[5000:25000]])  # a batch, another length
+    got, _ = run_exported(tmp_path / "x" / f"features{ext}", two)
+    _close(got, MelFrontend(MelConfig())(torch.from_numpy(two)))
+
+
 def test_image_export_has_a_dynamic_batch(models, tmp_path):
     info = export(models["mnist"], tmp_path / "x", format="onnx")
     assert info["image_shape"] == [1, 28, 28] and "stats.npz" not in info["files"]
@@ -157,7 +172,7 @@ def test_export_folder_holds_what_a_user_needs(models, tmp_path):
     info = json.loads((out / "export.json").read_text())
     assert info["mel"] == MelConfig().to_dict() and info["latent_dim"] == 4
     assert info["parts"]["encoder"]["axes"]["features"] == {"0": "batch", "2": "frames"}
-    assert set(info["check"]["parts"]) == {"encoder", "decoder"}
+    assert set(info["check"]["parts"]) == {"features", "encoder", "decoder"}
     stats = np.load(out / "stats.npz")
     loaded = _pytorch(models["conv"])
     np.testing.assert_array_equal(stats["mean"], loaded.normalizer.mean.numpy())

@@ -2,6 +2,7 @@
 
 ``export(run, out_dir, format="onnx")`` writes, into an output folder of the kind "export":
 
+- ``features.<ext>`` (mel models): a waveform -> its log-mel and the normalised features (``torch.stft``);
 - ``encoder.<ext>``: normalised features -> the posterior's ``mean`` and ``std``;
 - ``decoder.<ext>``: a latent -> the mean of ``p(x | z)`` (and its ``scale`` where the likelihood has one);
 - ``stats.npz`` (mel models): the per-bin ``mean`` and ``std`` that normalise log-mel features;
@@ -102,6 +103,31 @@ class MelDecoder(nn.Module):
         return tuple(v for v in out if v is not None)
 
 
+class MelFeatures(nn.Module):
+    """Waveform ``(B, N)`` -> ``logmel`` ``(B, n_mels, 1 + N // hop)`` (as :class:`~audiovae.audio.frontend.MelFrontend`)
+    and, with a normaliser, the normalised ``features`` the encoder takes. Written with ``torch.stft`` so that
+    it exports (ONNX's STFT operator)."""
+
+    def __init__(self, mel, normalizer=None):
+        from audiovae.audio.functional import mel_filterbank
+
+        super().__init__()
+        self.mel = mel
+        w = torch.hann_window(mel.win_length, periodic=True)
+        left = (mel.n_fft - mel.win_length) // 2
+        self.register_buffer("window", F.pad(w, (left, mel.n_fft - mel.win_length - left)))
+        self.register_buffer("fb", mel_filterbank(mel, torch.float32))
+        self.normalizer = normalizer
+
+    def forward(self, wave: torch.Tensor):
+        m = self.mel
+        x = F.pad(wave[:, None], (m.n_fft // 2, m.n_fft // 2))[:, 0]  # centred frames, zero-padded
+        spec = torch.stft(x, m.n_fft, m.hop_length, window=self.window, center=False, return_complex=False)
+        mag = spec.square().sum(-1) ** (0.5 * m.power)  # (B, n_fft // 2 + 1, T)
+        logmel = torch.log(torch.clamp(torch.matmul(self.fb, mag), min=m.log_floor))
+        return (logmel,) if self.normalizer is None else (logmel, self.normalizer(logmel))
+
+
 class ImageEncoder(nn.Module):
     """Images ``(B, C, H, W)`` -> posterior ``mean``, ``std`` ``(B, latent_dim)``."""
 
@@ -143,7 +169,10 @@ def _parts(loaded, frames: int, batch: int = 2):
         tz = -(-frames // ds)
         seq = {0: "batch", 2: "frames"}
         lat = {0: "batch", 2: "latent_frames"}
+        feat_out = ["logmel"] + (["features"] if loaded.normalizer is not None else [])
         return [
+            ("features", MelFeatures(loaded.mel, loaded.normalizer), 0.1 * torch.randn(batch, frames * loaded.mel.hop_length),
+             "wave", feat_out, {"wave": {0: "batch", 1: "samples"}, **{k: seq for k in feat_out}}),
             ("encoder", MelEncoder(model, context), torch.randn(batch, n_mels, frames), "features", ["mean", "std"],
              {"features": seq, "mean": lat, "std": lat}),
             ("decoder", MelDecoder(model, n_mels, context), torch.randn(batch, d, tz), "z", dec_out,
@@ -246,8 +275,8 @@ def _check_input(example: torch.Tensor, seq: bool) -> torch.Tensor:
     """An input of another batch size (and, for sequences, another length) than ``example``."""
     shape = list(example.shape)
     shape[0] += 1
-    if seq:
-        shape[2] = max(1, shape[2] // 3 + 1)
+    if seq:  # the time axis (frames, latent frames or samples) is the last
+        shape[-1] = max(1, shape[-1] // 3 + 1)
     g = torch.Generator().manual_seed(0)
     return torch.randn(shape, generator=g) if example.min() < 0 else torch.rand(shape, generator=g)
 
@@ -289,11 +318,19 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, format: str = "on
         checks = {}
         for name, module, example, in_name, out_names, axes in parts:
             path = out / f"{name}{ext}"
-            with atomic_path(path, suffix=ext) as tmp:
-                _export_one(module, example, in_name, out_names, axes, format, tmp)
-                if check and _can_check(format):
-                    x = _check_input(example, loaded.mel is not None)
-                    checks[name] = {"input_shape": list(x.shape), "max_abs_diff": _check(module, tmp, x, out_names, format, path)}
+            try:
+                with atomic_path(path, suffix=ext) as tmp:
+                    _export_one(module, example, in_name, out_names, axes, format, tmp)
+                    if check and _can_check(format):
+                        x = _check_input(example, loaded.mel is not None)
+                        checks[name] = {"input_shape": list(x.shape),
+                                        "max_abs_diff": _check(module, tmp, x, out_names, format, path)}
+            except Exception as exc:  # noqa: BLE001 - the waveform front end is a bonus: say why it is missing
+                if name != "features":
+                    raise
+                files.remove(path.name)
+                del info["parts"][name]
+                info["features"] = f"not exported ({str(exc).strip().splitlines()[0][:300]})"
         info["check"] = ({"tolerance": TOLERANCE, "parts": checks} if checks else
                          "not checked" + ("" if not check else " (onnxruntime is not installed)"))
         atomic_write_text(out / "README.txt", _readme(info))
@@ -377,6 +414,16 @@ def _readme(info: dict) -> str:
     d = info["latent_dim"]
     if "mel" in info:
         m, ds = info["mel"], info["downsample"]
+        feat = info["parts"].get("features")
+        if feat:
+            lines += [
+                f"{feat['file']}: input 'wave' (batch, samples), mono at {m['sample_rate']} Hz;",
+                f"  output 'logmel' (batch, {m['n_mels']}, 1 + samples // {m['hop_length']}): the log-mel below"
+                + (", and 'features' (same shape): it normalised, the encoder's input." if "features" in
+                   feat["outputs"] else "."),
+            ]
+        else:
+            lines.append(f"No waveform front end: {info.get('features', 'not exported')}.")
         lines += [
             f"{enc['file']}: input '{enc['input']}' (batch, {m['n_mels']}, frames), NORMALISED log-mel;",
             f"  outputs 'mean', 'std' (batch, {d}, latent_frames): the posterior q(z | x) = N(mean, std^2),",
