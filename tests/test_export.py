@@ -113,21 +113,8 @@ def test_dense_export_forms_the_context_frames_itself(models, tmp_path, real):
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_export_equals_pytorch_on_real_speech(models, tmp_path, real, fmt):
-    """espeak-ng speech through audiovae's front end and the normaliser, then the exported conv model."""
-    export(models["conv"], tmp_path / "x", format=fmt)
-    loaded = _pytorch(models["conv"])
-    x = loaded.normalizer(real[1])
-    ext = {"onnx": ".onnx", "torchscript": ".pt"}[fmt]
-    mean, std = run_exported(tmp_path / "x" / f"encoder{ext}", x.numpy())
-    with torch.no_grad():
-        mu, logvar = loaded.model.encoder_params(x)
-    _close(mean, mu)
-    _close(std, torch.exp(0.5 * logvar))
-
-
-@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-def test_exported_front_end_equals_melfrontend_on_real_speech(models, tmp_path, real, fmt):
-    """features.<ext>: waveform -> log-mel (and normalised features) as audiovae's MelFrontend, at any length."""
+    """espeak-ng speech: features.<ext> (waveform -> log-mel, normalised features) equals audiovae's MelFrontend
+    at any length and batch; the encoder on those features equals PyTorch's."""
     export(models["conv"], tmp_path / "x", format=fmt, frames=40)
     loaded = _pytorch(models["conv"])
     wave, logmel = real
@@ -138,6 +125,13 @@ def test_exported_front_end_equals_melfrontend_on_real_speech(models, tmp_path, 
     two = np.stack([wave[:20000], wave[5000:25000]])  # a batch, another length
     got, _ = run_exported(tmp_path / "x" / f"features{ext}", two)
     _close(got, MelFrontend(MelConfig())(torch.from_numpy(two)))
+    # the encoder on the real utterance's features (another length than traced)
+    x = loaded.normalizer(logmel)
+    mean, std = run_exported(tmp_path / "x" / f"encoder{ext}", x.numpy())
+    with torch.no_grad():
+        mu, logvar = loaded.model.encoder_params(x)
+    _close(mean, mu)
+    _close(std, torch.exp(0.5 * logvar))
 
 
 def test_image_export_has_a_dynamic_batch(models, tmp_path):
@@ -230,3 +224,28 @@ def test_readme_example_runs_without_audiovae(models, tmp_path, real):
     with torch.no_grad():
         mu, _ = loaded.model.encoder_params(loaded.normalizer(real[1]))
     _close(got, mu, atol=2e-3, rtol=2e-3)  # librosa's features vs audiovae's front end: float32 noise
+
+
+@pytest.mark.slow  # training 2 steps: about 10 s
+def test_export_a_trained_run_and_the_export_folder_is_its_own_kind(feats, tmp_path, real):
+    """A conv run trained 2 steps: `audiovae export RUN` takes its best/ (or --checkpoint last); the export folder
+    is refused as a training run's output."""
+    from audiovae.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(feats, run, TrainConfig(model="conv", model_config={"channels": 8, "latent_dim": 4, "downsample": 2,
+                                                             "res_blocks": 1},
+                                  batch_size=4, segment_frames=32, max_steps=2, kl_warmup="none", lr_warmup_steps=0,
+                                  checkpoint_every=1000, val_batches=1), progress=False)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["export", str(run), "-o", str(tmp_path / "x"), "--checkpoint", "last"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "x" / "export.json").read_text())
+    assert info["source"] == str(run.resolve()) and info["step"] == 2 and info["downsample"] == 2
+    loaded = _pytorch(run)
+    x = loaded.normalizer(real[1])
+    with torch.no_grad():
+        mu, _ = loaded.model.encoder_params(x)
+    _close(run_exported(tmp_path / "x" / "encoder.onnx", x.numpy())[0], mu)
+    res = runner.invoke(cli, ["train", str(feats), "-o", str(tmp_path / "x"), "--max-steps", "1"])
+    assert res.exit_code == 1 and "is an exported model, not a training run" in res.output, res.output

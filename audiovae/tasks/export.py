@@ -448,6 +448,12 @@ def _readme(info: dict) -> str:
             f"  the waveform is mono at {m['sample_rate']} Hz (resample it first).",
             "",
             "MelConfig: " + json.dumps(m),
+            "",
+            "The Griffin-Lim vocoder is not exported (its phase initialisation and NNLS are not single graphs).",
+            "Any Griffin-Lim of the de-normalised log-mel gives audio, e.g.",
+            f"  librosa.feature.inverse.mel_to_audio(np.exp(logmel), sr={m['sample_rate']}, n_fft={m['n_fft']}, "
+            f"hop_length={m['hop_length']}, win_length={m['win_length']}, power={m['power']},",
+            f"        fmin={m['fmin']}, fmax={m['fmax']}, htk={m['htk']}, norm={m['norm']!r}, n_iter=64)",
         ]
     else:
         c, s, _ = info["image_shape"]
