@@ -781,9 +781,10 @@ def report_cmd(run_dir, out_dir, data, vocoder_iters, checkpoint, device):
 @_CHECKPOINT
 @friendly_errors
 def export_cmd(run_dir, output, fmt, frames, checkpoint):
-    """Export RUN_DIR's encoder (normalised features -> posterior mean and std) and decoder (latent -> mean,
-    and scale where the likelihood has one) into OUTPUT, with stats.npz (the normaliser), export.json and a
-    README.txt that say the shapes, the normalisation and how to compute the features without audiovae.
+    """Export RUN_DIR's encoder (normalised features -> posterior mean and std), decoder (latent -> mean,
+    and scale where the likelihood has one) and, for mel models, front end (waveform -> log-mel and normalised
+    features) into OUTPUT, with stats.npz (the normaliser), export.json and a README.txt that say the shapes,
+    the normalisation and how to compute the features without audiovae. The vocoder is not exported.
 
     Mel models run at any number of frames and batch size, image models at any batch size. Each file is run
     once on another length and batch size than it was traced at and compared with PyTorch (ONNX: with
