@@ -249,3 +249,15 @@ def test_export_a_trained_run_and_the_export_folder_is_its_own_kind(feats, tmp_p
     _close(run_exported(tmp_path / "x" / "encoder.onnx", x.numpy())[0], mu)
     res = runner.invoke(cli, ["train", str(feats), "-o", str(tmp_path / "x"), "--max-steps", "1"])
     assert res.exit_code == 1 and "is an exported model, not a training run" in res.output, res.output
+
+
+def test_an_export_that_differs_from_pytorch_is_refused(models, tmp_path, monkeypatch):
+    """The built-in check: a file whose outputs differ from PyTorch's is an ExportError naming it, and is not kept."""
+    import audiovae.tasks.export as ex
+    from audiovae.errors import ExportError
+
+    real_run = ex.run_exported
+    monkeypatch.setattr(ex, "run_exported", lambda path, x, fmt=None: [v + 1e-3 for v in real_run(path, x, fmt)])
+    with pytest.raises(ExportError, match=r"encoder\.pt: output 'mean' differs from PyTorch"):  # features.pt: optional, skipped
+        export(models["conv"], tmp_path / "x", format="torchscript")
+    assert not [p for p in (tmp_path / "x").iterdir() if p.suffix in (".pt", ".tmp")]
