@@ -261,3 +261,17 @@ def test_an_export_that_differs_from_pytorch_is_refused(models, tmp_path, monkey
     with pytest.raises(ExportError, match=r"encoder\.pt: output 'mean' differs from PyTorch"):  # features.pt: optional, skipped
         export(models["conv"], tmp_path / "x", format="torchscript")
     assert not [p for p in (tmp_path / "x").iterdir() if p.suffix in (".pt", ".tmp")]
+
+
+def test_without_the_export_extra(models, tmp_path, monkeypatch):
+    """No onnx: a one-line ExportError naming the extra. No onnxruntime: exported, and said to be unchecked."""
+    from audiovae.errors import ExportError
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    info = export(models["mnist"], tmp_path / "x", format="onnx")
+    assert info["check"] == "not checked (onnxruntime is not installed)"
+    assert "not checked (onnxruntime is not installed)" in (tmp_path / "x" / "README.txt").read_text()
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ExportError, match=r"pip install 'audiovae\[export\]'"):
+        export(models["mnist"], tmp_path / "y", format="onnx")
+    assert not (tmp_path / "y").exists()  # refused before anything was written

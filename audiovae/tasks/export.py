@@ -205,13 +205,17 @@ def _dims(axes: dict, in_name: str):
     return ({a: torch.export.Dim.AUTO for a in axes[in_name]},)
 
 
-def _to_onnx(module, example, in_name, out_names, axes, path: Path) -> None:
-    """The TorchScript-based exporter (fast, needs no onnxscript) where this torch still has it, else the
-    ``torch.export``-based one."""
+def _need_onnx() -> None:
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ExportError("ONNX export needs the onnx package: pip install 'audiovae[export]'") from None
+
+
+def _to_onnx(module, example, in_name, out_names, axes, path: Path) -> None:
+    """The TorchScript-based exporter (fast, needs no onnxscript) where this torch still has it, else the
+    ``torch.export``-based one."""
+    _need_onnx()
     kw = dict(input_names=[in_name], output_names=out_names, opset_version=OPSET)
     try:
         torch.onnx.export(module, (example,), str(path), dynamic_axes=axes, dynamo=False, **kw)
@@ -301,6 +305,8 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, format: str = "on
         raise ConfigError(f"unknown export format {format!r}; choose {', '.join(FORMATS)}")
     if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= 100000:
         raise ConfigError(f"frames must be an integer in 1..100000, got {frames!r}")
+    if format == "onnx":
+        _need_onnx()  # before anything is written
     loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location="cpu")
     parts = _parts(loaded, frames)
     ext = FORMATS[format]
