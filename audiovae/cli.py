@@ -857,6 +857,35 @@ def report_cmd(run_dir, out_dir, data, vocoder_iters, seed, checkpoint, device):
     click.echo(f"wrote {index}")
 
 
+@cli.command("export", short_help="A trained model's encoder and decoder as ONNX, TorchScript or torch.export files.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output folder (new, empty or an earlier export).")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "torchscript", "torch.export"]), default="onnx",
+              show_default=True, help="onnx (needs pip install 'audiovae[export]'), torchscript (.pt) or "
+              "torch.export (.pt2).")
+@click.option("--frames", type=click.IntRange(1, 100000), default=100, show_default=True,
+              help="Mel models: the length the graph is traced at (any length runs afterwards).")
+@_CHECKPOINT
+@friendly_errors
+def export_cmd(run_dir, output, fmt, frames, checkpoint):
+    """Export RUN_DIR's encoder (normalised features -> posterior mean and std), decoder (latent -> mean,
+    and scale where the likelihood has one) and, for mel models, front end (waveform -> log-mel and normalised
+    features) into OUTPUT, with stats.npz (the normaliser), export.json and a README.txt that say the shapes,
+    the normalisation and how to compute the features without audiovae. The vocoder is not exported.
+
+    Mel models run at any number of frames and batch size, image models at any batch size. Each file is run
+    once on another length and batch size than it was traced at and compared with PyTorch (ONNX: with
+    onnxruntime, when installed).
+    """
+    from audiovae.tasks.export import export
+
+    info = export(run_dir, output, format=fmt, checkpoint=checkpoint, frames=frames)
+    check = info["check"]
+    said = (f"checked against PyTorch ({check['tolerance']})" if isinstance(check, dict) else check)
+    click.echo(f"wrote {', '.join(info['files'])} into {output} ({said})")
+
+
 def main() -> None:
     cli(prog_name="audiovae")
 

@@ -55,6 +55,10 @@ class UnsafeArchiveError(DownloadError):
     """An archive member that would land outside the extraction folder (absolute path, '..', link, device)."""
 
 
+class ExportError(AudioVAEError):
+    """A model that cannot be exported, or whose exported file does not compute what PyTorch does."""
+
+
 class OutputFolderError(AudioVAEError):
     """An output folder that cannot be written: one of another kind (a cache is not a run), or one another
     process is writing (see :mod:`audiovae.folders`)."""

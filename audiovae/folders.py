@@ -43,6 +43,7 @@ KINDS = {
     "model": "a model directory",
     "manifest": "a manifest folder",
     "report": "a report folder",
+    "export": "an exported model",
 }
 
 # flock errors that mean "this file system has no locks", not "someone holds it"
@@ -62,6 +63,8 @@ def folder_kind(path: str | os.PathLike) -> str | None:
     if (p / "cache.json").exists() or (p / "feats.f32").exists() or (p / "index.json").exists() \
             or (p / "parts").is_dir() or any(p.glob("parts*.jsonl")):
         return "cache"
+    if (p / "export.json").exists():
+        return "export"
     cfg = p / "config.yaml"
     if cfg.is_file():
         kind = _config_kind(cfg)

@@ -157,10 +157,9 @@ class ConvVAE(BaseVAE):
         return -(-size // self.config.downsample)  # ceil, for ints and integer tensors alike
 
     def encoder_params(self, x: torch.Tensor):
-        t = x.shape[-1]
-        pad = self.latent_size(t) * self.config.downsample - t
-        if pad:
-            x = F.pad(x, (0, pad), mode="replicate")
+        ds = self.config.downsample
+        if ds > 1:  # up to a multiple of ds; always (not `if pad`) and `-t % ds`, so an exported graph pads any length
+            x = F.pad(x, (0, -x.shape[-1] % ds), mode="replicate")
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 8)
 
