@@ -170,10 +170,10 @@ def resynth_cmd(input, output, iters, init, config, overrides, overwrite):
 
     cfg = _load_mel_config(config, overrides)
     result = resynthesize(input, output, cfg, iters, init, overwrite=overwrite)
-    click.echo(f"wrote {output} ({result['seconds']:.2f} s of audio at {cfg.sample_rate} Hz)")
     top, src_sr = result["metrics"]["band_max_hz"], result["source_rate"]
-    click.echo(f"metrics over 0-{top:g} Hz " + (f"(the input's band: it is {src_sr} Hz audio)" if src_sr < cfg.sample_rate
-                                              else "(the whole band)") + ":")
+    band = f"the input's band: it is {src_sr} Hz audio" if src_sr < cfg.sample_rate else "the whole band"
+    click.echo(f"wrote {output} ({result['seconds']:.2f} s of audio at {cfg.sample_rate} Hz); metrics over "
+               f"0-{top:g} Hz ({band}):")
     names = {
         "spectral_convergence": "spectral convergence",
         "log_spectral_distance_db": "log-spectral distance (dB)",
