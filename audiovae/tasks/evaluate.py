@@ -172,7 +172,7 @@ def format_table(res: dict) -> str:
         ("iwae_stderr", "  standard error"), ("elbo_per_frame", "ELBO (nats/frame)"),
         ("iwae_per_frame", "IWAE bound (nats/frame)"),
         ("recon", "reconstruction log-lik"), ("kl", "KL(q||p)"), ("elbo_per_dim", "ELBO (nats/dim)"),
-        ("nll", "NLL (IWAE, nats/item)"), ("bits_per_dim", "bits/dim (IWAE)"), ("active_units", "active units"),
+        ("nll", f"NLL (IWAE, nats/{item})"), ("bits_per_dim", "bits/dim (IWAE)"), ("active_units", "active units"),
         ("latent_dim", "latent channels"), ("params", "parameters"), ("throughput_audio_s_per_s", "audio s / s (ELBO pass)"),
         ("throughput_frames_per_s", "frames / s (ELBO pass)"), ("throughput_items_per_s", "items / s (ELBO pass)"),
         ("items", f"{res['split']} {item}s"), ("frames_per_item", f"  frames per {item} (mean)"),
