@@ -72,7 +72,7 @@ def test_resynth_scores_the_inputs_own_band(tmp_path):
     from audiovae.audio.io import take_upsampled
     from audiovae.tasks.signal import resynthesize
 
-    low = _speechlike(tmp_path / "low.wav", 16000)
+    low = _speechlike(tmp_path / "low.wav", 16000, 1.0)  # STOI wants 30 frames of 25.6 ms after silence removal
     take_upsampled()
     res = resynthesize(low, tmp_path / "out.wav", MelConfig(), n_iter=8)
     assert res["source_rate"] == 16000 and res["metrics"]["band_max_hz"] == 8000
@@ -138,17 +138,33 @@ def test_report_reevaluates_when_the_saved_evaluation_is_older_than_the_checkpoi
     assert "report [2/6]: evaluation (saved)" in res.stderr
 
 
-def test_validation_and_evaluation_figures_say_what_an_item_is(feats, tmp_path):
-    from audiovae.tasks.evaluate import evaluate, format_table
-    from audiovae.tasks.report import _Page, _evaluation_section, _training_section
+@pytest.fixture(scope="module")
+def conv_run(feats, tmp_path_factory) -> Path:
     from audiovae.training import TrainConfig, train
-    from audiovae.training.checkpoint import load_model_dir
 
-    run = tmp_path / "run"
+    run = tmp_path_factory.mktemp("conv") / "run"
     cfg = TrainConfig(model="conv", model_config={"channels": 8, "latent_dim": 2, "downsample": 4, "res_blocks": 1},
                       batch_size=2, max_steps=2, segment_frames=32, kl_warmup="none", lr_warmup_steps=0,
                       checkpoint_every=1000, val_every=2, val_batches=1)
     train(feats, run, cfg, progress=False)
+    return run
+
+
+def test_a_model_command_names_the_models_rate(conv_run, tmp_path):
+    low = _speechlike(tmp_path / "low.wav", 16000, 0.4)
+    res = CliRunner().invoke(cli, ["reconstruct", str(conv_run), str(low), "-o", str(tmp_path / "r.wav")])
+    assert res.exit_code == 0, res.output
+    assert _notes(res) == ["note: 1 file was resampled up from 16000 Hz to 22050 Hz (nothing above 8000 Hz in it); "
+                           "the model works at 22050 Hz (a model for 16000 Hz audio is trained on features extracted "
+                           "with --set sample_rate=16000)"]
+
+
+def test_validation_and_evaluation_figures_say_what_an_item_is(conv_run, feats, tmp_path):
+    from audiovae.tasks.evaluate import evaluate, format_table
+    from audiovae.tasks.report import _Page, _evaluation_section, _training_section
+    from audiovae.training.checkpoint import load_model_dir
+
+    run = conv_run
     loaded = load_model_dir(run / "best")
     ev = evaluate(loaded, feats, k=2, limit=2, progress=False)
     assert ev["item"] == "utterance" and ev["frames_per_item"] > 32
