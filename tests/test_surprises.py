@@ -159,6 +159,24 @@ def test_a_model_command_names_the_models_rate(conv_run, tmp_path):
                            "with --set sample_rate=16000)"]
 
 
+def test_which_saved_evaluations_stand_for_a_checkpoint():
+    from types import SimpleNamespace
+
+    from audiovae.tasks.report import stale_evaluation
+
+    ckpt = SimpleNamespace(config={"step": 45, "weights_sha256": "b" * 64})
+    assert stale_evaluation({"step": 45, "weights_sha256": "b" * 64}, ckpt) is None
+    assert stale_evaluation({"step": 30, "weights_sha256": "a" * 64}, ckpt) == (
+        "is of step 30, older than the checkpoint shown (step 45)")
+    # best/ and the run's last weights at one step differ: the checksum tells them apart
+    assert stale_evaluation({"step": 45, "weights_sha256": "a" * 64}, ckpt) == "is of other weights than the checkpoint shown"
+    assert stale_evaluation({"step": 45}, ckpt) is None  # written before evaluations recorded their weights
+    assert stale_evaluation({"step": 30}, ckpt) == "is of step 30, not the checkpoint shown (step 45)"
+    assert stale_evaluation({"elbo": -1.0}, ckpt) == "does not say which step it is of"
+    assert stale_evaluation(None, ckpt) == "is missing"
+    assert stale_evaluation({"error": "x: unreadable"}, ckpt) == "is unreadable"
+
+
 def test_validation_and_evaluation_figures_say_what_an_item_is(conv_run, feats, tmp_path):
     from audiovae.tasks.evaluate import evaluate, format_table
     from audiovae.tasks.report import _Page, _evaluation_section, _training_section

@@ -196,6 +196,7 @@ def _write_report(out: Path, run, root: Path, loaded, src, data_note, warn, chec
     _training_section(page, root, out, loaded)
     results = read_results(root)
     stale = stale_evaluation(results.get("evaluate"), loaded)
+    ev_note = None  # said in the evaluation section
     if stale and src is not None:
         from audiovae.tasks.evaluate import evaluate
 
@@ -205,20 +206,20 @@ def _write_report(out: Path, run, root: Path, loaded, src, data_note, warn, chec
             ev = evaluate(loaded, src, k=evaluate_k, limit=evaluate_limit, seed=seed, progress=progress)
             write_result(root, "evaluate", ev)
             if "evaluate" in results:
-                page.note(f"The saved evaluation {stale}: evaluated again (written to {root / 'results'}).")
+                ev_note = f"The saved evaluation {stale}: evaluated again (written to {root / 'results'})."
             results["evaluate"] = ev
         except AudioVAEError as exc:
-            page.note(f"evaluation failed: {exc}")
+            ev_note = f"evaluation failed: {exc}"
             results.pop("evaluate", None)
     else:
         say("evaluation (saved)" if not stale else "evaluation (no data to evaluate on)")
         if stale and "evaluate" in results:
-            page.note(f"The saved evaluation {stale}, and there is no DATA to evaluate again: its table below is "
-                      f"of step {results['evaluate'].get('step')}. Give DATA to evaluate this checkpoint "
-                      "(`audiovae report RUN -o DIR --data DATA`).")
+            ev_note = (f"The saved evaluation {stale}, and there is no DATA to evaluate again: its table below is "
+                       f"of step {results['evaluate'].get('step')}. Give DATA to evaluate this checkpoint "
+                       "(`audiovae report RUN -o DIR --data DATA`).")
     torch.manual_seed(seed)
     say("evaluation figures (KL per channel, latent PCA)")
-    _evaluation_section(page, loaded, src, results.get("evaluate"), out, at)
+    _evaluation_section(page, loaded, src, results.get("evaluate"), out, at, ev_note)
     if loaded.mel is not None:
         _audio_sections(page, run, loaded, src, out, checkpoint, device, vocoder_iters, n_items, seed, at, say)
     else:
@@ -336,7 +337,7 @@ def stale_evaluation(ev: dict | None, loaded) -> str | None:
     return f"is of step {ev_step}, not the checkpoint shown (step {step})"
 
 
-def _item_units(loaded, where: str) -> tuple[str, str | None]:
+def _item_units(loaded, where: str) -> tuple[str, int | None]:
     """``(what one item is, how many log-mel dims make a frame or None)`` for validation or evaluation figures."""
     if loaded.mel is None:
         return "image", None
@@ -398,13 +399,15 @@ def _validation_lines(page: _Page, root: Path, loaded) -> None:
 
 @torch.no_grad()
 def _evaluation_section(page: _Page, loaded, src: DataSource | None, ev: dict | None, out: Path,
-                        at: str = "") -> None:
+                        at: str = "", note: str | None = None) -> None:
     from audiovae.models.base import gaussian_kl
     from audiovae.tasks.encode import encode_split, utterance_labels
     from audiovae.tasks.evaluate import model_dataset
     from audiovae.tasks.figures import plot_kl_units, plot_latent_scatter
 
     page.h2(f"Evaluation ({at})" if at else "Evaluation")
+    if note:
+        page.note(note)
     if ev:
         item, frame_dims = _item_units(loaded, "evaluation")
         per = f"nats/{item}" if item != "whole utterance" else "nats/utterance"
