@@ -356,9 +356,11 @@ def _training_section(page: _Page, root: Path, out: Path, loaded=None) -> None:
     if not (root / "metrics.csv").is_file():
         page.note(f"No training log ({root / 'metrics.csv'}): a model directory without its run folder.")
         return
-    plot_training(page.file("figures/training.png"), root)
-    page.img("figures/training.png", "Training loss, KL (dashed: the KL weight beta of the warm-up) and validation "
-             "ELBO per dimension.")
+    item = _item_units(loaded, "validation")[0] if loaded is not None else "item"
+    plot_training(page.file("figures/training.png"), root, item)
+    what = f" (a {item})" if loaded is not None else ""
+    page.img("figures/training.png", f"Training loss and KL per training item{what} (dashed: the KL weight beta of "
+             "the warm-up) and validation ELBO per dimension.")
     summ = root / "summary.json"
     if summ.is_file():
         s = json.loads(summ.read_text())
