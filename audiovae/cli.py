@@ -40,16 +40,16 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         _say_upsampled(clear=True)
         try:
-            result = fn(*args, **kwargs)
+            return fn(*args, **kwargs)
         except AudioVAEError as exc:
-            _say_upsampled()
+            _say_upsampled()  # before the error line
             _fail(str(exc))
             sys.exit(1)
         except KeyboardInterrupt:
             _fail("interrupted")
             sys.exit(130)
-        _say_upsampled()
-        return result
+        finally:
+            _say_upsampled()  # also when the command exits 1 after listing bad inputs
 
     return wrapper
 

@@ -45,14 +45,15 @@ def test_mel_says_once_how_many_files_were_resampled_up(tmp_path):
     for i in range(3):
         _speechlike(src / f"low{i}.wav", 16000, 0.2, seed=i)
     _speechlike(src / "full.wav", 22050, 0.2)
+    (src / "bad.wav").write_bytes(b"RIFF not audio")
     res = CliRunner().invoke(cli, ["mel", str(src), "-o", str(tmp_path / "m")])
-    assert res.exit_code == 0, res.output + res.stderr
+    assert res.exit_code == 1 and "bad.wav" in res.stderr, res.output  # a bad input: skipped, listed, exit 1
     assert _notes(res) == ["note: 3 files were resampled up from 16000 Hz to 22050 Hz (nothing above 8000 Hz in them); "
                            "to keep their rate: --set sample_rate=16000"]
     # the advice works, and files at the target rate (or above) are not counted
     res = CliRunner().invoke(cli, ["mel", str(src), "-o", str(tmp_path / "m16"), "--set",
                                                    "sample_rate=16000"])
-    assert res.exit_code == 0 and _notes(res) == []
+    assert res.exit_code == 1 and _notes(res) == []
 
 
 def test_extract_counts_files_read_in_dataloader_workers(tmp_path):
