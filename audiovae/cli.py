@@ -73,16 +73,34 @@ def friendly_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _say_upsampled(clear=True)
         try:
             return fn(*args, **kwargs)
         except AudioVAEError as exc:
+            _say_upsampled()  # before the error line
             _fail(str(exc))
             sys.exit(1)
         except KeyboardInterrupt:
             _fail("interrupted")
             sys.exit(130)
+        finally:
+            _say_upsampled()  # also when the command exits 1 after listing bad inputs
 
     return wrapper
+
+
+def _say_upsampled(clear: bool = False) -> None:
+    """Once per command, on stderr: how many input files were resampled up (their upper band is empty)."""
+    from audiovae.audio.io import take_upsampled, upsampling_notice
+
+    counts = take_upsampled()
+    if clear:
+        return
+    ctx = click.get_current_context(silent=True)
+    # a model command works at its model's rate: there --set sample_rate does not apply
+    keep = ctx is None or not any(p.name == "run_dir" for p in ctx.command.params)
+    for line in upsampling_notice(counts, keep_hint=keep):
+        click.echo(f"note: {line}", err=True)
 
 
 def _load_mel_config(config: str | None, overrides: tuple[str, ...] = ()):
@@ -181,7 +199,9 @@ def resynth_cmd(inputs, output, vocoder_iters, init, config, overrides, overwrit
     """Run wav -> log-mel -> wav and print quality metrics for each pair.
 
     Metrics: spectral convergence and log-spectral distance on the STFT
-    magnitude, mel-cepstral distortion, and STOI when pystoi is installed.
+    magnitude, mel-cepstral distortion, and STOI when pystoi is installed. They
+    cover the input's own band: a 16 kHz file read at 22050 Hz is scored over
+    0-8000 Hz (the band above is empty in it), and the output says which band.
     Outputs are named as `audiovae mel` names its own (with the input's suffix
     replaced by .wav when OUTPUT is a folder).
 
@@ -199,7 +219,10 @@ def resynth_cmd(inputs, output, vocoder_iters, init, config, overrides, overwrit
     }
     for src, dst in plan:
         result = resynthesize(src, dst, cfg, vocoder_iters, init, overwrite=overwrite)
-        click.echo(f"wrote {dst} ({result['seconds']:.2f} s of audio at {cfg.sample_rate} Hz)")
+        top, src_sr = result["metrics"]["band_max_hz"], result["source_rate"]
+        band = f"the input's band: it is {src_sr} Hz audio" if src_sr < cfg.sample_rate else "the whole band"
+        click.echo(f"wrote {dst} ({result['seconds']:.2f} s of audio at {cfg.sample_rate} Hz); metrics over "
+                   f"0-{top:g} Hz ({band}):")
         for key, label in names.items():
             if key in result["metrics"]:
                 click.echo(f"  {label:<30} {result['metrics'][key]:.4f}")
@@ -849,11 +872,14 @@ def report_cmd(run_dir, out_dir, data, vocoder_iters, seed, checkpoint, device):
 
     OUTPUT must be new, empty or an earlier report: a rerun replaces only the files a report wrote there
     (listed in OUTPUT/.audiovae-report.json); a folder holding any other file is refused, nothing touched.
+
+    A saved RUN/results/evaluate.json of another checkpoint (training went on since) is evaluated again when
+    DATA is there; every section names the step its figures are from. A line on stderr per section.
     """
     from audiovae.tasks.report import make_report
 
-    index = make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters, seed=seed,
-                        warn=lambda note: click.echo(f"warning: {note}", err=True))
+    index = make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
+                        seed=seed, progress=True, warn=lambda note: click.echo(f"warning: {note}", err=True))
     click.echo(f"wrote {index}")
 
 

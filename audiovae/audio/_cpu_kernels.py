@@ -211,3 +211,48 @@ def nnls_frames(u: torch.Tensor, mel: torch.Tensor, csr: MelCSR, step: float, n_
     _nnls_frames(un.astype(np.float64, copy=False), mn.astype(np.float64, copy=False), csr.indptr, csr.cols, csr.w64,
                  csr.band_ptr, csr.band_lo, csr.band_w64, float(step), int(n_iter), out)
     return torch.from_numpy(out).reshape(b, t, -1)
+
+
+# --- saying so when the kernels are compiled (once after installing or upgrading) -----------------------------
+# Kept at the end of the module: numba's cache files are named by each kernel's line number.
+COMPILE_NOTE = "compiling the CPU kernels (once after installing, ~10 s)..."
+_announced = False
+
+
+def _cache_is_cold(kernel) -> bool:
+    """True when numba has no usable cached machine code for ``kernel`` (nothing compiled in this process, and
+    its on-disk index is missing or belongs to another version of this file). Any doubt: False (say nothing)."""
+    if kernel.signatures:  # already compiled or loaded in this process
+        return False
+    try:
+        return not kernel._cache._cache_file._load_index()  # {} when missing or stale (numba's own check)
+    except Exception:
+        return False
+
+
+def announce_compile(kernel) -> None:
+    """Print :data:`COMPILE_NOTE` to stderr, once per process, when ``kernel`` is about to be compiled."""
+    global _announced
+    if not _announced and _cache_is_cold(kernel):
+        import sys
+
+        _announced = True
+        print(COMPILE_NOTE, file=sys.stderr, flush=True)
+
+
+def _announcing(fn, kernel):
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if not kernel.signatures:
+            announce_compile(kernel)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+magnitude_mel = _announcing(magnitude_mel, _magnitude_mel)
+gl_spectral = _announcing(gl_spectral, _gl_spectral)
+gl_resynth = _announcing(gl_resynth, _gl_resynth)
+nnls_frames = _announcing(nnls_frames, _nnls_frames)

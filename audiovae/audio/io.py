@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -84,15 +85,21 @@ def load_audio(
     min_samples: int = 2,
     allow_silent: bool = False,
     segment: tuple[float, float] | None = None,
-) -> tuple[np.ndarray, int]:
+    *,
+    return_source_rate: bool = False,
+    note: bool = True,
+) -> tuple[np.ndarray, int] | tuple[np.ndarray, int, int]:
     """Read an audio file as a mono float32 waveform ``(N,)``.
 
     Multi-channel audio is averaged to mono; with ``sample_rate`` the signal is
     resampled to it (soxr HQ). ``segment=(start, duration)`` in seconds reads only
     that part of the file (a lhotse cut into a longer recording); a segment that
-    ends more than 10 ms past the end of the file is refused. Returns ``(wave, sample_rate)``. Raises
-    :class:`InvalidAudioError` for a missing, unreadable, empty, too short,
-    silent or NaN-filled file, or an absurd sample rate.
+    ends more than 10 ms past the end of the file is refused. Returns ``(wave, sample_rate)``, or with
+    ``return_source_rate`` ``(wave, sample_rate, the file's own rate)``. A file
+    resampled *up* is counted (``note=False``: not here, the caller counts it, as a
+    DataLoader's parent process does for its workers) so the command can say so
+    once: :func:`take_upsampled`. Raises :class:`InvalidAudioError` for a missing,
+    unreadable, empty, too short, silent or NaN-filled file, or an absurd sample rate.
     """
     path = Path(path)
     if not path.exists():
@@ -122,10 +129,53 @@ def load_audio(
         raise InvalidAudioError(f"absurd sample rate {sr} Hz (expected {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE})", path)
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     wave = validate_waveform(wave, sr, path, min_samples=min_samples, allow_silent=allow_silent)
+    source_sr = sr
     if sample_rate is not None and sr != sample_rate:
         wave = resample(wave, sr, sample_rate).astype(np.float32)
         sr = sample_rate
-    return wave, sr
+        if note:
+            note_resampled(source_sr, sr)
+    return (wave, sr, source_sr) if return_source_rate else (wave, sr)
+
+
+# files resampled up, (their rate, the rate they were read at) -> count, since the last take_upsampled()
+_UPSAMPLED: dict[tuple[int, int], int] = {}
+_UPSAMPLED_LOCK = threading.Lock()
+
+
+def note_resampled(source_sr: int, target_sr: int, count: int = 1) -> None:
+    """Count ``count`` file(s) read at ``source_sr`` and resampled to ``target_sr`` (only *up* counts: their band
+    above ``source_sr / 2`` is empty, which a user who did not ask for it should hear of once)."""
+    if target_sr > source_sr:
+        with _UPSAMPLED_LOCK:
+            key = (int(source_sr), int(target_sr))
+            _UPSAMPLED[key] = _UPSAMPLED.get(key, 0) + count
+
+
+def take_upsampled() -> dict[tuple[int, int], int]:
+    """The files resampled up since the last call, ``{(source rate, target rate): count}``, and forget them."""
+    with _UPSAMPLED_LOCK:
+        out = dict(_UPSAMPLED)
+        _UPSAMPLED.clear()
+    return out
+
+
+def upsampling_notice(counts: dict[tuple[int, int], int], keep_hint: bool = True) -> list[str]:
+    """One line per source rate for :func:`take_upsampled`'s counts, e.g. "3 files were resampled up from 16000 Hz
+    to 22050 Hz (nothing above 8000 Hz in them); to keep their rate: --set sample_rate=16000".
+
+    ``keep_hint=False`` (a command whose rate is a trained model's): the line says the model's rate instead."""
+    lines = []
+    for (src, dst), n in sorted(counts.items()):
+        what = "1 file was" if n == 1 else f"{n} files were"
+        line = f"{what} resampled up from {src} Hz to {dst} Hz (nothing above {src // 2} Hz in {'it' if n == 1 else 'them'})"
+        if keep_hint:
+            line += f"; to keep {'its' if n == 1 else 'their'} rate: --set sample_rate={src}"
+        else:
+            line += (f"; the model works at {dst} Hz (a model for {src} Hz audio is trained on features extracted "
+                     f"with --set sample_rate={src})")
+        lines.append(line)
+    return lines
 
 
 def _segment_frames(segment: tuple[float, float], sr: int, frames: int, path: Path) -> tuple[int, int]:

@@ -47,13 +47,15 @@ def mel_cepstrum(
     n_fft: int = 1024,
     hop: int = 256,
     floor: torch.Tensor | float = 1e-10,
+    fmax: float | None = None,
 ) -> torch.Tensor:
     """Mel-cepstra ``(B, n_mfcc, T)`` of waveforms ``(B, N)`` as used by :func:`mel_cepstral_distortion`:
-    power spectrum (Hann window of ``n_fft``), ``n_mels`` Slaney mel bands up to Nyquist,
+    power spectrum (Hann window of ``n_fft``), ``n_mels`` Slaney mel bands up to Nyquist (or ``fmax``),
     natural log of the band energies floored at ``floor`` (a number or ``(B,)``), orthonormal DCT-II."""
     from audiovae.audio.config import MelConfig
 
-    cfg = MelConfig(sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop, n_mels=n_mels, power=2.0)
+    cfg = MelConfig(sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop, n_mels=n_mels, power=2.0,
+                    fmax=fmax)
     mel = AF.melspectrogram(wave.double(), cfg)
     floor = torch.as_tensor(floor, dtype=torch.float64, device=mel.device).reshape(-1, 1, 1)
     logmel = torch.log(torch.maximum(mel, floor))
@@ -65,7 +67,8 @@ def mel_cepstrum(
 
 
 def mel_cepstral_distortion(
-    ref_wave: torch.Tensor, est_wave: torch.Tensor, sample_rate: int, n_mfcc: int = 25, silence_db: float = 60.0
+    ref_wave: torch.Tensor, est_wave: torch.Tensor, sample_rate: int, n_mfcc: int = 25, silence_db: float = 60.0,
+    fmax: float | None = None,
 ) -> torch.Tensor:
     """Mel-cepstral distortion in dB per item, for time-aligned waveforms ``(B, N)``.
 
@@ -74,16 +77,18 @@ def mel_cepstral_distortion(
     below the reference's loudest band energy, orthonormal DCT-II); coefficients 1..24 (c0, the frame energy, is left out); per frame
     ``(10 / ln 10) * sqrt(2 * sum_d (c_d - c_hat_d)^2)``; averaged over the
     frames of the reference whose energy is within ``silence_db`` dB of its
-    loudest frame. No time warping: the signals must be aligned (resynthesis is).
+    loudest frame. No time warping: the signals must be aligned (resynthesis is). ``fmax``: the mel
+    bands span 0..fmax instead of 0..Nyquist (the band a band-limited recording carries).
     """
     ref, est = _match_len(ref_wave, est_wave)
     from audiovae.audio.config import MelConfig
 
-    cfg = MelConfig(sample_rate=sample_rate, n_fft=1024, win_length=1024, hop_length=256, n_mels=80, power=2.0)
+    cfg = MelConfig(sample_rate=sample_rate, n_fft=1024, win_length=1024, hop_length=256, n_mels=80, power=2.0,
+                    fmax=fmax)
     peak = AF.melspectrogram(ref.double(), cfg).flatten(1).max(dim=1).values
     floor = peak * 1e-8
-    c_ref = mel_cepstrum(ref, sample_rate, n_mfcc, floor=floor)
-    c_est = mel_cepstrum(est, sample_rate, n_mfcc, floor=floor)
+    c_ref = mel_cepstrum(ref, sample_rate, n_mfcc, floor=floor, fmax=fmax)
+    c_est = mel_cepstrum(est, sample_rate, n_mfcc, floor=floor, fmax=fmax)
     diff = (c_ref[:, 1:] - c_est[:, 1:]).square().sum(dim=1)
     per_frame = (10.0 / math.log(10.0)) * torch.sqrt(2.0 * diff)
     energy = c_ref[:, 0]  # proportional to the mean log band energy
@@ -114,20 +119,33 @@ def have_stoi() -> bool:
     return True
 
 
-def resynthesis_metrics(ref_wave: torch.Tensor, est_wave: torch.Tensor, sample_rate: int) -> dict[str, float]:
+def resynthesis_metrics(ref_wave: torch.Tensor, est_wave: torch.Tensor, sample_rate: int,
+                        max_hz: float | None = None) -> dict[str, float]:
     """SC and LSD on the 2048/256 STFT magnitudes, MCD and (if available) STOI, for one pair ``(N,)``.
 
     Two LSDs: ``log_spectral_distance_db`` with the absolute floor (-100 dB re full scale) and
-    ``log_spectral_distance_80db_db`` over the 80 dB below the reference's peak."""
+    ``log_spectral_distance_80db_db`` over the 80 dB below the reference's peak.
+
+    ``max_hz``: score only 0..max_hz (SC and LSD on the STFT bins up to it, MCD's mel bands up to it):
+    for a recording resampled up (16 kHz -> 22.05 kHz) the band above its own Nyquist is empty, and
+    scoring it measures the vocoder's noise there, not the recording. ``band_max_hz`` in the result
+    says which band was scored (0..band_max_hz). (STOI works at 10 kHz, below either.)"""
     ref, est = _match_len(ref_wave.reshape(1, -1).double(), est_wave.reshape(1, -1).double())
     window = torch.hann_window(1024, dtype=torch.float64)
     s_ref = AF.magnitude(AF.stft(ref, window, 2048, 256))
     s_est = AF.magnitude(AF.stft(est, window, 2048, 256))
+    nyquist = sample_rate / 2
+    top = nyquist if max_hz is None or max_hz >= nyquist else float(max_hz)
+    if top < nyquist:  # bins k * sr / 2048 <= top (the magnitudes are (B, F, T))
+        keep = int(top * 2048 // sample_rate) + 1
+        s_ref, s_est = s_ref[:, :keep], s_est[:, :keep]
     out = {
         "spectral_convergence": float(spectral_convergence(s_ref, s_est)[0]),
         "log_spectral_distance_db": float(log_spectral_distance(s_ref, s_est)[0]),
         "log_spectral_distance_80db_db": float(log_spectral_distance(s_ref, s_est, top_db=80.0)[0]),
-        "mel_cepstral_distortion_db": float(mel_cepstral_distortion(ref, est, sample_rate)[0]),
+        "mel_cepstral_distortion_db": float(mel_cepstral_distortion(ref, est, sample_rate,
+                                                                    fmax=None if top >= nyquist else top)[0]),
+        "band_max_hz": float(top),
     }
     if have_stoi():
         out["stoi"] = float(stoi(ref, est, sample_rate)[0])

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from audiovae.audio.config import MelConfig
 from audiovae.audio.frontend import MelFrontend
-from audiovae.audio.io import find_audio_files, load_audio
+from audiovae.audio.io import find_audio_files, load_audio, note_resampled
 from audiovae.audio.melfile import check_finite
 from audiovae.audio.normalize import RunningStats
 from audiovae.config import load_yaml, save_yaml
@@ -151,8 +151,9 @@ class _AudioFiles(Dataset):
             # a forked worker must not start numba's parallel kernels (see MelFrontend's `fused`)
             self.fe = MelFrontend(self.cfg, fused=not in_worker)
         try:
-            wave, _ = load_audio(self.files[i], self.cfg.sample_rate, min_samples=self.cfg.win_length,
-                                 segment=self.segments[i])
+            # counted by the parent (a worker's count would be lost): the command says once what was resampled up
+            wave, _, source_sr = load_audio(self.files[i], self.cfg.sample_rate, min_samples=self.cfg.win_length,
+                                            segment=self.segments[i], return_source_rate=True, note=False)
         except AudioVAEError as exc:
             return self.ids[i], str(self.files[i]), None, exc.problem
         with torch.no_grad():
@@ -161,7 +162,7 @@ class _AudioFiles(Dataset):
             check_finite(logmel, self.files[i])
         except AudioVAEError as exc:
             return self.ids[i], str(self.files[i]), None, exc.problem
-        return self.ids[i], str(self.files[i]), (logmel, len(wave)), None
+        return self.ids[i], str(self.files[i]), (logmel, len(wave), source_sr), None
 
 
 @dataclass
@@ -261,7 +262,8 @@ def _extract_into(out: Path, items: list[InputItem], cfg: MelConfig, workers: in
                         raise AudioVAEError(problem, src)
                     rec = {"id": uid, "source": src, "skipped": problem}
                 else:
-                    logmel, n = res
+                    logmel, n, source_sr = res
+                    note_resampled(source_sr, cfg.sample_rate)
                     _save_npy(parts / f"{uid}.npy", logmel.astype(np.float32))
                     rec = {"id": uid, "source": src, "num_samples": int(n)}
                 if by_id[uid].segment is not None:

@@ -25,7 +25,7 @@ from audiovae.training.trainer import active_units, flatten_latents, log_jacobia
 
 LN2 = math.log(2.0)
 
-__all__ = ["evaluate", "format_table", "resolve_model_dir", "model_dataset"]
+__all__ = ["evaluate", "format_table", "resolve_model_dir", "model_dataset", "item_kind"]
 
 
 def model_dataset(loaded: LoadedModel, src: DataSource, split: str):
@@ -58,7 +58,9 @@ def evaluate(
     for features, ``test`` for image folders by default. ``device``: ``auto``,
     ``cpu`` or ``cuda``.
 
-    All bounds are nats per item, estimated from the same ``k`` posterior
+    All bounds are nats per item (``item``: a whole ``utterance`` for sequence models, a ``frame`` for frame
+    models, an ``image``; mel models also get ``*_per_frame``, nats per log-mel frame, and
+    ``frames_per_item``), estimated from the same ``k`` posterior
     samples per item: ``elbo`` is the mean of the log importance weights,
     ``iwae`` their log-mean-exp; ``recon`` is the mean log-likelihood over those
     samples and ``kl`` the closed-form KL (``elbo ~= recon - kl`` up to
@@ -115,7 +117,9 @@ def evaluate(
     res = {
         "model": loaded.name,
         "model_dir": str(loaded.path),
-        "step": loaded.config.get("step"),
+        "step": loaded.config.get("step"),  # which checkpoint: the report re-evaluates when it shows another
+        "weights_sha256": loaded.config.get("weights_sha256"),
+        "item": item_kind(loaded),
         "device": str(dev),
         "split": split,
         "items": count,
@@ -131,6 +135,11 @@ def evaluate(
         "latent_dim": model.latent_dim,
         "params": model.num_params(),
     }
+    if loaded.mel is not None:  # per log-mel frame (n_mels dimensions): comparable across item lengths
+        n_mels = loaded.mel.n_mels
+        res["frames_per_item"] = dims_per_item / n_mels
+        res["elbo_per_frame"] = res["elbo_per_dim"] * n_mels
+        res["iwae_per_frame"] = res["iwae_per_dim"] * n_mels
     if loaded.normalizer is not None:
         res["log_jacobian"] = sums["jac"] / count
     spf = src.seconds_per_frame
@@ -147,15 +156,26 @@ def evaluate(
     return res
 
 
+def item_kind(loaded: LoadedModel) -> str:
+    """What one evaluated item of this model is: ``utterance`` (sequence models, whole utterances),
+    ``frame`` (frame models) or ``image``."""
+    if loaded.mel is None:
+        return "image"
+    return "utterance" if loaded.model.is_sequence else "frame"
+
+
 def format_table(res: dict) -> str:
     """The evaluation as a two-column table for the terminal."""
+    item = res.get("item", "item")
     labels = [
-        ("elbo", "ELBO (nats/item)"), ("iwae", f"IWAE bound, k={res['k']} (nats/item)"), ("iwae_stderr", "  standard error"),
+        ("elbo", f"ELBO (nats/{item})"), ("iwae", f"IWAE bound, k={res['k']} (nats/{item})"),
+        ("iwae_stderr", "  standard error"), ("elbo_per_frame", "ELBO (nats/frame)"),
+        ("iwae_per_frame", "IWAE bound (nats/frame)"),
         ("recon", "reconstruction log-lik"), ("kl", "KL(q||p)"), ("elbo_per_dim", "ELBO (nats/dim)"),
-        ("nll", "NLL (IWAE, nats/item)"), ("bits_per_dim", "bits/dim (IWAE)"), ("active_units", "active units"),
+        ("nll", f"NLL (IWAE, nats/{item})"), ("bits_per_dim", "bits/dim (IWAE)"), ("active_units", "active units"),
         ("latent_dim", "latent channels"), ("params", "parameters"), ("throughput_audio_s_per_s", "audio s / s (ELBO pass)"),
         ("throughput_frames_per_s", "frames / s (ELBO pass)"), ("throughput_items_per_s", "items / s (ELBO pass)"),
-        ("items", f"{res['split']} items"),
+        ("items", f"{res['split']} {item}s"), ("frames_per_item", f"  frames per {item} (mean)"),
     ]
     lines = []
     for key, label in labels:

@@ -39,8 +39,9 @@ def plot_mels(path: str | os.PathLike, mels: list[np.ndarray], titles: list[str]
     return _save(fig, path)
 
 
-def plot_training(path: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
-    """Loss, KL and validation ELBO from a run's metrics.csv / validation.csv."""
+def plot_training(path: str | os.PathLike, run_dir: str | os.PathLike, item: str = "item") -> Path:
+    """Loss, KL and validation ELBO from a run's metrics.csv / validation.csv (``item``: what one training item
+    is, for the axes' units, e.g. "crop of up to 128 frames")."""
     plt = _plt()
     run_dir = Path(run_dir)
     rows = _read_csv(run_dir / "metrics.csv")
@@ -48,7 +49,8 @@ def plot_training(path: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     if rows:
         step = np.array([float(r["step"]) for r in rows])
-        for key, ax, label in (("loss", axes[0], "training loss (nats/item)"), ("kl", axes[1], "KL (nats/item)")):
+        unit = "nats/item" if item == "item" else f"nats per {item}"
+        for key, ax, label in (("loss", axes[0], f"training loss ({unit})"), ("kl", axes[1], f"KL ({unit})")):
             y = np.array([float(r[key]) for r in rows])
             ax.plot(step, y, alpha=0.35, lw=0.8)
             if len(y) > 10:

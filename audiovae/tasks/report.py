@@ -161,8 +161,10 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     ``data``: the DATA to take reconstructions from (default: the path in the
     model's ``config.yaml``; a note on the page, and ``warn(note)``, when it is gone; ``data`` given but
     unusable raises). When the run
-    has no ``results/evaluate.json`` and the data is there, a quick evaluation
-    (``evaluate_k`` samples, ``evaluate_limit`` items) is run and saved there.
+    has no ``results/evaluate.json``, or one of another checkpoint than the one shown (an older step, after
+    training went on), and the data is there, a quick evaluation (``evaluate_k`` samples,
+    ``evaluate_limit`` items) is run and saved there. Every section says which step its figures are from.
+    ``progress``: a line on stderr per section (and the evaluation's progress bar).
     """
     out = Path(out_dir)
     check_kind(out, "report")  # a run, cache or model folder is not written over as a report
@@ -180,32 +182,50 @@ def _write_report(out: Path, run, root: Path, loaded, src, data_note, warn, chec
                   n_items, seed, evaluate_k, evaluate_limit, progress) -> Path:
     previous = claim_report_dir(out)  # refuses a folder holding files the report did not write
     page = _Page(out, previous)
+    say = _Steps(progress, 4 + (3 if loaded.mel is not None else 2))
+    step = loaded.config.get("step")
+    at = f"step {step}" if step is not None else "step not recorded"
     page.raw(f"<h1>audiovae report: {html.escape(root.name or str(root))}</h1>")
     page.p(describe(loaded) + f"; {loaded.model.num_params():,} parameters.")
     if data_note:
         page.note(data_note)
         if warn is not None:
             warn(data_note)
+    say("configuration and training curves")
     _config_section(page, loaded)
-    _training_section(page, root, out)
+    _training_section(page, root, out, loaded)
     results = read_results(root)
-    if "evaluate" not in results and src is not None:
+    stale = stale_evaluation(results.get("evaluate"), loaded)
+    ev_note = None  # said in the evaluation section
+    if stale and src is not None:
         from audiovae.tasks.evaluate import evaluate
 
+        say(f"evaluating the checkpoint at {at} (k={evaluate_k}, up to {evaluate_limit} items)"
+            + ("" if "evaluate" not in results else f"; the saved evaluation {stale}"))
         try:
-            ev = evaluate(run, src, k=evaluate_k, limit=evaluate_limit, checkpoint=checkpoint, device=device,
-                          seed=seed, progress=progress)
+            ev = evaluate(loaded, src, k=evaluate_k, limit=evaluate_limit, seed=seed, progress=progress)
             write_result(root, "evaluate", ev)
+            if "evaluate" in results:
+                ev_note = f"The saved evaluation {stale}: evaluated again (written to {root / 'results'})."
             results["evaluate"] = ev
         except AudioVAEError as exc:
-            page.note(f"evaluation failed: {exc}")
-    torch.manual_seed(seed)
-    _evaluation_section(page, loaded, src, results.get("evaluate"), out)
-    if loaded.mel is not None:
-        _audio_sections(page, run, loaded, src, out, checkpoint, device, vocoder_iters, n_items, seed)
+            ev_note = f"evaluation failed: {exc}"
+            results.pop("evaluate", None)
     else:
-        _image_sections(page, loaded, src, out, seed)
-    _results_sections(page, root, results, out)
+        say("evaluation (saved)" if not stale else "evaluation (no data to evaluate on)")
+        if stale and "evaluate" in results:
+            ev_note = (f"The saved evaluation {stale}, and there is no DATA to evaluate again: its table below is "
+                       f"of step {results['evaluate'].get('step')}. Give DATA to evaluate this checkpoint "
+                       "(`audiovae report RUN -o DIR --data DATA`).")
+    torch.manual_seed(seed)
+    say("evaluation figures (KL per channel, latent PCA)")
+    _evaluation_section(page, loaded, src, results.get("evaluate"), out, at, ev_note)
+    if loaded.mel is not None:
+        _audio_sections(page, run, loaded, src, out, checkpoint, device, vocoder_iters, n_items, seed, at, say)
+    else:
+        _image_sections(page, loaded, src, out, seed, at, say)
+    say("results in RUN/results")
+    _results_sections(page, root, results, out, step)
     missing = [p for p in page.images + page.audio if not (out / p).is_file()]
     if missing:  # a bug, not a user error: every file the page names was written above
         raise RuntimeError(f"report files missing: {missing}")
@@ -278,38 +298,133 @@ def _config_section(page: _Page, loaded) -> None:
     page.p(f"Data it was trained on: {cfg.get('data', 'not recorded')}")
 
 
-def _training_section(page: _Page, root: Path, out: Path) -> None:
+class _Steps:
+    """One line on stderr per section of the report, ``report [i/n]: what`` (nothing unless ``enabled``)."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.enabled, self.total, self.i = enabled, total, 0
+
+    def __call__(self, what: str) -> None:
+        self.i += 1
+        if self.enabled:
+            import sys
+
+            print(f"report [{min(self.i, self.total)}/{self.total}]: {what}...", file=sys.stderr, flush=True)
+
+
+def stale_evaluation(ev: dict | None, loaded) -> str | None:
+    """Why a saved ``evaluate.json`` cannot stand for the checkpoint ``loaded`` (``None``: it can).
+
+    It must be of the same weights: the same ``weights_sha256`` when both record one, else the same
+    step. Missing or unreadable: stale too."""
+    if not ev:
+        return "is missing"
+    if "error" in ev:
+        return "is unreadable"
+    have, want = ev.get("weights_sha256"), loaded.config.get("weights_sha256")
+    ev_step, step = ev.get("step"), loaded.config.get("step")
+    if have and want:
+        if have == want:
+            return None
+        if ev_step is not None and step is not None and ev_step != step:
+            return f"is of step {ev_step}, older than the checkpoint shown (step {step})" if ev_step < step else (
+                f"is of step {ev_step}, not the checkpoint shown (step {step})")
+        return "is of other weights than the checkpoint shown"
+    if ev_step == step and step is not None:
+        return None
+    if ev_step is None:
+        return "does not say which step it is of"
+    return f"is of step {ev_step}, not the checkpoint shown (step {step})"
+
+
+def _item_units(loaded, where: str) -> tuple[str, int | None]:
+    """``(what one item is, how many log-mel dims make a frame or None)`` for validation or evaluation figures."""
+    if loaded.mel is None:
+        return "image", None
+    if not loaded.model.is_sequence:
+        return "frame", loaded.mel.n_mels
+    if where == "validation":
+        seg = (loaded.config.get("train") or {}).get("segment_frames")
+        return (f"crop of up to {seg} frames" if seg else "crop"), loaded.mel.n_mels
+    return "whole utterance", loaded.mel.n_mels
+
+
+def _training_section(page: _Page, root: Path, out: Path, loaded=None) -> None:
     from audiovae.tasks.plots import plot_training
 
     page.h2("Training")
     if not (root / "metrics.csv").is_file():
         page.note(f"No training log ({root / 'metrics.csv'}): a model directory without its run folder.")
         return
-    plot_training(page.file("figures/training.png"), root)
-    page.img("figures/training.png", "Training loss, KL (dashed: the KL weight beta of the warm-up) and validation "
-             "ELBO per dimension.")
+    item = _item_units(loaded, "validation")[0] if loaded is not None else "item"
+    plot_training(page.file("figures/training.png"), root, item)
+    what = f" (a {item})" if loaded is not None else ""
+    page.img("figures/training.png", f"Training loss and KL per training item{what} (dashed: the KL weight beta of "
+             "the warm-up) and validation ELBO per dimension.")
     summ = root / "summary.json"
     if summ.is_file():
         s = json.loads(summ.read_text())
-        page.p(f"{s.get('step')} steps; best validation ELBO {s.get('best_val_elbo', float('nan')):,.2f} nats/item"
-               + ("; stopped at the time limit" if s.get("time_limit") else "")
-               + ("; stopped early" if s.get("stopped_early") else ""))
+        page.p(f"Curves up to step {s.get('step')}."
+               + (" Stopped at the time limit." if s.get("time_limit") else "")
+               + (" Stopped early." if s.get("stopped_early") else ""))
+    if loaded is not None:
+        _validation_lines(page, root, loaded)
+
+
+def _validation_lines(page: _Page, root: Path, loaded) -> None:
+    """The best and the last validation, each with its step and its units (per frame, and per item saying what
+    an item is: a training crop, a frame, an image)."""
+    from audiovae.tasks.plots import _read_csv
+
+    try:
+        vals = [r for r in _read_csv(root / "validation.csv") if r.get("val_elbo") not in (None, "")]
+        rows = [(int(float(r["step"])), float(r["val_elbo"]), float(r["val_elbo_per_dim"])) for r in vals]
+    except (OSError, ValueError, KeyError):
+        rows = []
+    if not rows:
+        return
+    item, frame_dims = _item_units(loaded, "validation")
+
+    def fig(r) -> str:
+        step, per_item, per_dim = r
+        if frame_dims is None:
+            return f"{per_item:,.2f} nats/{item} ({per_dim:.4f} nats/dim) at step {step}"
+        per_frame = per_dim * frame_dims
+        if item == "frame":
+            return f"{per_frame:,.2f} nats/frame at step {step}"
+        return f"{per_frame:,.2f} nats/frame ({per_item:,.1f} nats per validation item, a {item}) at step {step}"
+
+    best = max(rows, key=lambda r: r[1])
+    page.p(f"Best validation ELBO: {fig(best)}" + (" (the best/ checkpoint)" if (root / "best").is_dir() else "")
+           + ("" if rows[-1] is best else f"; last validation: {fig(rows[-1])}") + ".")
 
 
 @torch.no_grad()
-def _evaluation_section(page: _Page, loaded, src: DataSource | None, ev: dict | None, out: Path) -> None:
+def _evaluation_section(page: _Page, loaded, src: DataSource | None, ev: dict | None, out: Path,
+                        at: str = "", note: str | None = None) -> None:
     from audiovae.models.base import gaussian_kl
     from audiovae.tasks.encode import encode_split, utterance_labels
     from audiovae.tasks.evaluate import model_dataset
     from audiovae.tasks.figures import plot_kl_units, plot_latent_scatter
 
-    page.h2("Evaluation")
+    page.h2(f"Evaluation ({at})" if at else "Evaluation")
+    if note:
+        page.note(note)
     if ev:
-        keys = [("elbo", "ELBO (nats/item)"), ("iwae", f"IWAE bound, k={ev.get('k')}"), ("iwae_stderr", "standard error"),
-                ("kl", "KL (nats/item)"), ("elbo_per_dim", "ELBO (nats/dim)"), ("bits_per_dim", "bits/dim (IWAE)"),
-                ("active_units", "active units"), ("latent_dim", "latent channels"), ("items", "items")]
+        item, frame_dims = _item_units(loaded, "evaluation")
+        per = f"nats/{item}" if item != "whole utterance" else "nats/utterance"
+        ev = dict(ev)
+        if frame_dims is not None and ev.get("elbo_per_frame") is None and ev.get("elbo_per_dim") is not None:
+            ev["elbo_per_frame"] = ev["elbo_per_dim"] * frame_dims  # an evaluate.json written before it said so
+        keys = [("elbo_per_frame", "ELBO (nats/frame)"), ("iwae_per_frame", f"IWAE bound, k={ev.get('k')} (nats/frame)"),
+                ("elbo", f"ELBO ({per})"), ("iwae", f"IWAE bound, k={ev.get('k')} ({per})"),
+                ("iwae_stderr", "standard error"), ("kl", f"KL ({per})"), ("elbo_per_dim", "ELBO (nats/dim)"),
+                ("bits_per_dim", "bits/dim (IWAE)"), ("active_units", "active units"), ("latent_dim", "latent channels"),
+                ("items", f"items ({item}s)"), ("frames_per_item", f"frames per {item} (mean)")]
+        if item == "frame":  # per item is per frame: one row each
+            keys = [k for k in keys if k[0] not in ("elbo_per_frame", "iwae_per_frame", "frames_per_item")]
         page.table([(label, ev[k]) for k, label in keys if ev.get(k) is not None],
-                   (f"on the {ev.get('split')} split", "value"))
+                   (f"on the {ev.get('split')} split, checkpoint at step {ev.get('step')}", "value"))
     else:
         page.note("No evaluation: run `audiovae evaluate RUN DATA` (or give the report DATA).")
     if src is None:
@@ -343,7 +458,8 @@ def _evaluation_section(page: _Page, loaded, src: DataSource | None, ev: dict | 
              + (", coloured by label (class or speaker)." if labels is not None else " (the data carries no labels)."))
 
 
-def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device, vocoder_iters, n_items, seed) -> None:
+def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device, vocoder_iters, n_items, seed,
+                    at: str = "", say: Callable[[str], None] = lambda what: None) -> None:
     from audiovae.audio.io import load_audio, save_audio
     from audiovae.tasks.generate import MelModel
     from audiovae.tasks.plots import plot_mels
@@ -351,7 +467,9 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
     mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
     sr, fr = mm.sample_rate, loaded.mel.frame_rate
     inv = lambda f: mm.loaded.normalizer.inverse(f)[0].cpu().numpy()
-    page.h2("Reconstructions")
+    tag = f" ({at})" if at else ""
+    say("reconstructions")
+    page.h2("Reconstructions" + tag)
     chosen: list[dict] = []
     if src is not None and src.is_features:
         recs = src.utterances("val" if "val" in src.splits() else src.splits()[-1])
@@ -385,7 +503,8 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
                   "VAE reconstruction (posterior mean)"], fr)
         page.img(f"figures/{name}.png", f"{rec['id']}: log-mel of the original and of its reconstruction")
         page.players([(f"audio/{name}_original.wav", label), (f"audio/{name}_reconstruction.wav", "reconstruction")])
-    page.h2("Samples from the prior")
+    say("samples from the prior")
+    page.h2("Samples from the prior" + tag)
     torch.manual_seed(seed)
     samples = mm.sample(3, seconds=2.0)
     for i, (y, _) in enumerate(samples):
@@ -394,7 +513,8 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
               [f"sample {i} (z ~ N(0, I))" for i in range(len(samples))], fr)
     page.img("figures/prior_samples.png", "Three 2-second utterances decoded from the prior")
     page.players([(f"audio/prior_sample_{i}.wav", f"sample {i}") for i in range(len(samples))])
-    page.h2("Interpolation")
+    say("interpolation")
+    page.h2("Interpolation" + tag)
     if len(waves) >= 2:
         steps = mm.interpolate(waves[0], waves[1], steps=5)
         ts = np.linspace(0, 1, len(steps))
@@ -413,13 +533,16 @@ def _safe(s: str) -> str:
 
 
 @torch.no_grad()
-def _image_sections(page: _Page, loaded, src, out: Path, seed: int) -> None:
+def _image_sections(page: _Page, loaded, src, out: Path, seed: int, at: str = "",
+                    say: Callable[[str], None] = lambda what: None) -> None:
     from audiovae.tasks.evaluate import model_dataset
     from audiovae.tasks.figures import image_grid, to_unit
 
     model, signed = loaded.model, loaded.name != "mnist"
     dev = next(model.parameters()).device
-    page.h2("Reconstructions")
+    tag = f" ({at})" if at else ""
+    say("reconstructions")
+    page.h2("Reconstructions" + tag)
     if src is not None and not src.is_features:
         ds, collate = model_dataset(loaded, src, "test")
         x = collate(ds.__getitems__(list(range(min(16, len(ds)))))).x.to(dev)
@@ -433,14 +556,15 @@ def _image_sections(page: _Page, loaded, src, out: Path, seed: int) -> None:
                  "a Bernoulli model) and their reconstructions (bottom: mean of p(x | z = posterior mean)).")
     else:
         page.note("No test images to reconstruct (the data is not available).")
-    page.h2("Samples from the prior")
+    say("samples from the prior and interpolation")
+    page.h2("Samples from the prior" + tag)
     for t in (1.0, 0.7):
         torch.manual_seed(seed)
         s = model.sample(64, temperature=t).cpu().numpy()
         name = f"samples_T{t:g}.png"
         image_grid(page.file(f"figures/{name}"), to_unit(s, signed), ncol=16)
         page.img(f"figures/{name}", f"64 samples, z ~ N(0, {t:g}^2 I), mean of p(x | z)")
-    page.h2("Interpolation")
+    page.h2("Interpolation" + tag)
     torch.manual_seed(seed)
     if src is not None and not src.is_features:
         ds, collate = model_dataset(loaded, src, "test")
@@ -457,19 +581,29 @@ def _image_sections(page: _Page, loaded, src, out: Path, seed: int) -> None:
         page.note("An interpolation needs test images (the data is not available).")
 
 
-def _results_sections(page: _Page, root: Path, results: dict, out: Path) -> None:
+def _from_step(res, step) -> str:
+    """" (from step N)" for a saved result, saying when that is not the checkpoint shown above."""
+    s = res.get("step") if isinstance(res, dict) else None
+    if s is None:
+        return " (step not recorded)"
+    return f" (from step {s}" + ("" if step is None or s == step else f"; the checkpoint shown is step {step}") + ")"
+
+
+def _results_sections(page: _Page, root: Path, results: dict, out: Path, step=None) -> None:
     from audiovae.tasks.analyze import format_analysis
     from audiovae.tasks.probe import format_probe
 
     page.h2("Linear probe (classification with VAE features)")
     if "probe" in results and "results" in results["probe"]:
         pr = results["probe"]
-        page.p(f"{pr['model']} latents on {pr['data']} (labels: {pr.get('label_key') or 'image classes'}).")
+        page.p(f"{pr['model']} latents on {pr['data']} (labels: {pr.get('label_key') or 'image classes'})"
+               f"{_from_step(pr, step)}.")
         page.markdown(format_probe(pr))
     else:
         page.note("Not run: `audiovae probe RUN DATA` writes RUN/results/probe.json.")
     page.h2("Analysis: size, training speed, diversity")
     if "analysis" in results and "runs" in results["analysis"]:
+        page.p("Each run's step is in the table (model (step)).")
         page.markdown(format_analysis(results["analysis"]))
     else:
         page.note("Not run: `audiovae analyze RUN DATA` writes RUN/results/analysis.json.")
@@ -478,10 +612,11 @@ def _results_sections(page: _Page, root: Path, results: dict, out: Path) -> None
     if not repairs:
         page.note("Not run: `audiovae repair RUN ...` writes RUN/results/repair_images.json or repair_audio.json.")
     for name, res in repairs.items():
+        page.p(f"{name}{_from_step(res, step)}:")
         _show_files(page, name, res, root / "results", root)
     others = {k: v for k, v in results.items() if k not in ("probe", "analysis", "evaluate") and not k.startswith("repair")}
     for name, res in others.items():
-        page.h2(f"Results: {name}")
+        page.h2(f"Results: {name}{_from_step(res, step)}")
         _show_files(page, name, res, root / "results", root)
 
 

@@ -233,9 +233,12 @@ def resynthesize(input: Path, output: Path, cfg: MelConfig, n_iter: int | None =
     """wav -> log-mel -> wav; write ``output`` and return metrics of the pair.
 
     ``output`` is never ``input``; an existing file is replaced only with ``overwrite``.
+    The metrics cover the input's own band: a file resampled up (16 kHz read at
+    22.05 kHz) is scored over 0..8 kHz, not over the empty band above (``source_rate``
+    and ``metrics["band_max_hz"]`` in the result say so).
     """
     check_output_file(output, [input], overwrite)
-    wave, sr = load_audio(input, cfg.sample_rate, min_samples=cfg.hop_length)
+    wave, sr, source_sr = load_audio(input, cfg.sample_rate, min_samples=cfg.hop_length, return_source_rate=True)
     x = torch.from_numpy(wave)[None]
     with torch.no_grad():
         logmel = MelFrontend(cfg)(x)
@@ -244,7 +247,8 @@ def resynthesize(input: Path, output: Path, cfg: MelConfig, n_iter: int | None =
         dt = time.perf_counter() - t0
     save_audio(output, y[0].numpy(), sr)
     return {
-        "metrics": resynthesis_metrics(x[0], y[0], sr),
+        "metrics": resynthesis_metrics(x[0], y[0], sr, max_hz=min(source_sr, sr) / 2),
+        "source_rate": source_sr,
         "seconds": x.shape[-1] / sr,
         "vocoder_seconds": dt,
     }
