@@ -16,6 +16,17 @@ _DEVICE = click.option("--device", default="auto", show_default=True, help="auto
 ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS}; {VOCODER_ITERS_PARALLEL_PGHI} when the initial "
               "phase is the parallel PGHI (pghi on a GPU, or pghi_parallel)].")
 
+_THREADS = click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
+                        help="CPU threads; 0 = auto: the CPUs this process may use, or 1 when another busy process "
+                             "makes that faster (see AUDIOVAE_THREADS_POLICY in audiovae/threads.py).")
+
+
+def _threads(threads: int, numba: bool = True) -> None:
+    from audiovae.threads import apply
+
+    apply(threads, numba=numba)
+
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
 
@@ -64,13 +75,15 @@ def cli() -> None:
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field, e.g. --set n_mels=80.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
+@_THREADS
 @friendly_errors
-def mel_cmd(inputs, out_dir, config, overrides, strict):
+def mel_cmd(inputs, out_dir, config, overrides, strict, threads):
     """Compute the log-mel of each audio file (or every audio file in a folder).
 
     Each input becomes OUT_DIR/<name>.mel.npz holding the log-mel and the
     configuration that made it, so `audiovae vocode` needs no settings.
     """
+    _threads(threads)
     from audiovae.tasks.signal import mel_files
 
     cfg = _load_mel_config(config, overrides)
@@ -96,9 +109,11 @@ def mel_cmd(inputs, out_dir, config, overrides, strict):
               help="Files of the same configuration vocoded together (similar lengths; each as if alone).")
 @_DEVICE
 @click.option("--strict", is_flag=True, help="Stop at the first bad input instead of skipping it.")
+@_THREADS
 @friendly_errors
-def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device, strict):
+def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device, strict, threads):
     """Turn log-mel files (.mel.npz from `audiovae mel`) back into audio with Griffin-Lim."""
+    _threads(threads)
     from audiovae.tasks.signal import vocode_files
     from audiovae.training.checkpoint import pick_device
 
@@ -115,13 +130,15 @@ def vocode_cmd(mels, out_dir, iters, init, momentum, config, batch_size, device,
 @click.option("--init", default="pghi", show_default=True, type=click.Choice(["pghi", "random", "zeros"]))
 @click.option("--config", type=click.Path(dir_okay=False), help="MelConfig YAML (default: 22050 Hz, 256 bins).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a MelConfig field.")
+@_THREADS
 @friendly_errors
-def resynth_cmd(input, output, iters, init, config, overrides):
+def resynth_cmd(input, output, iters, init, config, overrides, threads):
     """Run wav -> log-mel -> wav and print quality metrics for the pair.
 
     Metrics: spectral convergence and log-spectral distance on the STFT
     magnitude, mel-cepstral distortion, and STOI when pystoi is installed.
     """
+    _threads(threads)
     from audiovae.tasks.signal import resynthesize
 
     cfg = _load_mel_config(config, overrides)
@@ -202,8 +219,9 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
 @click.option("--overwrite", is_flag=True, help="Rebuild a cache that was made with another configuration.")
 @click.option("--shard", default=None, metavar="I/N", help="Featurise only shard I of N (0-based); assemble later with --merge.")
 @click.option("--merge", is_flag=True, help="Assemble the cache from the parts all shards wrote (same SOURCE).")
+@_THREADS
 @friendly_errors
-def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite, shard, merge):
+def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite, shard, merge, threads):
     """Compute a log-mel feature cache from SOURCE: a manifest (`audiovae prepare`), a folder of audio
     files, or a list file (one path per line).
 
@@ -217,6 +235,7 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
       audiovae extract SRC -o OUT --shard 0/4 ... --shard 3/4; then audiovae extract SRC -o OUT --merge
       torchrun --nproc_per_node=4 -m audiovae extract SRC -o OUT   (rank 0 merges after a barrier)
     """
+    _threads(threads)
     from audiovae.data.features import FeatureCache, extract, merge as merge_parts, parse_shard
 
     if merge and shard:
@@ -364,9 +383,11 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoin
 @click.option("-o", "--output", required=True, type=click.Path(path_type=Path), help="Output audio file.")
 @_CHECKPOINT
 @_DEVICE
+@_THREADS
 @friendly_errors
-def reconstruct_cmd(run_dir, audio, output, checkpoint, device):
+def reconstruct_cmd(run_dir, audio, output, checkpoint, device, threads):
     """Pass an audio file through a trained mel VAE and the vocoder (the model directory is all it needs)."""
+    _threads(threads)
     from audiovae.tasks.generate import MelModel, reconstruct_file
     from audiovae.training.checkpoint import describe
 
@@ -422,9 +443,10 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, checkpoint, devi
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Also write the results as JSON.")
 @_CHECKPOINT
 @_DEVICE
+@_THREADS
 @friendly_errors
 def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, seed, json_out,
-               checkpoint, device):
+               checkpoint, device, threads):
     """Repair damaged data with the VAE in RUN_DIR, keeping what is observed exactly.
 
     \b
@@ -441,6 +463,7 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
 
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
+    _threads(threads)
     from audiovae.tasks.impute import DEFAULTS
     from audiovae.tasks.repair import (
         IMAGE_MODELS,
