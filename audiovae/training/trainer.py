@@ -627,6 +627,7 @@ def train(
             raise CheckpointError("already holds a training run; use --resume to continue it, or another folder", out)
     if max_steps is not None:
         cfg = from_dict(TrainConfig, {**to_dict(cfg), "max_steps": max_steps})
+    cpu_threads.resolve(cfg.threads)  # a bad setting fails before anything is written
     if world > 1 and not dist.is_initialized():
         nccl = torch.cuda.is_available() and cfg.device != "cpu"
         if nccl:
