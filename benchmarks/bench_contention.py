@@ -17,7 +17,8 @@ thread policy, one warm-up unit not timed) and then repeats the unit of work:
 a training step (trainer, default conv model and settings), an extract of 16
 files (2 DataLoader workers, the CLI default), vocoding 8 log-mel files,
 reconstructing one file through a trained model and the vocoder, repairing a
-0.25-s gap in one file. Speech: Debian's asterisk prompts (es_MX_f_Allison,
+0.25-s gap in one file (25 iterations instead of 100, for more units per cell).
+"threads" in the log: the count at the end (train: each probe's choice). Speech: Debian's asterisk prompts (es_MX_f_Allison,
 decoded by ffmpeg), else espeak-ng. OMP_NUM_THREADS / NUMBA_NUM_THREADS of the
 calling shell are removed for the cells ("today's settings" are the defaults).
 
@@ -110,7 +111,7 @@ def _unit(job: str, work: Path, scratch: Path):
         from audiovae.tasks.repair import repair_audio
 
         return (lambda i: repair_audio(work / "model", files[i % len(files)], scratch / f"rep{i}.wav",
-                                       gaps=[(0.5, 0.75)], device="cpu")), 1
+                                       gaps=[(0.5, 0.75)], iters=25, device="cpu")), 1
     raise SystemExit(f"unknown job {job}")
 
 
@@ -125,9 +126,15 @@ def run_cell(job: str, work: Path, seconds: float) -> dict:
             from audiovae.training.config import default_train_config
 
             # `audiovae train --model conv`: the default settings, stopped by the clock
+            import audiovae.threads as thr
+
+            made = []
+            real = thr.AdaptiveThreads
+            thr.AdaptiveThreads = lambda *a, **k: made.append(real(*a, **k)) or made[-1]
             cfg = default_train_config("conv", device="cpu", max_minutes=seconds / 60, checkpoint_every=10**6)
             summary = train(work / "cache", scratch / "run", cfg, progress=False)
-            return {"units": summary["step"], "seconds": seconds, "threads": _threads_now()}
+            return {"units": summary["step"], "seconds": seconds,
+                    "threads": "/".join(map(str, made[0].choices)) if made else _threads_now()}
         apply(0, numba=job != "extract")  # what the CLI does first (a no-op with the policy off)
         fn, per = _unit(job, work, scratch)
         fn(-1)  # warm-up: numba caches, filterbanks, the model
@@ -205,7 +212,7 @@ def main() -> None:
                 r = cell(job, setting, comp, work, args.seconds)
                 res[job, setting, cname] = r
                 print(f"  {job:<12} {setting:<4} {cname:<8} {r['units'] / r['seconds']:8.2f} {UNITS[job]} "
-                      f"(threads at the end: {r['threads']})", flush=True)
+                      f"(threads: {r['threads']})", flush=True)
     print()
     head = f"| job | setting | alone | beside nice 0 | beside nice 19 | alone vs old |"
     print(head)
