@@ -235,7 +235,7 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
       audiovae extract SRC -o OUT --shard 0/4 ... --shard 3/4; then audiovae extract SRC -o OUT --merge
       torchrun --nproc_per_node=4 -m audiovae extract SRC -o OUT   (rank 0 merges after a barrier)
     """
-    _threads(threads)
+    _threads(threads, numba=workers == 0 and not merge)  # numba runs here only without workers (no fork after it)
     from audiovae.data.features import FeatureCache, extract, merge as merge_parts, parse_shard
 
     if merge and shard:

@@ -182,6 +182,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=15.0, help="Seconds per cell (30 cells).")
     ap.add_argument("--jobs", default=",".join(JOBS), help="Comma-separated subset of " + ",".join(JOBS))
+    ap.add_argument("--conditions", default="alone,nice 0,nice 19", help="Comma-separated subset of the columns.")
     ap.add_argument("--files", type=int, default=60, help="Speech files in the corpus.")
     ap.add_argument("--work", type=Path, default=None, help="Folder for the corpus, cache and model (kept).")
     ap.add_argument("--isolate", action="store_true", help="Own session with autogroup nice -20 (root; shared machine).")
@@ -204,7 +205,8 @@ def main() -> None:
 
     print(f"{os.cpu_count()} CPUs, {cpu_budget()} usable by this process, load average {load}, {args.seconds:g} s per "
           f"cell{', isolated (autogroup nice -20)' if args._isolated else ''}", flush=True)
-    conds = (("alone", None), ("nice 0", 0), ("nice 19", 19))
+    want = [c.strip() for c in args.conditions.split(",")]
+    conds = tuple(c for c in (("alone", None), ("nice 0", 0), ("nice 19", 19)) if c[0] in want)
     res: dict = {}
     for job in jobs:
         for cname, comp in conds:
@@ -218,12 +220,15 @@ def main() -> None:
     print(head)
     print("|" + "---|" * 6)
     for job in jobs:
-        old_alone = res[job, "old", "alone"]["units"] / res[job, "old", "alone"]["seconds"]
         for setting in ("old", "new"):
             rate = {c: res[job, setting, c]["units"] / res[job, setting, c]["seconds"] for c, _ in conds}
-            cells = [f"{rate['alone']:.2f} {UNITS[job]}"]
-            cells += [f"{rate[c]:.2f} ({rate[c] / rate['alone']:.0%})" for c in ("nice 0", "nice 19")]
-            print(f"| {job} | {setting} | " + " | ".join(cells) + f" | {rate['alone'] / old_alone:.0%} |")
+            alone = rate.get("alone")
+            cells = [f"{alone:.2f} {UNITS[job]}" if alone else "-"]
+            cells += [f"{rate[c]:.2f}" + (f" ({rate[c] / alone:.0%})" if alone else "") if c in rate else "-"
+                      for c in ("nice 0", "nice 19")]
+            vs_old = (f"{alone / (res[job, 'old', 'alone']['units'] / res[job, 'old', 'alone']['seconds']):.0%}"
+                      if alone else "-")
+            print(f"| {job} | {setting} | " + " | ".join(cells) + f" | {vs_old} |")
 
 
 if __name__ == "__main__":

@@ -184,18 +184,30 @@ def test_trainer_uses_the_threads_setting_and_restores_torchs(auto_env, feats, t
 
 
 @pytest.mark.skipif(T.cpu_budget() < 2, reason="needs 2 usable CPUs (numba's pool defaults to all of them)")
-@pytest.mark.parametrize("how", ["env", "option"])
-def test_vocode_keeps_the_thread_count_after_numba_starts(tmp_path, how):
+@pytest.mark.parametrize("cmd,how", [("vocode", "env"), ("vocode", "option"), ("extract", "env")])
+def test_cli_keeps_the_thread_count_after_numba_starts(tmp_path, cmd, how):
     """numba's parallel kernels share torch's OpenMP pool; starting numba's pool used to reset it to every CPU,
     so `OMP_NUM_THREADS=1 audiovae vocode` (or --threads 1) ran on 2 threads after the first kernel."""
+    import soundfile as sf
+
     from audiovae.audio.config import MelConfig
     from audiovae.audio.melfile import save_mel
 
-    save_mel(tmp_path / "a.mel.npz", np.full((256, 30), -5.0, np.float32), MelConfig(), 29 * 256)
+    if cmd == "vocode":
+        save_mel(tmp_path / "a.mel.npz", np.full((256, 30), -5.0, np.float32), MelConfig(), 29 * 256)
+        args = ["vocode", str(tmp_path / "a.mel.npz"), "-o", str(tmp_path / "out"), "--iters", "2", "--device", "cpu"]
+    else:  # the fused (numba) front end runs in the main process without workers
+        (tmp_path / "audio").mkdir()
+        t = np.arange(22050) / 22050
+        for i in range(2):
+            sf.write(tmp_path / "audio" / f"{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t)).astype(np.float32),
+                     22050)
+        args = ["extract", str(tmp_path / "audio"), "-o", str(tmp_path / "cache"), "--workers", "0"]
+    if how == "option":
+        args += ["--threads", "1"]
     code = ("import atexit, sys, torch\n"
             "atexit.register(lambda: print('THREADS', torch.get_num_threads()))\n"
-            f"sys.argv = ['audiovae', 'vocode', {str(tmp_path / 'a.mel.npz')!r}, '-o', {str(tmp_path / 'out')!r}, "
-            f"'--iters', '2', '--device', 'cpu'] + {['--threads', '1'] if how == 'option' else []!r}\n"
+            f"sys.argv = ['audiovae'] + {args!r}\n"
             "from audiovae.cli import main\nmain()\n")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", T.POLICY_ENV)}
     env["PYTHONPATH"] = str(ROOT)
