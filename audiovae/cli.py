@@ -22,9 +22,11 @@ _THREADS = click.option("--threads", default=0, show_default=True, type=click.In
 
 
 def _threads(threads: int, numba: bool = True) -> None:
+    import os
+
     from audiovae.threads import apply
 
-    apply(threads, numba=numba)
+    apply(threads, numba=numba, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: split the CPUs
 
 
 def _fail(msg: str) -> None:

@@ -1,6 +1,6 @@
 """Throughput of the heavy commands on a machine that is doing something else (issue 18).
 
-    python benchmarks/bench_contention.py                 # ~10 min on 2 cores (15 s per cell)
+    python benchmarks/bench_contention.py                 # ~10 min on 2 cores (12 s per cell)
     python benchmarks/bench_contention.py --seconds 3     # smoke run
     python benchmarks/bench_contention.py --isolate ...   # shared machine: see below
 
@@ -180,7 +180,7 @@ def _isolate(argv: list[str]) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=15.0, help="Seconds per cell (30 cells).")
+    ap.add_argument("--seconds", type=float, default=12.0, help="Seconds per cell (30 cells, each ~6 s more to start).")
     ap.add_argument("--jobs", default=",".join(JOBS), help="Comma-separated subset of " + ",".join(JOBS))
     ap.add_argument("--conditions", default="alone,nice 0,nice 19", help="Comma-separated subset of the columns.")
     ap.add_argument("--files", type=int, default=60, help="Speech files in the corpus.")
@@ -208,6 +208,7 @@ def main() -> None:
     want = [c.strip() for c in args.conditions.split(",")]
     conds = tuple(c for c in (("alone", None), ("nice 0", 0), ("nice 19", 19)) if c[0] in want)
     res: dict = {}
+    t_all = time.perf_counter()
     for job in jobs:
         for cname, comp in conds:
             for setting in ("old", "new"):
@@ -215,7 +216,7 @@ def main() -> None:
                 res[job, setting, cname] = r
                 print(f"  {job:<12} {setting:<4} {cname:<8} {r['units'] / r['seconds']:8.2f} {UNITS[job]} "
                       f"(threads: {r['threads']})", flush=True)
-    print()
+    print(f"\n{time.perf_counter() - t_all:.0f} s in all")
     head = f"| job | setting | alone | beside nice 0 | beside nice 19 | alone vs old |"
     print(head)
     print("|" + "---|" * 6)
