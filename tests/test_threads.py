@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def auto_env(monkeypatch):
     """No user thread settings, the policy on, and torch's thread count restored afterwards."""
     for k in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", T.POLICY_ENV):
-        monkeypatch.delenv(k, raising=False)
+        monkeypatch.setenv(k, "")  # recorded, so that what the policy writes into os.environ is undone too
+        monkeypatch.delenv(k)
     before = torch.get_num_threads()
     yield monkeypatch
     torch.set_num_threads(before)
@@ -184,7 +185,7 @@ def test_trainer_uses_the_threads_setting_and_restores_torchs(auto_env, feats, t
 
 
 @pytest.mark.skipif(T.cpu_budget() < 2, reason="needs 2 usable CPUs (numba's pool defaults to all of them)")
-@pytest.mark.parametrize("cmd,how", [("vocode", "env"), ("vocode", "option"), ("extract", "env")])
+@pytest.mark.parametrize("cmd,how", [("vocode", "env"), ("extract", "env")])
 def test_cli_keeps_the_thread_count_after_numba_starts(tmp_path, cmd, how):
     """numba's parallel kernels share torch's OpenMP pool; starting numba's pool used to reset it to every CPU,
     so `OMP_NUM_THREADS=1 audiovae vocode` (or --threads 1) ran on 2 threads after the first kernel."""
@@ -215,3 +216,25 @@ def test_cli_keeps_the_thread_count_after_numba_starts(tmp_path, cmd, how):
         env["OMP_NUM_THREADS"] = "1"
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert "THREADS 1" in res.stdout, res.stdout + res.stderr[-2000:]
+
+
+@pytest.mark.parametrize("args", [["mel", "a.wav", "-o", "m"], ["vocode", "a.mel.npz", "-o", "w"],
+                                  ["resynth", "a.wav", "-o", "b.wav"], ["extract", "a", "-o", "c"],
+                                  ["reconstruct", "run", "a.wav", "-o", "b.wav"], ["repair", "run", "a.wav", "-o", "b.wav"]])
+def test_heavy_commands_take_threads_first(monkeypatch, args):
+    from click.testing import CliRunner
+
+    from audiovae.cli import cli
+    from audiovae.errors import AudioVAEError
+
+    seen = []
+
+    def fake_apply(threads=0, numba=False, adaptive_probe=True, share=1):
+        seen.append(threads)
+        raise AudioVAEError("stop here")
+
+    monkeypatch.setattr(T, "apply", fake_apply)
+    res = CliRunner().invoke(cli, [*args, "--threads", "3"])
+    assert seen == [3] and "stop here" in res.output  # before any work
+    res = CliRunner().invoke(cli, [*args, "--threads", "-1"])
+    assert res.exit_code == 2 and seen == [3]
