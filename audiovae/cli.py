@@ -64,6 +64,19 @@ def _refuse_inputs(outputs, *inputs) -> None:
             check_output_file(out, [i for i in inputs if i is not None], overwrite=True)
 
 
+_THREADS = click.option("--threads", default=0, show_default=True, type=click.IntRange(0),
+                        help="CPU threads; 0 = auto: the CPUs this process may use, or 1 when another busy process "
+                             "makes that faster (see AUDIOVAE_THREADS_POLICY in audiovae/threads.py).")
+
+
+def _threads(threads: int, numba: bool = True) -> None:
+    import os
+
+    from audiovae.threads import apply
+
+    apply(threads, numba=numba, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # torchrun: split the CPUs
+
+
 def _fail(msg: str) -> None:
     click.echo(f"error: {msg}", err=True)
 
@@ -131,8 +144,9 @@ def cli() -> None:
 @_SET
 @_STRICT
 @_OVERWRITE
+@_THREADS
 @friendly_errors
-def mel_cmd(inputs, output, config, overrides, strict, overwrite):
+def mel_cmd(inputs, output, config, overrides, strict, overwrite, threads):
     """Compute the log-mel of each audio file (or every audio file in a folder or list file).
 
     `mel a.wav -o a.mel.npz` writes one file; with several inputs, a folder or a
@@ -145,6 +159,7 @@ def mel_cmd(inputs, output, config, overrides, strict, overwrite):
     Settings (--config YAML keys, or a `mel:` section; --set KEY=VALUE): the
     MelConfig fields (sample_rate 22050, n_mels 256, n_fft, hop_length, ...).
     """
+    _threads(threads)
     from audiovae.tasks.signal import mel_files
 
     cfg = _load_mel_config(config, overrides)
@@ -165,8 +180,10 @@ def mel_cmd(inputs, output, config, overrides, strict, overwrite):
 @_DEVICE
 @_STRICT
 @_OVERWRITE
+@_THREADS
 @friendly_errors
-def vocode_cmd(mels, output, vocoder_iters, init, momentum, config, overrides, batch_size, device, strict, overwrite):
+def vocode_cmd(mels, output, vocoder_iters, init, momentum, config, overrides, batch_size, device, strict, overwrite,
+               threads):
     """Turn log-mel files (.mel.npz from `audiovae mel`) back into audio with Griffin-Lim.
 
     `vocode a.mel.npz -o a.wav` writes one file; with several inputs, a folder or
@@ -177,6 +194,7 @@ def vocode_cmd(mels, output, vocoder_iters, init, momentum, config, overrides, b
     Settings (--config, --set): the MelConfig of bare .npy inputs (a .mel.npz
     carries its own).
     """
+    _threads(threads)
     from audiovae.tasks.signal import vocode_files
     from audiovae.training.checkpoint import pick_device
 
@@ -194,8 +212,9 @@ def vocode_cmd(mels, output, vocoder_iters, init, momentum, config, overrides, b
 @_CONFIG
 @_SET
 @_OVERWRITE
+@_THREADS
 @friendly_errors
-def resynth_cmd(inputs, output, vocoder_iters, init, config, overrides, overwrite):
+def resynth_cmd(inputs, output, vocoder_iters, init, config, overrides, overwrite, threads):
     """Run wav -> log-mel -> wav and print quality metrics for each pair.
 
     Metrics: spectral convergence and log-spectral distance on the STFT
@@ -207,6 +226,7 @@ def resynth_cmd(inputs, output, vocoder_iters, init, config, overrides, overwrit
 
     Settings (--config, --set): the MelConfig fields, as for `audiovae mel`.
     """
+    _threads(threads)
     from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io, resynthesize
 
     cfg = _load_mel_config(config, overrides)
@@ -295,8 +315,9 @@ def prepare_cmd(corpus, data_dir, out_dir, split_by, val_fraction, test_fraction
 @click.option("--overwrite", is_flag=True, help="Rebuild a cache that was made with another configuration.")
 @click.option("--shard", default=None, metavar="I/N", help="Featurise only shard I of N (0-based); assemble later with --merge.")
 @click.option("--merge", is_flag=True, help="Assemble the cache from the parts all shards wrote (same SOURCE).")
+@_THREADS
 @friendly_errors
-def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite, shard, merge):
+def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, strict, overwrite, shard, merge, threads):
     """Compute a log-mel feature cache from SOURCE: a manifest (`audiovae prepare`), a lhotse CutSet or
     RecordingSet (cuts.jsonl.gz: speakers and text from its supervisions, a cut into a longer recording
     reads only its segment), a folder of audio files, or a list file (one path per line).
@@ -312,6 +333,7 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
       audiovae extract SRC -o OUT --shard 0/4 ... --shard 3/4; then audiovae extract SRC -o OUT --merge
       torchrun --nproc_per_node=4 -m audiovae extract SRC -o OUT   (rank 0 merges after a barrier)
     """
+    _threads(threads, numba=workers == 0 and not merge)  # numba runs here only without workers (no fork after it)
     from audiovae.data.features import FeatureCache, extract, merge as merge_parts, parse_shard
     from audiovae.utils import check_output_dir
 
@@ -483,9 +505,11 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
+@_THREADS
 @friendly_errors
-def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, overwrite):
+def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, overwrite, threads):
     """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs)."""
+    _threads(threads)
     from audiovae.tasks.generate import MelModel, reconstruct_file
     from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
     from audiovae.training.checkpoint import describe
@@ -553,9 +577,10 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
 @_JSON
 @_CHECKPOINT
 @_DEVICE
+@_THREADS
 @friendly_errors
 def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, seed, vocoder_iters,
-               json_out, checkpoint, device):
+               json_out, checkpoint, device, threads):
     """Repair damaged data with the VAE in RUN_DIR, keeping what is observed exactly.
 
     \b
@@ -573,6 +598,7 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
 
     Given a run folder, a copy of the JSON goes to RUN_DIR/results/ for `audiovae report`.
     """
+    _threads(threads)
     _refuse_inputs([output, Path(output).with_suffix(".png"), json_out], input, mask)
     from audiovae.tasks.impute import DEFAULTS
     from audiovae.tasks.repair import (

@@ -13,6 +13,9 @@ import soundfile as sf
 import torch
 
 torch.set_num_threads(int(os.environ.get("AUDIOVAE_TEST_THREADS", "2")))
+# a fixed thread count for the CLI and trainer too (audiovae/threads.py respects it; auto mode may switch between
+# 1 and N threads mid-run, and CPU results differ in the last bits between thread counts: bit-exact tests need it)
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("AUDIOVAE_TEST_THREADS", "2"))
 
 from tests.corpora import SENTENCES as _ALL_SENTENCES  # noqa: E402
 

@@ -33,6 +33,7 @@ class TrainConfig:
     amp: bool = False  # mixed precision (autocast)
     amp_dtype: str = "auto"  # auto (bfloat16 where supported, else float16) | bfloat16 | float16 (with a GradScaler)
     num_workers: int = 0  # DataLoader workers
+    threads: int = 0  # CPU threads of the training process; 0 = auto (audiovae/threads.py)
     segment_frames: int = 128  # conv: training crop length in frames
     context: int = 0  # dense: frames of context on each side
     val_every: int = 0  # validate every N steps; 0 = at the end of each epoch

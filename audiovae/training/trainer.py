@@ -30,6 +30,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from audiovae import threads as cpu_threads
 from audiovae.audio.normalize import Normalizer
 from audiovae.config import from_dict, load_yaml, nested_error, save_yaml, to_dict
 from audiovae.data.datasets import SeededBatchSampler
@@ -49,7 +50,7 @@ VAL_COLUMNS = ["step", "epoch", "val_elbo", "val_elbo_per_dim", "val_recon", "va
 # settings that may differ when a run is resumed: how long it goes on and how it runs. (A run moved to another
 # device is not bit-exact from there on: CPU and CUDA generators draw different noise from the same seed.)
 RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_epochs", "early_stop_patience", "device", "num_workers",
-                     "log_every")
+                     "log_every", "threads")
 
 
 def _dist_info() -> tuple[int, int]:
@@ -296,6 +297,12 @@ class Trainer:
                 part.compile()
         # metrics stay on the device between log steps: no host sync per step on a GPU
         self.log_every = cfg.log_every or (1 if self.device.type == "cpu" else 50)
+        # CPU threads: threads=N, or (0) the CPUs this process may use, shared by the local torchrun processes,
+        # and 1 or all of them, whichever is faster, re-checked on the steps themselves (audiovae/threads.py)
+        n_threads, adaptive = cpu_threads.apply(cfg.threads, share=int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+                                                adaptive_probe=False)
+        self.adaptive_threads = (cpu_threads.AdaptiveThreads(n_threads) if adaptive and self.device.type == "cpu"
+                                 else None)
         self.window = _LogWindow(self.device, log_jacobian(normalizer, 1.0), self.world, check_grad=self.scaler is None)
         self.train_set, self.collate = data.dataset("train", cfg.model, normalizer, context=cfg.context,
                                                     segment=cfg.segment_frames, train=True)
@@ -445,7 +452,8 @@ class Trainer:
                     raise ConfigError(f"batch_size {cfg.batch_size} x {self.world} process(es) is larger than the "
                                       f"training set ({len(self.train_set)} items)")
                 loader = DataLoader(self.train_set, batch_sampler=sampler, collate_fn=self.collate,
-                                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda")
+                                    num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                    worker_init_fn=cpu_threads.worker_init_fn if cfg.num_workers else None)
                 t_wait = time.perf_counter()
                 for batch in loader:
                     t_data = time.perf_counter() - t_wait
@@ -453,6 +461,8 @@ class Trainer:
                     self.step += 1
                     self.batch_in_epoch += 1
                     self.log_step(s, t_wait, t_data)
+                    if self.adaptive_threads is not None:
+                        self.adaptive_threads.tick()
                     interrupted = self._should_stop(flag, t_start)
                     if cfg.val_every and self.step % cfg.val_every == 0:
                         self.flush_log()
@@ -631,6 +641,7 @@ def _train(data_path: str | os.PathLike, out: Path, cfg: TrainConfig | None, res
             raise CheckpointError("already holds a training run; use --resume to continue it, or another folder", out)
     if max_steps is not None:
         cfg = from_dict(TrainConfig, {**to_dict(cfg), "max_steps": max_steps})
+    cpu_threads.resolve(cfg.threads)  # a bad setting fails before anything is written
     if world > 1 and not dist.is_initialized():
         nccl = torch.cuda.is_available() and cfg.device != "cpu"
         if nccl:
@@ -641,7 +652,11 @@ def _train(data_path: str | os.PathLike, out: Path, cfg: TrainConfig | None, res
     normalizer = data.stats
     if resume:
         normalizer = _check_resume_data(out, data)
-    return Trainer(data, data_path, out, cfg, state, normalizer, progress).fit()
+    before = torch.get_num_threads()
+    try:
+        return Trainer(data, data_path, out, cfg, state, normalizer, progress).fit()
+    finally:  # the thread policy may have changed it for the run (audiovae/threads.py)
+        torch.set_num_threads(before)
 
 
 def _check_resume_data(out: Path, data: DataSource) -> Normalizer | None:
