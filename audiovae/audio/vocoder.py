@@ -159,8 +159,8 @@ def default_iters(init: Init | torch.Tensor, device: torch.device) -> int:
 # Mel-consistency correction (docs/vocoder_perf.md, "Wideband speech"): before the last MEL_GAIN_ITERS
 # iterations, the target magnitude is scaled, per frame and mel band, by how far the mel spectrum of
 # the current consistent estimate falls short of (or exceeds) the log-mel's, within 1/MEL_GAIN_MAX..MEL_GAIN_MAX.
-MEL_GAIN_ITERS = 8
-MEL_GAIN_MAX = 1.2
+MEL_GAIN_ITERS = 4
+MEL_GAIN_MAX = 1.1
 
 
 def mel_gain(
@@ -400,7 +400,7 @@ class GriffinLimVocoder(nn.Module):
     parallel prefix-scan integration (:func:`audiovae.audio.pghi.pghi_torch`) on
     any other device; ``n_iter=None``: 40 iterations from the heap, 64 from the
     parallel integration (each at least as good as torchaudio's 100 on real speech), with the
-    mel-consistency correction before the last 8 (``mel_correction``, see :func:`griffin_lim`). On a CPU the NNLS iterations and the Griffin-Lim steps run
+    mel-consistency correction before the last 4 (``mel_correction``, see :func:`griffin_lim`). On a CPU the NNLS iterations and the Griffin-Lim steps run
     as fused numba kernels; elsewhere as torch operations that compute the same.
     ``forward(logmel, lengths=None, num_samples=None)``: ``lengths`` are valid
     frames per item; the output has ``(frames - 1) * hop`` samples per item
