@@ -1,13 +1,24 @@
 """Per clip, from the log-mel, on real speech: audiovae's vocoder against torchaudio's, in the same run.
 
-    python benchmarks/bench_vocoder_clips.py                  # 80 clips, 3 timed repeats each
+    python benchmarks/bench_vocoder_clips.py                  # 80 Asterisk clips, 3 timed repeats each
     python benchmarks/bench_vocoder_clips.py --clips 16 --repeat 1   # a quick look
+    python benchmarks/bench_vocoder_clips.py --corpus asterisk fillets-en fillets-nl --clips 24 --threads 1
 
-The clips are the Asterisk prompts (``asterisk-core-sounds-{es,fr,it,ru}-g722``: real
-recorded speech, one speaker per language, 16 kHz G.722), the same number from each
-language, 1-12 s long, chosen evenly from the sorted file list and decoded to 22050 Hz
-with ffmpeg. Each clip goes through the front end to the default 256-bin log-mel; then,
-one clip at a time as ``audiovae vocode``/``resynth`` work:
+Corpora (``--corpus``, each reported on its own, then all together):
+
+- ``asterisk``: the Asterisk prompts (``asterisk-core-sounds-{es,fr,it,ru}-g722``: real
+  recorded telephone speech, one speaker per language, 16 kHz G.722), the same number from each
+  language, 1-12 s long, chosen evenly from the sorted file list;
+- ``fillets-en`` / ``fillets-nl``: wideband acted speech, the voice lines of the game Fish Fillets
+  (``fillets-ng-data``: ``sound/*/en/*.ogg``; ``fillets-ng-data-nl``: ``sound/*/nl/*.ogg``; Ogg
+  Vorbis at 22050 or 44100 Hz, many voices), the files recorded at 22050 Hz or more and 1-12 s
+  long, chosen evenly from the sorted file list (so held out by file, and none of them is among
+  the project's test data).
+
+Every clip is decoded and resampled to the configuration's rate (22050 Hz) with ffmpeg, and
+every figure (MCD included) is computed at that rate on that waveform. Each clip goes through
+the front end to the default 256-bin log-mel; then, one clip at a time as
+``audiovae vocode``/``resynth`` work:
 
 - audiovae: ``GriffinLimVocoder`` (NNLS mel inversion + PGHI + fast Griffin-Lim, the defaults);
 - torchaudio: ``InverseMelScale`` (least squares, then ReLU) + ``GriffinLim`` (100 iterations,
@@ -17,7 +28,10 @@ Times are per clip, the median of ``--repeat`` timed runs (the methods interleav
 untimed warm-up call on the first clip (the first call of a fresh vocoder is timed separately); RTF is
 the sum of the per-clip medians over the total audio duration. Quality: SC and LSD on
 the 2048/256 STFT magnitudes against the original, MCD (24 mel-cepstra) and STOI;
-means over clips. The machine may be shared: run it twice and compare.
+means over clips, and the MCD's standard deviation over clips. Per corpus, the clips where
+audiovae's MCD is furthest above torchaudio's are listed (``--worst``). The machine may be
+shared: run it twice and compare (time ratios from the interleaved runs are still meaningful
+on a loaded machine; absolute times are not).
 """
 
 from __future__ import annotations
@@ -43,6 +57,8 @@ from audiovae.audio.metrics import resynthesis_metrics  # noqa: E402
 from audiovae.audio.vocoder import GriffinLimVocoder, default_iters  # noqa: E402
 
 SOUNDS = Path("/usr/share/asterisk/sounds")
+FILLETS = Path("/usr/share/games/fillets-ng/sound")
+CORPORA = ("asterisk", "fillets-en", "fillets-nl")
 LANGS = ("es_MX_f_Allison", "fr_CA_f_June", "it_IT_m_Carlo", "ru_RU_f_IvrvoiceRU")
 G722_BYTES_PER_S = 8000  # 64 kbit/s
 
@@ -58,22 +74,50 @@ def asterisk_clips(n: int, sr: int, min_s: float = 1.0, max_s: float = 12.0) -> 
             raise SystemExit(f"no clips under {SOUNDS / lang} (apt-get install asterisk-core-sounds-*-g722)")
         idx = np.linspace(0, len(files) - 1, per).round().astype(int)
         chosen += [files[i] for i in idx]
-    chosen = chosen[:n]
+    return decode([(f"{p.parent.name[:2]}/{p.stem}", p) for p in chosen[:n]], sr, ["-f", "g722"])
+
+
+def fillets_clips(lang: str, n: int, sr: int, min_s: float = 1.0, max_s: float = 12.0) -> list[tuple[str, np.ndarray]]:
+    """``n`` clips of the Fish Fillets voice lines in ``lang`` (recorded at >= 22050 Hz, 1-12 s), decoded with ffmpeg."""
+    files = []
+    for p in sorted(FILLETS.glob(f"*/{lang}/*.ogg")):
+        info = sf.info(str(p))
+        if info.samplerate >= 22050 and min_s <= info.frames / info.samplerate <= max_s:
+            files.append(p)
+    if not files:
+        raise SystemExit(f"no clips under {FILLETS}/*/{lang} (apt-get install fillets-ng-data"
+                         f"{'' if lang == 'en' else '-' + lang})")
+    idx = np.unique(np.linspace(0, len(files) - 1, min(n, len(files))).round().astype(int))
+    return decode([(f"{lang}/{files[i].parent.parent.name}/{files[i].stem}", files[i]) for i in idx], sr)
+
+
+def decode(named: list[tuple[str, Path]], sr: int, fmt: list[str] = ()) -> list[tuple[str, np.ndarray]]:
+    """Each file decoded to mono float32 at ``sr`` with ffmpeg."""
     out = []
     with tempfile.TemporaryDirectory() as d:
-        for i, p in enumerate(chosen):
+        for i, (name, p) in enumerate(named):
             wav = Path(d) / f"{i}.wav"
-            subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "g722", "-i", str(p),
+            subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", *fmt, "-i", str(p),
                             "-ar", str(sr), "-ac", "1", str(wav)], check=True)
             x, file_sr = sf.read(wav, dtype="float32")
             assert file_sr == sr
-            out.append((f"{p.parent.name[:2]}/{p.stem}", x))
+            out.append((name, x))
     return out
+
+
+def corpus_clips(corpus: str, n: int, sr: int) -> list[tuple[str, np.ndarray]]:
+    if corpus == "asterisk":
+        return asterisk_clips(n, sr)
+    if corpus.startswith("fillets-"):
+        return fillets_clips(corpus.split("-", 1)[1], n, sr)
+    raise SystemExit(f"unknown corpus {corpus!r}; choose from {', '.join(CORPORA)}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clips", type=int, default=80)
+    ap.add_argument("--corpus", nargs="+", default=["asterisk"], choices=CORPORA,
+                    help="corpora, each reported on its own (default: asterisk)")
+    ap.add_argument("--clips", type=int, default=80, help="clips per corpus")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per clip and method (median)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-iter", type=int, default=None,
@@ -82,6 +126,8 @@ def main() -> None:
     ap.add_argument("--nnls-iter", type=int, default=None, help="our NNLS iterations (default: the vocoder's)")
     ap.add_argument("--peer-iter", type=int, default=100, help="torchaudio's Griffin-Lim iterations")
     ap.add_argument("--skip-peer", action="store_true", help="time only audiovae")
+    ap.add_argument("--worst", type=int, default=5, help="per corpus, list this many clips where we lose most MCD")
+    ap.add_argument("--json", type=Path, default=None, help="write the per-clip figures here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.n_iter is None:
@@ -89,12 +135,16 @@ def main() -> None:
     import torchaudio
 
     cfg = MelConfig()
-    clips = asterisk_clips(args.clips, cfg.sample_rate)
+    clips, corpus_of = [], []
+    for corpus in args.corpus:
+        got = corpus_clips(corpus, args.clips, cfg.sample_rate)
+        clips += got
+        corpus_of += [corpus] * len(got)
+        secs = [len(x) / cfg.sample_rate for _, x in got]
+        print(f"{corpus}: {len(got)} clips ({sum(secs):.0f} s, {min(secs):.1f}-{max(secs):.1f} s)")
     total_s = sum(len(x) for _, x in clips) / cfg.sample_rate
-    print(f"{len(clips)} Asterisk clips ({total_s:.0f} s, {min(len(x) for _, x in clips) / cfg.sample_rate:.1f}-"
-          f"{max(len(x) for _, x in clips) / cfg.sample_rate:.1f} s), {cfg.n_mels} mels, n_fft {cfg.n_fft}, "
-          f"{torch.get_num_threads()} threads, {args.repeat} timed repeats per clip, torch {torch.__version__}, "
-          f"torchaudio {torchaudio.__version__}\n")
+    print(f"{cfg.n_mels} mels, n_fft {cfg.n_fft}, {cfg.sample_rate} Hz, {torch.get_num_threads()} threads, "
+          f"{args.repeat} timed repeats per clip, torch {torch.__version__}, torchaudio {torchaudio.__version__}\n")
     fe = MelFrontend(cfg)
     with torch.no_grad():
         logmels = [fe(torch.from_numpy(x)[None]) for _, x in clips]
@@ -143,18 +193,41 @@ def main() -> None:
                 results[name][0].append(statistics.median(times[name]))
                 results[name][1].append(resynthesis_metrics(torch.from_numpy(x), outs[name][0], cfg.sample_rate))
 
-    summarize(results, total_s)
+    for corpus in args.corpus:
+        keep = [i for i, c in enumerate(corpus_of) if c == corpus]
+        print(f"\n{corpus}, {len(keep)} clips:")
+        summarize({k: ([t[i] for i in keep], [q[i] for i in keep]) for k, (t, q) in results.items()},
+                  sum(len(clips[i][1]) for i in keep) / cfg.sample_rate)
+        if len(results) == 2 and args.worst:
+            (_, (_, q_a)), (_, (_, q_b)) = results.items()
+            d = sorted(keep, key=lambda i: q_b[i]["mel_cepstral_distortion_db"] - q_a[i]["mel_cepstral_distortion_db"])
+            print("  clips where audiovae loses most MCD to torchaudio (ours - theirs, dB):")
+            for i in d[: args.worst]:
+                a, b = q_a[i]["mel_cepstral_distortion_db"], q_b[i]["mel_cepstral_distortion_db"]
+                print(f"    {clips[i][0]:40s} {len(clips[i][1]) / cfg.sample_rate:5.1f} s  MCD {a:.2f} vs {b:.2f} "
+                      f"({a - b:+.2f})  SC dB {20 * np.log10(q_a[i]['spectral_convergence']):.1f} vs "
+                      f"{20 * np.log10(q_b[i]['spectral_convergence']):.1f}")
+    if len(args.corpus) > 1:
+        print(f"\nall {len(clips)} clips:")
+        summarize(results, total_s)
+    if args.json is not None:
+        import json
+
+        args.json.write_text(json.dumps({"clips": [n for n, _ in clips], "corpus": corpus_of,
+                                         "methods": {k: {"time_s": t, "metrics": q} for k, (t, q) in results.items()}},
+                                        indent=1))
 
 
 def summarize(results: dict, total_s: float) -> None:
     rows = []
     for name, (times, qual) in results.items():
         sc = np.array([q["spectral_convergence"] for q in qual])
+        mcd = np.array([q["mel_cepstral_distortion_db"] for q in qual])
         rows.append((name, f"{np.mean(20 * np.log10(sc)):.2f}", f"{np.mean(sc):.4f}",
                      f"{np.mean([q['log_spectral_distance_db'] for q in qual]):.3f}",
-                     f"{np.mean([q['mel_cepstral_distortion_db'] for q in qual]):.3f}",
+                     f"{mcd.mean():.3f} ± {mcd.std(ddof=1) if len(mcd) > 1 else 0.0:.2f}",
                      f"{np.mean([q['stoi'] for q in qual]):.4f}", f"{sum(times):.2f}", f"{sum(times) / total_s:.4f}"))
-    print(table(rows, ("method", "SC dB", "SC", "LSD dB", "MCD dB", "STOI", "time (s)", "RTF")))
+    print(table(rows, ("method", "SC dB", "SC", "LSD dB", "MCD dB (± sd)", "STOI", "time (s)", "RTF")))
     if len(results) == 2:
         (_, (t_a, _)), (_, (t_b, _)) = results.items()
         print(f"time ratio audiovae / torchaudio: {sum(t_a) / sum(t_b):.3f} (target <= 0.333)", flush=True)

@@ -156,6 +156,50 @@ def default_iters(init: Init | torch.Tensor, device: torch.device) -> int:
     return VOCODER_ITERS
 
 
+# Mel-consistency correction (docs/vocoder_perf.md, "Wideband speech"): before the last MEL_GAIN_ITERS
+# iterations, the target magnitude is scaled, per frame and mel band, by how far the mel spectrum of
+# the current consistent estimate falls short of (or exceeds) the log-mel's, within 1/MEL_GAIN_MAX..MEL_GAIN_MAX.
+MEL_GAIN_ITERS = 4
+MEL_GAIN_MAX = 1.1
+
+
+def mel_gain(
+    rebuilt_tf: torch.Tensor,
+    mel_tf: torch.Tensor,
+    fb: torch.Tensor,
+    power: float,
+    max_gain: float = MEL_GAIN_MAX,
+    blocks: list[AF.Block] | None = None,
+) -> torch.Tensor:
+    """Per-bin gain ``(B, T, F)`` that moves the mel spectrum of ``rebuilt_tf`` towards ``mel_tf``.
+
+    ``rebuilt_tf``: complex STFT ``(B, T, F)`` of the current signal; ``mel_tf``: the target linear
+    mel spectrum ``(B, T, M)`` (of ``|X| ** power``); ``fb``: the filterbank ``(M, F)``. Band ``m``
+    of frame ``t`` asks for ``g = (mel / (fb |R| ** power)) ** (1 / power)``, clamped to
+    ``[1 / max_gain, max_gain]``; bin ``k`` gets the filterbank-weighted mean of its bands' gains,
+    ``sum_m fb[m, k] g_m / sum_m fb[m, k]`` (1 for a bin no band covers). ``blocks``
+    (:func:`AF.banded_blocks` of ``fb``) computes the products band by band on a CPU.
+    """
+    mag = AF.magnitude(rebuilt_tf)
+    p = mag if power == 1.0 else mag.pow(power)
+    fbw = fb.to(device=p.device, dtype=p.dtype)
+    if blocks is not None:
+        fwd = AF.banded_matmul(fbw, blocks, p.transpose(1, 2)).transpose(1, 2)
+    else:
+        fwd = torch.matmul(p, fbw.T)
+    g = (mel_tf.to(p.dtype) / fwd.clamp_min(torch.finfo(p.dtype).tiny)).clamp(min=0)
+    if power != 1.0:
+        g = g.pow(1.0 / power)
+    g = g.clamp(1.0 / max_gain, max_gain)
+    cover = fbw.sum(0)
+    if blocks is not None:
+        num = AF.banded_matmul(fbw, blocks, (g - 1).transpose(1, 2), transpose=True).transpose(1, 2)
+    else:
+        num = torch.matmul(g - 1, fbw)
+    # 1 + weighted mean of (g - 1): exactly 1 where no band covers a bin
+    return 1 + num / torch.where(cover > 0, cover, torch.ones_like(cover))
+
+
 def initial_phase(
     mag: torch.Tensor,
     cfg: MelConfig,
@@ -237,6 +281,11 @@ def griffin_lim(
     length: int | None = None,
     window: torch.Tensor | None = None,
     seed: int = 0,
+    mel: torch.Tensor | None = None,
+    fb: torch.Tensor | None = None,
+    mel_gain_iters: int = MEL_GAIN_ITERS,
+    mel_gain_max: float = MEL_GAIN_MAX,
+    fb_blocks: list[AF.Block] | None = None,
 ) -> torch.Tensor:
     """Fast Griffin-Lim (Perraudin et al. 2013): magnitude ``(B, F, T)`` -> waveform ``(B, N)``.
 
@@ -246,6 +295,11 @@ def griffin_lim(
     is zero past each item's length. ``init`` names a starting phase (see
     :func:`initial_phase`) or is a complex tensor. ``n_iter=None``: 40 iterations, 64 from the
     parallel PGHI (:func:`default_iters`). Runs on ``mag``'s device.
+
+    With the target linear mel spectrum ``mel`` ``(B, M, T)`` and its filterbank ``fb`` ``(M, F)``
+    (what :class:`GriffinLimVocoder` passes), the magnitude is corrected once, before the last
+    ``mel_gain_iters`` iterations (at the start if there are fewer), by :func:`mel_gain` of
+    the current estimate: the mel-consistency correction (docs/vocoder_perf.md).
     """
     if mag.dim() != 3:
         raise InvalidFeatureError(f"expected a magnitude of shape (B, F, T), got {tuple(mag.shape)}")
@@ -273,8 +327,22 @@ def griffin_lim(
     a = angles.transpose(1, 2).contiguous()
     buf = torch.zeros(mag.shape[0], t, cfg.n_fft, dtype=dtype, device=device)
     alpha = momentum / (1 + momentum)
+    gain_at, correct = -1, None
+    if mel is not None:
+        if fb is None:
+            raise ValueError("griffin_lim: mel needs its filterbank fb")
+        gain_at = max(0, n_iter - mel_gain_iters)
+        # banded products for the fused CPU loop (``fb_blocks``: :func:`AF.banded_blocks` of ``fb``, computed
+        # once by the vocoder), dense ones on the torch path, which asks the device for nothing
+        blocks = None
+        if device.type == "cpu" and use_cpu_kernels:
+            blocks = fb_blocks if fb_blocks is not None else AF.banded_blocks(fb)
+        mel_tf = mel.transpose(1, 2)
+
+        def correct(rebuilt: torch.Tensor, mag_tf: torch.Tensor, items: slice = slice(None)) -> torch.Tensor:
+            return mag_tf * mel_gain(rebuilt, mel_tf[items], fb, cfg.power, mel_gain_max, blocks)
     if device.type == "cpu" and use_cpu_kernels:
-        return _griffin_lim_cpu(mag_tf, a, cfg, n_iter, alpha, window, env, lengths, n, buf)
+        return _griffin_lim_cpu(mag_tf, a, cfg, n_iter, alpha, window, env, lengths, n, buf, gain_at, correct)
 
     def synth(a: torch.Tensor) -> torch.Tensor:
         # mag * a / |a|, as real arithmetic on the complex tensor's (re, im) view
@@ -284,8 +352,10 @@ def griffin_lim(
         return y * sample_mask if lengths is not None else y
 
     tprev = None
-    for _ in range(n_iter):
+    for i in range(n_iter):
         rebuilt = AF.stft_frames(synth(a), window, cfg.n_fft, cfg.hop_length, buf)
+        if i == gain_at:
+            mag_tf = correct(rebuilt, mag_tf)
         a = rebuilt if tprev is None else torch.add(rebuilt, tprev, alpha=-alpha)
         tprev = rebuilt
     return synth(a)
@@ -307,7 +377,7 @@ def _chunk_items(t: int, n_fft: int, itemsize: int) -> int:
     return max(1, torch.get_num_threads(), CPU_CHUNK_BYTES // max(1, t * n_fft * itemsize))
 
 
-def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n, buf):
+def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n, buf, gain_at=-1, correct=None):
     """The same iteration as the torch path, with the elementwise steps fused (see _cpu_kernels).
 
     Items are independent, so the batch runs in passes of :func:`_chunk_items` items.
@@ -318,20 +388,25 @@ def _griffin_lim_cpu(mag_tf, angles, cfg, n_iter, alpha, window, env, lengths, n
     window = window.contiguous()
     step = _chunk_items(t, cfg.n_fft, mag_tf.element_size())
     parts = [_griffin_lim_cpu_chunk(mag_tf[i:i + step], angles[i:i + step], cfg, n_iter, alpha, window,
-                                    inv_env[i:i + step], n_valid[i:i + step], n, buf[i:i + step])
+                                    inv_env[i:i + step], n_valid[i:i + step], n, buf[i:i + step], gain_at,
+                                    None if correct is None else
+                                    (lambda r, m, items=slice(i, i + step): correct(r, m, items)))
              for i in range(0, b, step)]
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _griffin_lim_cpu_chunk(mag_tf, angles, cfg, n_iter, alpha, window, inv_env, n_valid, n, buf):
+def _griffin_lim_cpu_chunk(mag_tf, angles, cfg, n_iter, alpha, window, inv_env, n_valid, n, buf, gain_at=-1,
+                           correct=None):
     from audiovae.audio import _cpu_kernels as K
 
     spec = K.gl_spectral(angles, None, mag_tf, 0.0)  # mag * angles / |angles|
     tprev = None
-    for _ in range(n_iter):
+    for i in range(n_iter):
         frames = torch.fft.irfft(spec, n=cfg.n_fft)
         K.gl_resynth(frames, window, cfg.hop_length, inv_env, n_valid, buf, n)
         rebuilt = torch.fft.rfft(buf)
+        if i == gain_at:
+            mag_tf = correct(rebuilt, mag_tf).contiguous()
         spec = K.gl_spectral(rebuilt, tprev, mag_tf, alpha)
         tprev = rebuilt
     frames = torch.fft.irfft(spec, n=cfg.n_fft)
@@ -353,7 +428,8 @@ class GriffinLimVocoder(nn.Module):
     ``init="pghi"``: the heap phase-gradient integration on a CPU (numba), the
     parallel prefix-scan integration (:func:`audiovae.audio.pghi.pghi_torch`) on
     any other device; ``n_iter=None``: 40 iterations from the heap, 64 from the
-    parallel integration (each at least as good as torchaudio's 100 on real speech). On a CPU the NNLS iterations and the Griffin-Lim steps run
+    parallel integration (each at least as good as torchaudio's 100 on real speech), with the
+    mel-consistency correction before the last 4 (``mel_correction``, see :func:`griffin_lim`). On a CPU the NNLS iterations and the Griffin-Lim steps run
     as fused numba kernels; elsewhere as torch operations that compute the same.
     ``forward(logmel, lengths=None, num_samples=None)``: ``lengths`` are valid
     frames per item; the output has ``(frames - 1) * hop`` samples per item
@@ -379,9 +455,11 @@ class GriffinLimVocoder(nn.Module):
         nnls_iter: int = NNLS_ITERS,
         chunk_frames: int | None = CHUNK_FRAMES,
         overlap_frames: int = OVERLAP_FRAMES,
+        mel_correction: bool = True,
     ):
         super().__init__()
         self.config = config or MelConfig()
+        self.mel_correction = mel_correction
         self.n_iter, self.momentum, self.init = n_iter, momentum, init
         self.mel_inverse, self.nnls_iter = mel_inverse, nnls_iter
         self.chunk_frames, self.overlap_frames = chunk_frames, overlap_frames
@@ -440,8 +518,13 @@ class GriffinLimVocoder(nn.Module):
             sample_lengths = (torch.as_tensor(lengths, device=logmel.device).reshape(-1) - 1) * hop
         length = int(sample_lengths.max()) if sample_lengths is not None else None
         return griffin_lim(
-            mag, self.config, self.n_iter, self.momentum, self.init, sample_lengths, length, self.window.to(mag.dtype)
+            mag, self.config, self.n_iter, self.momentum, self.init, sample_lengths, length, self.window.to(mag.dtype),
+            mel=self._mel_target(logmel, mag.dtype), fb=self.fb, fb_blocks=self.blocks,
         )
+
+    def _mel_target(self, logmel: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+        """The mel spectrum the last iterations' mel-consistency correction aims at (None: no correction)."""
+        return torch.exp(logmel).to(dtype) if self.mel_correction else None
 
     def _forward_long(self, logmel, lengths, num_samples) -> torch.Tensor:
         """A batch with an item longer than ``chunk_frames``: item by item, the long ones in chunks."""
@@ -490,7 +573,8 @@ class GriffinLimVocoder(nn.Module):
                 known = torch.fft.rfft(AF.frame_range(prev[None], win, hop, f0, f0 + overlap - 2 * edge) * window,
                                        n=n_fft).transpose(1, 2)
                 init = initial_phase(mag, cfg, self.init, known=known)
-            y = griffin_lim(mag, cfg, n_iter, self.momentum, init, None, length, window)[0]
+            y = griffin_lim(mag, cfg, n_iter, self.momentum, init, None, length, window,
+                            mel=self._mel_target(logmel[None, :, a:e], mag.dtype), fb=self.fb, fb_blocks=self.blocks)[0]
             if prev is None:
                 out[: min(n, len(y))] = y[: n]
             else:
