@@ -10,7 +10,7 @@ import click
 
 from audiovae import __version__
 from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
-from audiovae.errors import AudioVAEError
+from audiovae.errors import AudioVAEError, DataError
 
 # Options shared by several commands: one name, one meaning, one default everywhere (tests/test_cli_options.py
 # walks every command's --help and checks it).
@@ -624,13 +624,17 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
         for path in res["files"].values():
             click.echo(f"wrote {path}")
     else:
+        from audiovae.tasks.repair import refuse_image_data
         from audiovae.tasks.signal import WRITABLE_AUDIO, many_inputs, plan_io
 
+        refuse_image_data(input, run_dir)
         many = many_inputs([input])
         if many and json_out:
             raise click.UsageError("--json takes the result of one audio file; give one INPUT (or leave --json out)")
         # a folder or list file of audio: OUTPUT is a folder, as for `mel` (files replaced, as for one file)
         plan = plan_io([input], output, WRITABLE_AUDIO, overwrite=True) if many else [(input, output)]
+        if not plan:
+            raise DataError("holds no audio files to repair", input)
         for src, dst in plan:
             res = repair_audio(run_dir, src, dst, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
                                seed, json_out, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,

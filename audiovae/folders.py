@@ -158,6 +158,7 @@ def output_folder(path: str | os.PathLike, kind: str | None, shared: bool = Fals
         raise OutputFolderError("is a file, not a folder", path)
     if kind is not None:
         check_kind(path, kind)  # before creating anything
+    created = not os.path.lexists(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
@@ -182,9 +183,24 @@ def output_folder(path: str | os.PathLike, kind: str | None, shared: bool = Fals
         os.pwrite(fd, me, 0)
         if locked and not shared:
             clean_temporaries(path, clean)
-        yield path
+        try:
+            yield path
+        except BaseException:
+            if created and locked and not shared:
+                _remove_if_only_lock(path)  # a command refused before writing anything leaves no folder behind
+            raise
     finally:
         os.close(fd)  # releases the lock; the lock file stays (removing it could let two processes lock two files)
+
+
+def _remove_if_only_lock(path: Path) -> None:
+    """Remove a folder this process created that holds nothing but its lock file (under the lock)."""
+    try:
+        if [p.name for p in path.iterdir()] == [LOCK_NAME]:
+            (path / LOCK_NAME).unlink()
+            path.rmdir()
+    except OSError:
+        pass
 
 
 __all__ = ["KINDS", "LOCK_NAME", "folder_kind", "check_kind", "output_folder", "clean_temporaries"]

@@ -319,11 +319,12 @@ def test_oversized_model_config_refused_before_building(tmp_path, monkeypatch):
         return real(name, config)
 
     monkeypatch.setattr(registry, "build_model", spy)
-    with pytest.raises(CheckpointError, match="weights do not fit") as err:
+    # refused before anything is built for real: by the config's own size bounds (audiovae/config.py) or, within
+    # them, by the weights' shapes read from the safetensors header
+    with pytest.raises(CheckpointError, match="weights do not fit|must be a list of 1 to 64 layer widths") as err:
         load_model_dir(m)
-    _one_line(err.value, m / "model.safetensors")
-    assert built == ["meta"]
-    assert "1,250,850,020" in str(err.value)  # the count from the meta build, nothing allocated
+    assert "\n" not in str(err.value) and str(m) in str(err.value)
+    assert all(device == "meta" for device in built)
 
 
 # --- IDX images ------------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ BAD_TRAIN = {
     "amp": ("maybe", "amp=maybe: must be one of False, True"),
     "amp_dtype": ("int8", "amp_dtype=int8: must be one of auto, bfloat16, float16"),
     "num_workers": (-1, "num_workers=-1: must be an integer in 0..256"),
+    "threads": (-2, "threads=-2: must be an integer in 0..4096"),
     "segment_frames": (0, "segment_frames=0: must be an integer >= 1"),
     "context": (100000, "context=100000: must be an integer in 0..1000"),
     "val_every": (-1, "val_every=-1: must be an integer >= 0"),
@@ -164,8 +165,9 @@ def test_a_model_directory_asking_for_a_huge_model_is_refused_before_it_is_built
     cfg = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
     cfg["model_config"]["hidden"] = [25000, 25000]
     (tmp_path / "m" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    # refused before anything is built: by the config's own bounds, or (an edited config.yaml) by its checksum
     with pytest.raises(CheckpointError, match=r"hidden=\[25000, 25000\]: must be a list of 1 to 64 layer widths in "
-                                              r"1\.\.16384"):
+                                              r"1\.\.16384|no longer match config_sha256"):
         load_model_dir(tmp_path / "m")
 
 
@@ -264,7 +266,7 @@ def test_train_cli_names_the_yaml_file_and_a_resumed_runs_train_yaml(frames, tmp
 def test_a_model_only_the_data_makes_too_big_is_refused_naming_the_data(tmp_path):
     """With the defaults' 256 bins this dense model fits the bound; the data's 300 bins take it over."""
     data = tmp_path / "f.npy"
-    np.save(data, np.random.default_rng(0).standard_normal((64, 300)).astype(np.float32))
+    np.save(data, np.random.default_rng(0).standard_normal((400, 300)).astype(np.float32))
     out = tmp_path / "run"
     res = CliRunner().invoke(cli, ["train", str(data), "--model", "dense", "-o", str(out), "context=1000",
                                    "model_config.hidden=[900]"])

@@ -88,7 +88,7 @@ def test_resynth_scores_the_inputs_own_band(tmp_path):
     own = resynthesis_metrics(torch.from_numpy(x), torch.from_numpy(y), 22050, max_hz=8000)
     assert whole["band_max_hz"] == 11025 and own["log_spectral_distance_db"] < whole["log_spectral_distance_db"] - 1
     # the command says which band it scored
-    out = CliRunner().invoke(cli, ["resynth", str(low), "-o", str(tmp_path / "o2.wav"), "--iters", "4"])
+    out = CliRunner().invoke(cli, ["resynth", str(low), "-o", str(tmp_path / "o2.wav"), "--vocoder-iters", "4"])
     assert out.exit_code == 0, out.output + out.stderr
     assert "metrics over 0-8000 Hz (the input's band: it is 16000 Hz audio)" in out.output
     assert len(_notes(out)) == 1

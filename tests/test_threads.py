@@ -196,7 +196,7 @@ def test_cli_keeps_the_thread_count_after_numba_starts(tmp_path, cmd, how):
 
     if cmd == "vocode":
         save_mel(tmp_path / "a.mel.npz", np.full((256, 30), -5.0, np.float32), MelConfig(), 29 * 256)
-        args = ["vocode", str(tmp_path / "a.mel.npz"), "-o", str(tmp_path / "out"), "--iters", "2", "--device", "cpu"]
+        args = ["vocode", str(tmp_path / "a.mel.npz"), "-o", str(tmp_path / "a.wav"), "--vocoder-iters", "2", "--device", "cpu"]
     else:  # the fused (numba) front end runs in the main process without workers
         (tmp_path / "audio").mkdir()
         t = np.arange(22050) / 22050

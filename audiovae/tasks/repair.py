@@ -461,6 +461,13 @@ def repair_wave(mm, wave: np.ndarray, gaps: list[tuple[float, float]], method: s
             "repaired_logmel": inv(filled)[0].cpu().numpy(), "acceptance": acceptance}
 
 
+def refuse_image_data(path: str | os.PathLike, run: str | os.PathLike) -> None:
+    """:class:`DataError` when ``path`` is image data (an IDX/CIFAR folder or file), which a mel model cannot repair."""
+    if _looks_like_image_data(Path(path)):
+        raise DataError("is image data, but repairing it needs an image model; "
+                        f"{run} is not one (give audio to a mel model)", path)
+
+
 def repair_audio(
     run: str | os.PathLike,
     audio: str | os.PathLike,
@@ -496,9 +503,7 @@ def repair_audio(
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; choose {', '.join(METHODS)}")
     audio = Path(audio)
-    if _looks_like_image_data(audio):
-        raise DataError("is image data, but repairing it needs an image model; "
-                        f"{run} is not one (give an audio file to a mel model)", audio)
+    refuse_image_data(audio, run)
     mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
     _check_mel_model(mm)
     cfg = mm.loaded.mel

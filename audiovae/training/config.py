@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from audiovae.errors import ConfigError
 
 MAX_CONTEXT = 1000  # dense: frames of context on each side (11.6 s each side at 86 frames/s)
+MAX_THREADS = 4096  # CPU threads (0 = auto)
 MAX_WORKERS = 256  # DataLoader worker processes
 MAX_SEED = 2**32 - 1  # the seed is mixed into 64-bit generator seeds: (seed * 1000003 + epoch) must not overflow
 
@@ -69,6 +70,7 @@ class TrainConfig:
         check_int("segment_frames", self.segment_frames, 1)
         check_int("context", self.context, 0, MAX_CONTEXT)
         check_int("num_workers", self.num_workers, 0, MAX_WORKERS)
+        check_int("threads", self.threads, 0, MAX_THREADS)
         check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("lr", "weight_decay", "max_minutes", "grad_clip", "beta", "free_bits"):
             check_float(name, getattr(self, name), 0.0)
