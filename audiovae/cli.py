@@ -171,9 +171,14 @@ def _summary(ok: list, bad: list, what: str) -> None:
         sys.exit(1)
 
 
+def _corpus_names(kind: str) -> list[str]:
+    from audiovae.data.corpora import corpus_names  # the registry (a light import)
+
+    return list(corpus_names(kind))
+
+
 @cli.command("prepare", short_help="Corpus on disk -> manifest.tsv (utterances, speakers, labels, text, splits).")
-@click.argument("corpus", type=click.Choice(["ljspeech", "vctk", "librispeech", "speechcommands", "folder", "wav.scp",
-                                             "asterisk"]), metavar="CORPUS")
+@click.argument("corpus", type=click.Choice(_corpus_names("prepare")), metavar="CORPUS")
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for manifest.tsv and report.txt.")
@@ -583,6 +588,31 @@ def download_cmd(corpus, data_dir, subsets, mirror, checksums, locate, remove_ar
                              keep_archives=not remove_archives, retries=retries,
                              log=lambda m: click.echo(m, err=True))
     click.echo(str(found))
+
+
+@cli.command("manifest", short_help="Show a manifest: its summary, its splits, or one split's utterances (for scripts).")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--splits", "list_splits", is_flag=True, help="Print the splits it has (train, val, test), one per line.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Print the utterances of this split, one per line: id<TAB>absolute path.")
+@click.option("-n", "--limit", type=click.IntRange(0), default=None, help="With --split: the first N only.")
+@friendly_errors
+def manifest_cmd(manifest, list_splits, split, limit):
+    """Read MANIFEST (a manifest.tsv or its folder, from `audiovae prepare`) and print what it holds.
+
+    Without options: utterances, hours, speakers and labels per split. The recipes
+    use --splits and --split instead of parsing the TSV themselves.
+    """
+    from audiovae.data.corpora import manifest_splits, manifest_utterances, read_manifest
+
+    if list_splits:
+        for name in manifest_splits(manifest):
+            click.echo(name)
+    elif split:
+        for u in manifest_utterances(manifest, split, limit):
+            click.echo(f"{u.id}\t{u.path}")
+    else:
+        click.echo(read_manifest(manifest).summary())
 
 
 _TEMPS = click.option("--temperatures", default="1.0,0.7", show_default=True,
