@@ -11,6 +11,7 @@ import click
 from audiovae import __version__
 from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
 from audiovae.errors import AudioVAEError
+from audiovae.utils import flatten_dict, rank
 
 _DEVICE = click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu or cuda.")
 ITERS_HELP = (f"Griffin-Lim iterations [default: {VOCODER_ITERS}; {VOCODER_ITERS_PARALLEL_PGHI} when the initial "
@@ -260,7 +261,7 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
         cfg = _load_mel_config(config, overrides)
         res = extract(source, out_dir, cfg, workers=workers, val_fraction=val_fraction, strict=strict,
                       overwrite=overwrite, shard=parse_shard(shard) if shard else None)
-    if int(__import__("os").environ.get("RANK", "0")) != 0:
+    if rank() != 0:
         return  # under torchrun rank 0 reports the merged cache
     if res.assembled:
         seconds = res.n_frames / FeatureCache(out_dir).mel_config.frame_rate
@@ -305,7 +306,7 @@ def train_cmd(data, overrides, model_name, out_dir, config, max_steps, resume):
         summary = train(data, out_dir, None, resume=True, max_steps=max_steps, given=given)
     else:
         summary = train(data, out_dir, cfg, max_steps=max_steps)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if rank() == 0:
         how = ("interrupted; resume with --resume" if summary.get("interrupted")
                else "stopped at the time limit" if summary.get("time_limit")
                else "stopped early" if summary.get("stopped_early") else "done")
@@ -334,10 +335,10 @@ def _train_config(config: str | None, model_name: str | None, overrides: tuple[s
     # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
     cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})
     cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model=")])
-    flat = _flatten(to_dict(cfg))
+    flat = flatten_dict(to_dict(cfg))
     keys = set()
     if config:
-        keys |= set(_flatten(load_yaml(config)))
+        keys |= set(flatten_dict(load_yaml(config)))
     if model_name or model_over:
         keys.add("model")
     keys |= {o.split("=", 1)[0].strip() for o in overrides}
@@ -345,16 +346,6 @@ def _train_config(config: str | None, model_name: str | None, overrides: tuple[s
     chosen = {k: v for k, v in cfg.model_config.items() if f"model_config.{k}" in keys}
     cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": chosen})
     return cfg, {k: flat[k] for k in keys if k in flat}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True,
@@ -378,11 +369,9 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoin
     Feature models use the normalisation saved with the model (not the cache's) and
     report densities of log-mel features, so figures are comparable across caches.
     """
-    import json
-
     from audiovae.tasks.evaluate import evaluate, format_table
     from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
-    from audiovae.utils import atomic_write_text, check_output_file
+    from audiovae.utils import check_output_file
 
     if json_out:
         check_output_file(json_out, [data], overwrite=True)
@@ -391,8 +380,7 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, checkpoin
     res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size)
     click.echo(format_table(res))
     if json_out:
-        atomic_write_text(json_out, json.dumps(res, indent=2))
-        click.echo(f"wrote {json_out}")
+        _write_json(res, json_out, None, "evaluate")
 
 
 @cli.command("reconstruct", short_help="Pass an audio file through a trained mel VAE.")
@@ -621,14 +609,10 @@ _TEMPS = click.option("--temperatures", default="1.0,0.7", show_default=True,
 
 def _write_json(obj: dict, json_out: Path | None, run_dir: Path | None, name: str) -> None:
     """Write a task's result to --json and, when it is a run's, to RUN/results/NAME.json (which the report shows)."""
-    from audiovae.tasks.results import to_json, write_result
-    from audiovae.utils import atomic_write_text
+    from audiovae.tasks.results import save_result
 
-    if json_out:
-        atomic_write_text(json_out, to_json(obj))
-        click.echo(f"wrote {json_out}")
-    if run_dir is not None:
-        click.echo(f"wrote {write_result(run_dir, name, obj)}")
+    for path in save_result(obj, json_out or None, run_dir, name):
+        click.echo(f"wrote {path}")
 
 
 @cli.command("encode", short_help="Posterior means of images, frames or utterances -> .npz.")

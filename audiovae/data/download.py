@@ -28,7 +28,6 @@ file (``<sha256>  <file name>`` per line) whose entries replace the table's chec
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
@@ -50,6 +49,7 @@ from audiovae.data.corpora import CORPORA as _REGISTRY
 from audiovae.data.corpora.mnist import idx_copy as _idx_copy
 from audiovae.data.corpora.registry import Archive, Corpus
 from audiovae.errors import DownloadError, UnsafeArchiveError
+from audiovae.utils import file_digest
 
 MIRROR_ENV = "AUDIOVAE_MIRROR"
 CHECKSUMS_ENV = "AUDIOVAE_CHECKSUMS"
@@ -80,15 +80,6 @@ CORPORA: Mapping[str, Corpus] = _Downloadable()
 # --------------------------------------------------------------------------------------------
 class _Retryable(Exception):
     """A transient failure (connection dropped, timeout, 5xx): try again, resuming."""
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, url: str) -> None:
