@@ -583,7 +583,7 @@ def download_cmd(corpus, data_dir, subsets, mirror, checksums, locate, remove_ar
 @click.option("--splits", "list_splits", is_flag=True, help="Print the splits it has (train, val, test), one per line.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
               help="Print the utterances of this split, one per line: id<TAB>absolute path.")
-@click.option("-n", "--limit", type=click.IntRange(0), default=None, help="With --split: the first N only.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="With --split: the first N only.")
 @friendly_errors
 def manifest_cmd(manifest, list_splits, split, limit):
     """Read MANIFEST (a manifest.tsv or its folder, from `audiovae prepare`) and print what it holds.

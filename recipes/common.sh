@@ -175,8 +175,8 @@ stage_generate_speech() {
   done
   mkdir -p "$out/reconstruct"
   # --overwrite: a rerun of this stage replaces what the last one generated here (the recipe's own folder)
-  if [ -n "$split" ]; then
-    av manifest "$exp_dir/data/manifest.tsv" --split "$split" -n "$n" | while IFS=$'\t' read -r id path; do
+  if [ -n "$split" ] && [ "$n" -gt 0 ]; then
+    av manifest "$exp_dir/data/manifest.tsv" --split "$split" --limit "$n" | while IFS=$'\t' read -r id path; do
         av reconstruct "$exp_dir/train" "$path" -o "$out/reconstruct/$id.wav" --overwrite </dev/null
       done
   fi
