@@ -11,6 +11,7 @@ import click
 from audiovae import __version__
 from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
 from audiovae.errors import AudioVAEError, DataError
+from audiovae.utils import flatten_dict, rank
 
 # Options shared by several commands: one name, one meaning, one default everywhere (tests/test_cli_options.py
 # walks every command's --help and checks it).
@@ -257,9 +258,14 @@ def _summary(ok: list, bad: list, what: str) -> None:
         sys.exit(1)
 
 
+def _corpus_names(kind: str) -> list[str]:
+    from audiovae.data.corpora import corpus_names  # the registry (a light import)
+
+    return list(corpus_names(kind))
+
+
 @cli.command("prepare", short_help="Corpus on disk -> manifest.tsv (utterances, speakers, labels, text, splits).")
-@click.argument("corpus", type=click.Choice(["ljspeech", "vctk", "librispeech", "speechcommands", "folder", "wav.scp",
-                                             "asterisk"]), metavar="CORPUS")
+@click.argument("corpus", type=click.Choice(_corpus_names("prepare")), metavar="CORPUS")
 @click.argument("data_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for manifest.tsv and report.txt.")
@@ -346,7 +352,7 @@ def extract_cmd(source, out_dir, config, overrides, workers, val_fraction, stric
         cfg = _load_mel_config(config, overrides)
         res = extract(source, out_dir, cfg, workers=workers, val_fraction=val_fraction, strict=strict,
                       overwrite=overwrite, shard=parse_shard(shard) if shard else None)
-    if int(__import__("os").environ.get("RANK", "0")) != 0:
+    if rank() != 0:
         return  # under torchrun rank 0 reports the merged cache
     if res.assembled:
         seconds = res.n_frames / FeatureCache(out_dir).mel_config.frame_rate
@@ -403,7 +409,7 @@ def train_cmd(data, positional, model_name, out_dir, config, overrides, max_step
         summary = train(data, out_dir, None, resume=True, max_steps=max_steps, given=given)
     else:
         summary = train(data, out_dir, cfg, max_steps=max_steps)
-    if int(__import__("os").environ.get("RANK", "0")) == 0:
+    if rank() == 0:
         how = ("interrupted; resume with --resume" if summary.get("interrupted")
                else "stopped at the time limit" if summary.get("time_limit")
                else "stopped early" if summary.get("stopped_early") else "done")
@@ -432,10 +438,10 @@ def _train_config(config: str | None, model_name: str | None, overrides: tuple[s
     # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
     cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})
     cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model=")])
-    flat = _flatten(to_dict(cfg))
+    flat = flatten_dict(to_dict(cfg))
     keys = set()
     if config:
-        keys |= set(_flatten(load_yaml(config)))
+        keys |= set(flatten_dict(load_yaml(config)))
     if model_name or model_over:
         keys.add("model")
     keys |= {o.split("=", 1)[0].strip() for o in overrides}
@@ -443,16 +449,6 @@ def _train_config(config: str | None, model_name: str | None, overrides: tuple[s
     chosen = {k: v for k, v in cfg.model_config.items() if f"model_config.{k}" in keys}
     cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": chosen})
     return cfg, {k: flat[k] for k in keys if k in flat}
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 IWAE_K = 64  # importance samples for the IWAE bound: one default for evaluate and analyze
@@ -480,11 +476,9 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
     Feature models use the normalisation saved with the model (not the cache's) and
     report densities of log-mel features, so figures are comparable across caches.
     """
-    import json
-
     from audiovae.tasks.evaluate import evaluate, format_table
     from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
-    from audiovae.utils import atomic_write_text, check_output_file
+    from audiovae.utils import check_output_file
 
     if json_out:
         check_output_file(json_out, [data], overwrite=True)
@@ -493,8 +487,7 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
     res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed)
     click.echo(format_table(res))
     if json_out:
-        atomic_write_text(json_out, json.dumps(res, indent=2))
-        click.echo(f"wrote {json_out}")
+        _write_json(res, json_out, None, "evaluate")
 
 
 @cli.command("reconstruct", short_help="Pass audio files through a trained mel VAE.")
@@ -721,20 +714,41 @@ def download_cmd(corpus, data_dir, subsets, mirror, checksums, locate, remove_ar
     click.echo(str(found))
 
 
+@cli.command("manifest", short_help="Show a manifest: its summary, its splits, or one split's utterances (for scripts).")
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--splits", "list_splits", is_flag=True, help="Print the splits it has (train, val, test), one per line.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=None,
+              help="Print the utterances of this split, one per line: id<TAB>absolute path.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="With --split: the first N only.")
+@friendly_errors
+def manifest_cmd(manifest, list_splits, split, limit):
+    """Read MANIFEST (a manifest.tsv or its folder, from `audiovae prepare`) and print what it holds.
+
+    Without options: utterances, hours, speakers and labels per split. The recipes
+    use --splits and --split instead of parsing the TSV themselves.
+    """
+    from audiovae.data.corpora import manifest_splits, manifest_utterances, read_manifest
+
+    if list_splits:
+        for name in manifest_splits(manifest):
+            click.echo(name)
+    elif split:
+        for u in manifest_utterances(manifest, split, limit):
+            click.echo(f"{u.id}\t{u.path}")
+    else:
+        click.echo(read_manifest(manifest).summary())
+
+
 _TEMPS = click.option("--temperatures", default="1.0,0.7", show_default=True,
                       help="Prior temperatures for the diversity figures, comma-separated.")
 
 
 def _write_json(obj: dict, json_out: Path | None, run_dir: Path | None, name: str) -> None:
     """Write a task's result to --json and, when it is a run's, to RUN/results/NAME.json (which the report shows)."""
-    from audiovae.tasks.results import to_json, write_result
-    from audiovae.utils import atomic_write_text
+    from audiovae.tasks.results import save_result
 
-    if json_out:
-        atomic_write_text(json_out, to_json(obj))
-        click.echo(f"wrote {json_out}")
-    if run_dir is not None:
-        click.echo(f"wrote {write_result(run_dir, name, obj)}")
+    for path in save_result(obj, json_out or None, run_dir, name):
+        click.echo(f"wrote {path}")
 
 
 @cli.command("encode", short_help="Posterior means of images, frames or utterances -> .npz.")

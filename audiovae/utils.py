@@ -1,4 +1,4 @@
-"""Small helpers shared by every room: atomic writes, seeding."""
+"""Small helpers shared by every room: atomic writes, file digests, the torchrun rank, the device, dotted keys."""
 
 from __future__ import annotations
 
@@ -179,3 +179,66 @@ def atomic_write_text(path: str | os.PathLike, text: str, errors: str = "strict"
     Python as lone surrogates) back as its original bytes instead of failing.
     """
     atomic_write_bytes(path, text.encode("utf-8", errors))
+
+
+def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest (``sha256``, ``sha1``, ``md5``...) of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def rank() -> int:
+    """This process's rank under ``torchrun`` (``RANK``; 0 when launched alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    """How many processes ``torchrun`` started (``WORLD_SIZE``; 1 when launched alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (``LOCAL_RANK``, else :func:`rank`): which GPU it takes."""
+    return int(os.environ.get("LOCAL_RANK", rank()))
+
+
+def pick_device(device: str = "auto", local_rank: int | None = None):
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N`` as a ``torch.device``; a clear
+    :class:`~audiovae.errors.ConfigError` when CUDA is asked for but absent.
+
+    ``local_rank`` (one process per GPU, as under ``torchrun``): a CUDA device is GPU ``local_rank`` (modulo
+    the number of GPUs), whatever index ``cuda:N`` names.
+    """
+    import torch
+
+    from audiovae.errors import ConfigError
+
+    if device == "auto":
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        device = "cuda"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but no CUDA device is available")
+        if local_rank is not None:
+            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
+def flatten_dict(d: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}, "c": {}}`` -> ``{"a.b": 1, "c": {}}``: nested keys dotted (an empty dict stays a value)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -155,9 +155,13 @@ train_settings() {
   printf 'config %s:\n%s\noverrides: %s\nNPROC=%s\n' "$train_config" "$(cat "$train_config")" "${train_args[*]:-}" "$NPROC"
 }
 
-# the splits a manifest has, among val and test
+# the splits the manifest has, among val and test (the library reads the manifest: `audiovae manifest`)
 manifest_splits() {
-  awk -F'\t' '!/^#/ && NR > 0 && $1 != "id" {print $8}' "$exp_dir/data/manifest.tsv" | sort -u | grep -x -E 'val|test' || true
+  local all s
+  all=$(av manifest "$exp_dir/data/manifest.tsv" --splits) || return 1
+  for s in $all; do
+    case "$s" in val | test) echo "$s" ;; esac
+  done
 }
 
 # stage 4: evaluate the best checkpoint on each held-out split -> EXP_DIR/eval/<split>.json
@@ -173,16 +177,19 @@ stage_evaluate_features() {
 
 # stage 5: reconstruct a few held-out utterances, sample from the prior, then the report if the toolkit has it
 stage_generate_speech() {
-  local split n=${N_RECONSTRUCT:-2} out="$exp_dir/generate"
-  # (no `| head` under pipefail: the writer's SIGPIPE when head has had enough would fail the stage)
-  split=$(manifest_splits | awk '$0 == "test" {t = 1} NR == 1 {first = $0} END {print (t ? "test" : first)}')
+  local splits s split="" n=${N_RECONSTRUCT:-2} out="$exp_dir/generate"
+  splits=$(manifest_splits) || return 1
+  for s in $splits; do  # test when there is one, else the first held-out split
+    [ -n "$split" ] || split=$s
+    [ "$s" != test ] || split=test
+  done
   mkdir -p "$out/reconstruct"
   # --overwrite: a rerun of this stage replaces what the last one generated here (the recipe's own folder)
-  awk -F'\t' -v s="$split" -v n="$n" '!/^#/ && $1 != "id" && $8 == s && c++ < n {print $1 "\t" $2}' \
-    "$exp_dir/data/manifest.tsv" | while IFS=$'\t' read -r id path; do
-        case "$path" in /*) ;; *) path="$exp_dir/data/$path" ;; esac
+  if [ -n "$split" ] && [ "$n" -gt 0 ]; then
+    av manifest "$exp_dir/data/manifest.tsv" --split "$split" --limit "$n" | while IFS=$'\t' read -r id path; do
         av reconstruct "$exp_dir/train" "$path" -o "$out/reconstruct/$id.wav" --overwrite </dev/null
       done
+  fi
   av sample "$exp_dir/train" -o "$out/samples" -n "${N_SAMPLES:-4}" --seconds "${SAMPLE_SECONDS:-2}" --overwrite
   stage_report "$exp_dir/feats"
 }

@@ -231,14 +231,15 @@ def _speech(tmp_path: Path) -> Path:
 
 
 def test_stats_with_object_array_refused(tmp_path):
-    from audiovae.data.features import FeatureCache, _sha1, extract
+    from audiovae.data.features import FeatureCache, extract
+    from audiovae.utils import file_digest
 
     out = tmp_path / "f"
     extract(_speech(tmp_path), out, workers=0, progress=False)
     np.savez(out / "stats.tmp.npz", mean=np.array([object()] * N_MELS, dtype=object), std=np.ones(N_MELS, np.float32))
     (out / "stats.tmp.npz").replace(out / "stats.npz")
     commit = json.loads((out / "cache.json").read_text())
-    commit["stats_sha1"] = _sha1(out / "stats.npz")  # a consistent-looking set
+    commit["stats_sha1"] = file_digest(out / "stats.npz", "sha1")  # a consistent-looking set
     (out / "cache.json").write_text(json.dumps(commit))
     with pytest.raises(DataError, match="Python objects") as err:
         FeatureCache(out)

@@ -1,6 +1,7 @@
 """Checksum-verified, resumable downloads of each corpus's official archives, and safe extraction.
 
-The table :data:`CORPORA` lists every archive with its URL, size and checksum, taken
+Each corpus's module in :mod:`audiovae.data.corpora` lists its archives with URL, size
+and checksum (:data:`CORPORA` here: the registered corpora that have archives), taken
 from the publisher or from a well-known loader: torchaudio's dataset classes
 (LJSPEECH, VCTK_092, LIBRISPEECH, SPEECHCOMMANDS: SHA-256), TensorFlow Datasets'
 ``url_checksums`` (sizes; MNIST and Fashion-MNIST SHA-256) and torchvision (CIFAR-10 MD5).
@@ -27,7 +28,6 @@ file (``<sha256>  <file name>`` per line) whose entries replace the table's chec
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
@@ -38,120 +38,41 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from tqdm import tqdm
 
+from audiovae.data.corpora import CORPORA as _REGISTRY
+from audiovae.data.corpora.mnist import idx_copy as _idx_copy
+from audiovae.data.corpora.registry import Archive, Corpus
 from audiovae.errors import DownloadError, UnsafeArchiveError
+from audiovae.utils import file_digest
 
 MIRROR_ENV = "AUDIOVAE_MIRROR"
 CHECKSUMS_ENV = "AUDIOVAE_CHECKSUMS"
 CHUNK = 1 << 16
 
 
-@dataclass(frozen=True)
-class Archive:
-    """One downloadable file.
+class _Downloadable(Mapping):
+    """The registry's corpora that have archives, by name (a live view: a corpus registered later is in it)."""
 
-    ``dest``: the folder (relative to the data directory) its contents end up in;
-    ``member_root``: the folder inside the archive that becomes ``dest`` (``None``:
-    the archive's top level); ``extract``: ``False`` for files used as they are
-    (MNIST's ``.gz`` IDX files). ``marker``: paths under ``dest`` whose presence
-    means the archive is already extracted.
-    """
+    def __getitem__(self, name: str) -> Corpus:
+        c = _REGISTRY[name]
+        if not c.downloadable:
+            raise KeyError(name)
+        return c
 
-    url: str
-    size: int | None
-    sha256: str | None = None
-    md5: str | None = None
-    dest: str = "."
-    member_root: str | None = None
-    extract: bool = True
-    marker: tuple[str, ...] = ()
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, c in _REGISTRY.items() if c.downloadable)
 
-    @property
-    def filename(self) -> str:
-        return self.url.rsplit("/", 1)[-1]
+    def __len__(self) -> int:
+        return sum(1 for c in _REGISTRY.values() if c.downloadable)
 
 
-@dataclass(frozen=True)
-class Corpus:
-    """A downloadable corpus: its archives per subset and the folder it lives in."""
-
-    name: str
-    root: str  # the corpus folder under the data directory (what `audiovae prepare` reads)
-    subsets: dict[str, tuple[Archive, ...]]
-    default_subsets: tuple[str, ...]
-    note: str = ""
-    extra: dict = field(default_factory=dict)
-
-
-_LIBRI = "http://www.openslr.org/resources/12/"
-_LIBRI_SUBSETS = {  # size (bytes) and SHA-256: TFDS url_checksums/librispeech.txt = torchaudio LIBRISPEECH
-    "dev-clean": (337926286, "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3"),
-    "dev-other": (314305928, "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365"),
-    "test-clean": (346663984, "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23"),
-    "test-other": (328757843, "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29"),
-    "train-clean-100": (6387309499, "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2"),
-    "train-clean-360": (23049477885, "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf"),
-    "train-other-500": (30593501606, "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2"),
-}
-_MNIST = "https://storage.googleapis.com/cvdf-datasets/mnist/"
-_FASHION = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def _idx(base: str, sums: dict[str, tuple[int, str]]) -> tuple[Archive, ...]:
-    return tuple(Archive(base + f"{n}.gz", *sums[n], extract=False) for n in _IDX)
-
-
-CORPORA: dict[str, Corpus] = {
-    "ljspeech": Corpus("ljspeech", "LJSpeech-1.1", {
-        "all": (Archive("https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2", 2748572632,
-                        "be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5",
-                        dest="LJSpeech-1.1", member_root="LJSpeech-1.1", marker=("metadata.csv", "wavs")),),
-    }, ("all",), "LJ Speech 1.1: 13,100 clips of one speaker, 22050 Hz (2.6 GB)"),
-    "vctk": Corpus("vctk", "VCTK-Corpus-0.92", {
-        "all": (Archive("https://datashare.is.ed.ac.uk/bitstream/handle/10283/3443/VCTK-Corpus-0.92.zip", 11747302977,
-                        "f96258be9fdc2cbff6559541aae7ea4f59df3fcaf5cf963aae5ca647357e359c",
-                        dest="VCTK-Corpus-0.92", marker=("speaker-info.txt", "wav48_silence_trimmed")),),
-    }, ("all",), "CSTR VCTK 0.92: 110 speakers, 48 kHz FLAC (10.9 GB)"),
-    "librispeech": Corpus("librispeech", "LibriSpeech", {
-        name: (Archive(f"{_LIBRI}{name}.tar.gz", size, sha, dest=f"LibriSpeech/{name}",
-                       member_root=f"LibriSpeech/{name}", marker=(".",)),)
-        for name, (size, sha) in _LIBRI_SUBSETS.items()
-    }, ("dev-clean", "test-clean"), "LibriSpeech (OpenSLR 12): read audiobooks, 16 kHz FLAC, one archive per subset"),
-    "speechcommands": Corpus("speechcommands", "speech_commands_v0.02", {
-        "all": (Archive("http://download.tensorflow.org/data/speech_commands_v0.02.tar.gz", 2428923189,
-                        "af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
-                        dest="speech_commands_v0.02", marker=("validation_list.txt", "testing_list.txt")),),
-        "test_set": (Archive("http://download.tensorflow.org/data/speech_commands_test_set_v0.02.tar.gz", 112563277,
-                             "cc2a00c1147c2254e9be3fa0f779d8c17421dc349b86366567a8edfa9acd51df",
-                             dest="speech_commands_test_set_v0.02", marker=(".",)),),
-    }, ("all",), "Speech Commands v0.02: 105,829 one-second keywords, 16 kHz (2.3 GB)"),
-    "mnist": Corpus("mnist", "mnist", {"all": _idx(_MNIST, {
-        "train-images-idx3-ubyte": (9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-        "train-labels-idx1-ubyte": (28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-        "t10k-images-idx3-ubyte": (1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-        "t10k-labels-idx1-ubyte": (4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
-    })}, ("all",), "MNIST handwritten digits, IDX files (11 MB)"),
-    "fashion_mnist": Corpus("fashion_mnist", "fashion_mnist", {"all": _idx(_FASHION, {
-        "train-images-idx3-ubyte": (26421880, "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
-        "train-labels-idx1-ubyte": (29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
-        "t10k-images-idx3-ubyte": (4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
-        "t10k-labels-idx1-ubyte": (5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
-    })}, ("all",), "Fashion-MNIST, IDX files (30 MB); Debian's dataset-fashion-mnist is an existing copy"),
-    "cifar10": Corpus("cifar10", "cifar-10-batches-py", {
-        "all": (Archive("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", 170498071,
-                        md5="c58f30108f718f92721af3b95e74349a", dest="cifar-10-batches-py",
-                        member_root="cifar-10-batches-py", marker=("data_batch_1", "test_batch")),),
-    }, ("all",), "CIFAR-10, python batches (163 MB)"),
-}
-# an existing copy of an IDX corpus: the four files, gzipped or not
-for _name in ("mnist", "fashion_mnist"):
-    CORPORA[_name].extra["idx"] = True
+CORPORA: Mapping[str, Corpus] = _Downloadable()
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,15 +80,6 @@ for _name in ("mnist", "fashion_mnist"):
 # --------------------------------------------------------------------------------------------
 class _Retryable(Exception):
     """A transient failure (connection dropped, timeout, 5xx): try again, resuming."""
-
-
-def file_digest(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _verify(path: Path, size: int | None, sha256: str | None, md5: str | None, url: str) -> None:
@@ -516,11 +428,6 @@ def resolve_archive(a: Archive, mirror: str | None = None, checksums: dict[str, 
 def _extracted(base: Path, a: Archive) -> bool:
     d = base / a.dest
     return d.is_dir() and all((d / m).exists() for m in a.marker)
-
-
-def _idx_copy(folder: Path) -> bool:
-    names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-    return all(n in names or f"{n}.gz" in names for n in _IDX)
 
 
 def locate(corpus: str, data_dir: str | os.PathLike, subsets: list[str] | tuple[str, ...] | None = None) -> Path | None:

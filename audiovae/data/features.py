@@ -64,7 +64,8 @@ from audiovae.data.lhotse import is_lhotse_manifest, read_lhotse
 from audiovae.errors import AudioVAEError, ConfigError, DataError
 from audiovae.folders import output_folder
 from audiovae.npfile import load_npy, load_npz, npy_info
-from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text
+from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text, file_digest, world_size
+from audiovae.utils import rank as dist_rank
 
 CACHE_VERSION = 2
 SET_FILES = ("feats.f32", "index.json", "stats.npz")
@@ -227,7 +228,7 @@ def extract(
     after a barrier. Returns counts and the skipped files ``(path, problem)``.
     """
     cfg = cfg or MelConfig()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     if shard is None and world > 1:
         return _extract_torchrun(source, out_dir, cfg, workers, val_fraction, strict, progress, world)
     if shard is not None and overwrite:
@@ -310,7 +311,7 @@ def _extract_torchrun(source, out_dir, cfg, workers, val_fraction, strict, progr
 
     import torch.distributed as dist
 
-    rank = int(os.environ.get("RANK", "0"))
+    rank = dist_rank()
     own = not dist.is_initialized()
     if own:  # ranks may finish their shards far apart: a long barrier timeout
         dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
@@ -373,14 +374,6 @@ def _part_frames(out: Path, uid: str) -> int:
     return int(npy_info(out / "parts" / f"{uid}.npy")[0][1])
 
 
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _assemble(out: Path, cfg: MelConfig, items: list[InputItem], meta: dict, val_fraction: float) -> ExtractResult:
     done = [it for it in items if _have_part(out, meta, it)]
     skipped = [(str(it.path), meta[it.id]["skipped"]) for it in items if "skipped" in meta.get(it.id, {})]
@@ -425,8 +418,8 @@ def _assemble(out: Path, cfg: MelConfig, items: list[InputItem], meta: dict, val
     atomic_write_bytes(out / "stats.npz", buf.getvalue())
     atomic_write_text(out / "index.json", json.dumps(index, indent=0))
     commit = {"version": CACHE_VERSION, "n_mels": cfg.n_mels, "utterances": len(index), "frames": offset,
-              "feats_bytes": (out / "feats.f32").stat().st_size, "index_sha1": _sha1(out / "index.json"),
-              "stats_sha1": _sha1(out / "stats.npz")}
+              "feats_bytes": (out / "feats.f32").stat().st_size, "index_sha1": file_digest(out / "index.json", "sha1"),
+              "stats_sha1": file_digest(out / "stats.npz", "sha1")}
     atomic_write_text(out / "cache.json", json.dumps(commit, indent=1))
     _write_report(out, done, offset, cfg, skipped)
     return ExtractResult(out, len(done), offset, skipped)
@@ -477,9 +470,9 @@ class FeatureCache:
         n_mels = self.mel_config.n_mels
         if commit["n_mels"] != n_mels:
             raise DataError(f"made with {commit['n_mels']} mel bins but config.yaml says {n_mels}" + repair, p / "cache.json")
-        if _sha1(p / "index.json") != commit.get("index_sha1"):
+        if file_digest(p / "index.json", "sha1") != commit.get("index_sha1"):
             raise DataError("does not belong with feats.f32 (checksum differs from cache.json)" + repair, p / "index.json")
-        if _sha1(p / "stats.npz") != commit.get("stats_sha1"):
+        if file_digest(p / "stats.npz", "sha1") != commit.get("stats_sha1"):
             raise DataError("does not belong with feats.f32 (checksum differs from cache.json)" + repair, p / "stats.npz")
         try:
             self.feats = load_npy(p / "feats.f32", DataError, mmap=True)  # empty, truncated, objects: one line

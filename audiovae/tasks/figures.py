@@ -17,14 +17,16 @@ def to_unit(images: np.ndarray, signed: bool) -> np.ndarray:
     return np.clip((x + 1) / 2 if signed else x, 0, 1)
 
 
-def image_grid(path: str | os.PathLike, images: np.ndarray, ncol: int, scale: int = 3, pad: int = 2) -> Path:
-    """Tile ``(N, C, H, W)`` images in [0, 1] into a grid PNG (``ncol`` per row, each pixel ``scale``x), atomic."""
+def image_grid(path: str | os.PathLike, images: np.ndarray, ncol: int, scale: int = 3, pad: int = 2,
+               background: float = 1.0) -> Path:
+    """Tile ``(N, C, H, W)`` images in [0, 1] into a grid PNG (``ncol`` per row, ``pad`` pixels of ``background``
+    grey between and around them, each pixel ``scale`` x ``scale``), atomic."""
     from PIL import Image
 
     x = np.asarray(images, np.float32)
     n, c, h, w = x.shape
     nrow = -(-n // ncol)
-    canvas = np.ones((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), np.float32)
+    canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad, c), background, np.float32)
     for i in range(n):
         r, q = divmod(i, ncol)
         canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = \

@@ -24,7 +24,6 @@ missing frames (natural-log mel, not normalised: ``logmel_mse``).
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -34,7 +33,6 @@ import torch
 
 from audiovae.errors import ConfigError, DataError, InvalidAudioError
 from audiovae.tasks.impute import DEFAULTS, METHODS, impute
-from audiovae.utils import atomic_path, atomic_write_text
 
 MASKS = ("centre", "random", "left", "right", "scratch")
 IMAGE_MODELS = ("mnist", "cifar")
@@ -102,29 +100,6 @@ def read_png_mask(path: str | os.PathLike, size: tuple[int, int]) -> np.ndarray:
 
 
 # --- images ---------------------------------------------------------------------------------------
-
-def _grid(images: np.ndarray, cols: int) -> np.ndarray:
-    """``(N, C, H, W)`` in [0, 1] -> one ``(rows*(H+1)+1, cols*(W+1)+1, 3)`` picture."""
-    n, c, h, w = images.shape
-    rows = -(-n // cols)
-    out = np.ones((rows * (h + 1) + 1, cols * (w + 1) + 1, 3), np.float32) * 0.5
-    for i in range(n):
-        r, k = divmod(i, cols)
-        img = images[i].transpose(1, 2, 0)
-        out[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + k * (w + 1):1 + k * (w + 1) + w] = img if c == 3 else img.repeat(3, -1)
-    return out
-
-
-def save_png(path: str | os.PathLike, rgb: np.ndarray, scale: int = 3) -> Path:
-    """An ``(H, W, 3)`` float image in [0, 1] as a PNG, each pixel ``scale`` x ``scale``; atomic."""
-    import matplotlib.image as mpimg
-
-    big = np.clip(rgb, 0, 1).repeat(scale, 0).repeat(scale, 1)
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        mpimg.imsave(str(tmp), big, format="png")
-    return path
-
 
 def _image_errors(fill: torch.Tensor, truth: torch.Tensor, missing: torch.Tensor, bernoulli: bool) -> dict:
     """Errors on the missing pixels only: ``mse`` (and ``bce`` for Bernoulli models); means over missing pixels."""
@@ -266,6 +241,8 @@ def repair_images(
         "files": {},
     }
     if out_dir is not None:
+        from audiovae.tasks.figures import image_grid
+
         out = Path(out_dir)
         g = min(grid, n)
         to01 = (lambda t: t) if bern else (lambda t: (t + 1) / 2)
@@ -275,8 +252,8 @@ def repair_images(
         dmg = torch.where(miss[:g, :1].expand_as(dmg), red, dmg)
         cols = min(8, g)
         for name, imgs in (("damaged", dmg), ("repaired", to01(fills["vae"][:g])), ("original", to01(x[:g]))):
-            res["files"][name] = str(save_png(out / f"{name}.png", _grid(imgs.numpy(), cols)).resolve())
-    _write_results(res, json_path, run, "repair_images.json")
+            res["files"][name] = str(image_grid(out / f"{name}.png", imgs.numpy(), cols, pad=1, background=0.5).resolve())
+    _write_results(res, json_path, run, "repair_images")
     return res
 
 
@@ -533,7 +510,7 @@ def repair_audio(
         "logmel_mse_vs_input": float(np.mean((r["repaired_logmel"][:, miss] - orig[:, miss]) ** 2)),
         "files": {"wav": str(out.resolve()), "picture": str(pic.resolve())},
     }
-    _write_results(res, json_path, run, "repair_audio.json")
+    _write_results(res, json_path, run, "repair_audio")
     return res
 
 
@@ -544,14 +521,14 @@ def _looks_like_image_data(path: Path) -> bool:
 
 
 def _write_results(res: dict, json_path, run, name: str) -> None:
-    text = json.dumps(res, indent=2)
-    if json_path is not None:
-        atomic_write_text(json_path, text)
+    from audiovae.tasks.results import save_result
+
     run = Path(run)
     # a run folder (the trainer's output, with its best/ model) gets a copy for `audiovae report`
-    if run.is_dir() and ((run / "best").is_dir() or (run / "metrics.csv").exists()):
-        atomic_write_text(run / "results" / name, text)
-        res.setdefault("files", {})["results"] = str((run / "results" / name).resolve())
+    is_run = run.is_dir() and ((run / "best").is_dir() or (run / "metrics.csv").exists())
+    written = save_result(res, json_path, run if is_run else None, name)
+    if is_run:
+        res.setdefault("files", {})["results"] = str(written[-1].resolve())
 
 
 def _tqdm(it, progress: bool, desc: str):

@@ -43,11 +43,25 @@ def to_json(obj) -> str:
     return json.dumps(_clean(obj), indent=2)
 
 
+def save_result(obj: dict, json_out: str | os.PathLike | None = None, run: str | os.PathLike | None = None,
+                name: str = "result") -> list[Path]:
+    """Write a task's result as JSON (NaN/inf as null; atomic) to ``json_out`` and, with ``run``, to
+    ``RUN/results/<name>.json`` (which ``audiovae report`` shows); returns the paths written, in that order."""
+    text = to_json(obj)
+    written = []
+    if json_out is not None:
+        atomic_write_text(json_out, text)
+        written.append(Path(json_out))
+    if run is not None:
+        path = run_root(run) / "results" / f"{name}.json"
+        atomic_write_text(path, text)
+        written.append(path)
+    return written
+
+
 def write_result(run: str | os.PathLike, name: str, obj: dict) -> Path:
     """Write ``obj`` to ``RUN/results/<name>.json`` (atomic) and return the path."""
-    path = run_root(run) / "results" / f"{name}.json"
-    atomic_write_text(path, to_json(obj))
-    return path
+    return save_result(obj, run=run, name=name)[0]
 
 
 def read_results(run: str | os.PathLike) -> dict[str, dict]:

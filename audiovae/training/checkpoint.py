@@ -32,17 +32,10 @@ import torch
 from audiovae.audio.config import MelConfig
 from audiovae.audio.normalize import Normalizer
 from audiovae.config import load_yaml, save_yaml
-from audiovae.errors import CheckpointError, ConfigError
+from audiovae.errors import CheckpointError
+from audiovae.utils import file_digest, pick_device  # noqa: F401  pick_device: imported from here by the tasks
 
 FORMAT = "audiovae-model/1"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 PENDING = ".config.pending.yaml"
@@ -85,7 +78,7 @@ def save_model_dir(
             "model_config": model_config,
             "mel": None if mel is None else mel.to_dict(),
             "normalized": normalizer is not None,
-            "weights_sha256": sha256_file(tmp),
+            "weights_sha256": file_digest(tmp),
             **(extra or {}),
         }
         cfg["config_sha256"] = config_digest(cfg)
@@ -144,7 +137,7 @@ def load_model_dir(path: str | os.PathLike, map_location: str | torch.device = "
     if not weights.is_file():
         read_model_config(path)  # the clearer error for a folder that is no model directory at all
         raise CheckpointError("missing model.safetensors", path)
-    digest = sha256_file(weights)
+    digest = file_digest(weights)
     cfg = read_model_config(path, digest)
     if digest != cfg.get("weights_sha256"):
         raise CheckpointError(
@@ -278,13 +271,3 @@ def describe(loaded: "LoadedModel") -> str:
     return f"using {loaded.name} model {loaded.path}" + (f" ({', '.join(bits)})" if bits else "")
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; a clear error when CUDA is asked for but absent."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} asked for, but no CUDA device is available")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None

@@ -42,7 +42,8 @@ from audiovae.training.checkpoint import load_model_dir, load_trainer_state, sav
 from audiovae.training.config import TrainConfig, default_train_config
 from audiovae.training.logging import TensorBoardLogger
 from audiovae.training.schedules import kl_weight, learning_rate
-from audiovae.utils import atomic_write_text
+from audiovae.utils import atomic_write_text, flatten_dict, local_rank, pick_device, world_size
+from audiovae.utils import rank as dist_rank
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "elbo", "elbo_per_dim", "recon", "kl", "beta", "lr", "grad_norm",
                  "data_s", "step_s", "items_per_s"]
@@ -54,18 +55,12 @@ RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_epochs", "early_stop_patie
 
 
 def _dist_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return dist_rank(), world_size()
 
 
 def _device(cfg: TrainConfig, rank: int) -> torch.device:
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if cfg.device not in ("auto", "cuda") and not cfg.device.startswith("cuda:"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {cfg.device!r}")
-    if not torch.cuda.is_available():
-        raise ConfigError("device=cuda but no CUDA device is available")
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    return torch.device("cuda", local % max(1, torch.cuda.device_count()))
+    # one process per GPU: LOCAL_RANK (else RANK) picks it (cfg.device was checked by TrainConfig)
+    return pick_device(cfg.device, local_rank=local_rank())
 
 
 def amp_setup(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, "torch.amp.GradScaler | None"]:
@@ -102,23 +97,13 @@ def resolve_config(cfg: TrainConfig, data: DataSource) -> TrainConfig:
     return from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(model_cfg)})
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def check_resume_config(saved: TrainConfig, given: dict, source: str | os.PathLike) -> TrainConfig:
     """The saved configuration with ``given`` (explicitly set fields, dotted keys) applied.
 
     A field that differs from the saved run is refused, naming it and both
     values, unless it only says how long the run goes on (``RESUMABLE_CHANGES``).
     """
-    flat_saved = _flat(to_dict(saved))
+    flat_saved = flatten_dict(to_dict(saved))
     data = to_dict(saved)
     for key, value in given.items():
         if key not in flat_saved and not key.startswith("model_config."):
