@@ -88,7 +88,7 @@ class LoadedVAE:
         name: the registered model name (``conv``, ``dense``, ``mnist``, ``cifar``).
         config: the run's configuration (``config.yaml`` as a dict).
         mel: the :class:`~audiovae.audio.config.MelConfig` (``None`` for image models).
-        normalizer: per-bin log-mel statistics (``None`` for image models).
+        normalizer: per-bin log-mel statistics (``None`` for image models and models of plain log-mel).
         vocoder: the :class:`~audiovae.audio.vocoder.GriffinLimVocoder` (``None`` for image models).
         prior: ``p(z)``, a :class:`StandardNormal` (``sample(shape)``, ``log_prob(z)``).
         device: where the model runs.
@@ -110,11 +110,12 @@ class LoadedVAE:
         self.vocoder_iters = vocoder_iters
         self._vocoder = self._frontend = None
         self._said_resample = False
-        if self.kind == "mel" and normalizer is None:
+        self.normalizer = None if normalizer is None else normalizer.to(self.device)
+        self._norm = self.normalizer
+        if self.kind == "mel" and normalizer is None:  # a model trained on plain log-mel
             from audiovae.audio.normalize import Normalizer
 
-            normalizer = Normalizer.identity(mel.n_mels)
-        self.normalizer = None if normalizer is None else normalizer.to(self.device)
+            self._norm = Normalizer.identity(mel.n_mels).to(self.device)
 
     def __repr__(self) -> str:
         return f"LoadedVAE({self.name!r}, kind={self.kind!r}, path={str(self.path)!r}, device={str(self.device)!r})"
@@ -220,7 +221,7 @@ class LoadedVAE:
     def _features(self, x: torch.Tensor, lens: torch.Tensor, normalized: bool = True):
         feats = self.frontend(x, lens.to(x.device) if bool((lens != x.shape[-1]).any()) else None)
         frames = self.frontend.frame_lengths(lens)
-        return (self.normalizer(feats) if normalized else feats), frames
+        return (self._norm(feats) if normalized else feats), frames
 
     def features(self, wave, sample_rate: int | None = None, lengths=None, normalized: bool = True):
         """Log-mel features of a waveform or a padded batch.
@@ -377,7 +378,7 @@ class LoadedVAE:
 
     def _finish(self, feats, frames, num_samples, to, vocoder_iters, numpy, squeeze, given):
         with torch.no_grad():
-            logmel = self.normalizer.inverse(feats)
+            logmel = self._norm.inverse(feats)
         if to == "logmel":
             return self._with(self._out(logmel, numpy, squeeze), frames, numpy, given)
         wave, samples = self._vocode(logmel, frames, num_samples, vocoder_iters)
@@ -396,7 +397,7 @@ class LoadedVAE:
         squeeze = t.dim() == 2
         t = t.reshape(-1, *t.shape[-2:])
         if normalized:
-            t = self.normalizer.inverse(t)
+            t = self._norm.inverse(t)
         frames = torch.full((t.shape[0],), t.shape[-1], dtype=torch.long) if lengths is None else \
             torch.as_tensor(lengths).reshape(-1).long().cpu()
         wave, samples = self._vocode(t, frames, None, vocoder_iters)

@@ -212,3 +212,16 @@ def test_models_declare_their_kind_where_they_register():
     assert models_of("image") == ("cifar", "mnist") and models_of("mel") == ("conv", "dense")
     assert model_info("conv").sequence and not model_info("dense").sequence
     assert model_info("dense").data == ("features", "frames") and model_info("mnist").data == ("mnist",)
+
+
+def test_one_loader_and_one_list_of_model_kinds():
+    """The loader chain is written once (audiovae.load); model kinds are declared only where models register."""
+    root = Path(audiovae.__file__).parent
+    chains, lists = [], []
+    for f in sorted(root.rglob("*.py")):
+        text = f.read_text(encoding="utf-8")
+        if "load_model_dir(resolve_model_dir(" in text:
+            chains.append(f.relative_to(root).as_posix())
+        if re.search(r"^(MODEL_DATA|IMAGE_MODELS|MEL_MODELS)\b", text, re.M):
+            lists.append(f.relative_to(root).as_posix())
+    assert chains == ["api.py"] and lists == []
