@@ -178,8 +178,8 @@ class LoadedVAE:
         x = torch.as_tensor(np.asarray(wave) if numpy else wave)
         if x.dim() not in (1, 2) or x.shape[-1] == 0:
             raise InvalidAudioError(f"expected a waveform (N,) or a batch (B, N), got shape {tuple(x.shape)}")
-        if not (torch.is_floating_point(x) or x.dtype in (torch.int16, torch.int32)):
-            raise InvalidAudioError(f"expected floating-point audio, got {x.dtype}")
+        if not torch.is_floating_point(x):
+            raise InvalidAudioError(f"expected floating-point audio (samples in [-1, 1]), got {x.dtype}")
         squeeze = x.dim() == 1
         x = x.reshape(-1, x.shape[-1]).float()
         n = x.shape[-1]

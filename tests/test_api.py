@@ -176,6 +176,10 @@ def test_types_and_shapes_follow_the_input(conv_run, two):
     assert steps.shape[:2] == (3, vae.mel.n_mels)
     with pytest.raises(audiovae.InvalidAudioError):
         vae.encode(np.zeros((1, 2, 3, 4), np.float32))
+    with pytest.raises(audiovae.InvalidAudioError, match="floating-point"):
+        vae.encode((a * 32767).astype(np.int16))
+    with pytest.raises(audiovae.InvalidAudioError, match="lengths"):
+        vae.encode(batch, lengths=[len(a), len(a) + 1])
 
 
 def test_dense_per_frame_latents_and_samples(dense_run, two):
