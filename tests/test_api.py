@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import shutil
 import struct
@@ -229,3 +230,15 @@ def test_one_loader_and_one_list_of_model_kinds():
         if re.search(r"^(MODEL_DATA|IMAGE_MODELS|MEL_MODELS)\b", text, re.M):
             lists.append(f.relative_to(root).as_posix())
     assert chains == ["api.py"] and lists == []
+
+
+def test_import_audiovae_stays_cheap_and_load_is_lazy():
+    import subprocess
+    import sys
+
+    # torch takes seconds to import; `audiovae --help` and `audiovae download` never need it
+    code = ("import sys, audiovae; assert 'torch' not in sys.modules, 'import audiovae pulled in torch'; "
+            "assert callable(audiovae.load) and 'torch' in sys.modules; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(README.parent)})
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
