@@ -13,7 +13,6 @@ from pathlib import Path
 import librosa
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 import audiovae
