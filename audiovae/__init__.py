@@ -8,6 +8,8 @@ The package is organised in rooms (see DESIGN.md):
 - :mod:`audiovae.models` — the VAE core and its dense, convolutional and image variants.
 - :mod:`audiovae.training` — trainer, KL schedules, checkpoints.
 - :mod:`audiovae.tasks` — evaluate, reconstruct, generate, demo.
+
+The short way in: ``vae = audiovae.load("run")`` (:mod:`audiovae.api`).
 """
 
 __version__ = "0.1.0"
@@ -17,7 +19,8 @@ from audiovae.audio.config import MelConfig  # noqa: E402
 
 # imported on first use: torch takes seconds to import, and commands such as
 # `audiovae download` or `audiovae --help` never need it
-_LAZY = {"MelFrontend": "audiovae.audio.frontend", "GriffinLimVocoder": "audiovae.audio.vocoder"}
+_LAZY = {"MelFrontend": "audiovae.audio.frontend", "GriffinLimVocoder": "audiovae.audio.vocoder",
+         "load": "audiovae.api", "LoadedVAE": "audiovae.api"}
 
 
 def __getattr__(name: str):
@@ -30,6 +33,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "__version__",
+    "load",
+    "LoadedVAE",
     "AudioVAEError",
     "InvalidAudioError",
     "InvalidFeatureError",

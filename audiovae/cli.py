@@ -476,13 +476,14 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
     Feature models use the normalisation saved with the model (not the cache's) and
     report densities of log-mel features, so figures are comparable across caches.
     """
+    from audiovae.api import load
     from audiovae.tasks.evaluate import evaluate, format_table
-    from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
+    from audiovae.training.checkpoint import describe
     from audiovae.utils import check_output_file
 
     if json_out:
         check_output_file(json_out, [data], overwrite=True)
-    loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
+    loaded = load(run_dir, checkpoint, device)
     click.echo(describe(loaded))
     res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed)
     click.echo(format_table(res))
@@ -594,8 +595,8 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
     _threads(threads)
     _refuse_inputs([output, Path(output).with_suffix(".png"), json_out], input, mask)
     from audiovae.tasks.impute import DEFAULTS
+    from audiovae.models.registry import models_of
     from audiovae.tasks.repair import (
-        IMAGE_MODELS,
         load_run_kind,
         parse_gap,
         repair_audio,
@@ -604,8 +605,8 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
 
     kind = load_run_kind(run_dir, checkpoint)
     if method == "auto":
-        method = DEFAULTS["images" if kind in IMAGE_MODELS else "audio"]
-    if kind in IMAGE_MODELS:
+        method = DEFAULTS["images" if kind in models_of("image") else "audio"]
+    if kind in models_of("image"):
         if gaps or drop is not None:
             raise click.UsageError("--gap/--drop are for audio; RUN_DIR holds an image model")
         res = repair_images(run_dir, input, mask, n, output, json_out, method, iters, fraction, seed,
@@ -773,12 +774,13 @@ def encode_cmd(run_dir, inputs, output, split, limit, label_key, checkpoint, dev
     means. The .npz holds ids, mu, logvar, features (what `probe` classifies),
     split and, where the data has them, labels.
     """
+    from audiovae.api import load
     from audiovae.tasks.encode import encode_inputs
-    from audiovae.training.checkpoint import describe, load_model_dir, pick_device, resolve_model_dir
+    from audiovae.training.checkpoint import describe
 
     _refuse_inputs([output], *inputs)
 
-    loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=pick_device(device))
+    loaded = load(run_dir, checkpoint, device)
     click.echo(describe(loaded))
     enc = encode_inputs(loaded, inputs, split=split, limit=limit, label_key=label_key)
     enc.save(output)

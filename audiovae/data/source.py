@@ -41,13 +41,6 @@ from audiovae.data.lhotse import is_lhotse_manifest, read_lhotse
 from audiovae.errors import ConfigError, DataError
 from audiovae.npfile import load_npy
 
-# which kind of data each registered model trains on
-MODEL_DATA: dict[str, tuple[str, ...]] = {
-    "dense": ("features", "frames"),
-    "conv": ("features",),
-    "mnist": ("mnist",),
-    "cifar": ("cifar",),
-}
 FEATURE_KINDS = ("features", "frames")
 
 
@@ -133,9 +126,9 @@ class DataSource:
     # --- datasets for a model -----------------------------------------------------------------
     def check_model(self, model: str) -> None:
         """Raise :class:`ConfigError` when ``model`` does not train on this kind of data."""
-        want = MODEL_DATA.get(model)
-        if want is None:
-            raise ConfigError(f"unknown model {model!r}; choose one of {', '.join(MODEL_DATA)}")
+        from audiovae.models.registry import model_info
+
+        want = model_info(model).data  # which kind of data the model trains on, declared where it registers
         if self.kind == "manifest":
             raise ConfigError(f"{self.path} is a manifest (audio, no features yet); make a feature cache from it with "
                               f"`audiovae extract {self.path} -o FEATS` and train on FEATS")

@@ -119,11 +119,9 @@ TRAIN_DEFAULTS = {"batch_size": 8, "segment_frames": 64, "lr": 2e-3, "lr_warmup_
                   "max_steps": 20000, "val_batches": 20}
 
 
-@register("conv", ConvVAEConfig, TRAIN_DEFAULTS)
+@register("conv", ConvVAEConfig, TRAIN_DEFAULTS, kind="mel", sequence=True)
 class ConvVAE(BaseVAE):
     """Log-mel ``(B, n_mels, T)`` <-> latent ``(B, latent_dim, ceil(T / downsample))``."""
-
-    is_sequence = True
 
     def __init__(self, config: ConvVAEConfig):
         lik_kwargs = {"min_log_scale": config.min_log_scale} if config.likelihood.startswith("gaussian") else {}

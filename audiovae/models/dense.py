@@ -50,7 +50,7 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register("dense", DenseVAEConfig)
+@register("dense", DenseVAEConfig, kind="mel", sequence=False)
 class DenseVAE(BaseVAE):
     """MLP encoder/decoder over frames ``(B, n_mels * (2 * context + 1))``; latent ``(B, latent_dim)``."""
 

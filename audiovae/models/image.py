@@ -101,11 +101,11 @@ class ImageVAE(BaseVAE):
         return (n, self.latent_dim)
 
 
-@register("mnist", MNISTVAEConfig)
+@register("mnist", MNISTVAEConfig, kind="image", data=("mnist",))
 class MNISTVAE(ImageVAE):
     """28x28 grey images, binarised, Bernoulli likelihood."""
 
 
-@register("cifar", CIFARVAEConfig)
+@register("cifar", CIFARVAEConfig, kind="image", data=("cifar",))
 class CIFARVAE(ImageVAE):
     """32x32 colour images in [-1, 1], discretised logistic likelihood."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Callable
 
 from audiovae.config import from_dict
@@ -10,22 +11,57 @@ from audiovae.errors import ConfigError
 
 _MODELS: dict[str, tuple[type, type]] = {}
 _TRAIN_DEFAULTS: dict[str, dict] = {}
+_INFO: dict[str, "ModelInfo"] = {}
 
 
-def register(name: str, config_cls: type, train_defaults: dict | None = None) -> Callable[[type], type]:
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a registered model is: ``kind`` ``"mel"`` or ``"image"``; ``sequence``: a model of whole
+    sequences (True) or of single frames (False); ``data``: the kinds of data it trains on (as
+    :func:`audiovae.data.source.open_data` names them)."""
+
+    kind: str
+    sequence: bool
+    data: tuple[str, ...]
+
+
+def register(name: str, config_cls: type, train_defaults: dict | None = None, *, kind: str = "mel",
+             sequence: bool = False, data: tuple[str, ...] | None = None) -> Callable[[type], type]:
     """Class decorator: register a model class and its config dataclass under ``name``.
 
     ``train_defaults``: TrainConfig fields this model trains best with (batch size,
     crop length, lr...), used in place of TrainConfig's generic defaults unless set.
+    ``kind``, ``sequence``, ``data``: see :class:`ModelInfo` (``data`` defaults to
+    ``("features",)`` for a mel sequence model, ``("features", "frames")`` for a mel frame model).
     """
+    if kind not in ("mel", "image"):
+        raise ValueError(f"kind must be 'mel' or 'image', got {kind!r}")
+    if data is None:
+        if kind != "mel":
+            raise ValueError(f"an image model registers the data it trains on (data=...), {name!r} does not")
+        data = ("features",) if sequence else ("features", "frames")
 
     def deco(cls: type) -> type:
         _MODELS[name] = (cls, config_cls)
         _TRAIN_DEFAULTS[name] = dict(train_defaults or {})
+        _INFO[name] = ModelInfo(kind, bool(sequence), tuple(data))
         cls.name = name
+        cls.is_sequence = bool(sequence)
         return cls
 
     return deco
+
+
+def model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of registered model ``name`` (a clear error for an unknown name)."""
+    config_class(name)
+    return _INFO[name]
+
+
+def models_of(kind: str) -> tuple[str, ...]:
+    """The registered models of ``kind`` (``"mel"`` or ``"image"``), sorted."""
+    _load_builtin()
+    return tuple(n for n in sorted(_MODELS) if _INFO[n].kind == kind)
 
 
 def train_defaults(name: str) -> dict:

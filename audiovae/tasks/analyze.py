@@ -38,7 +38,8 @@ import torch
 from audiovae.data.source import DataSource, open_data
 from audiovae.tasks.evaluate import evaluate
 from audiovae.tasks.results import run_root
-from audiovae.training.checkpoint import load_model_dir, pick_device, resolve_model_dir
+from audiovae.api import load
+from audiovae.training.checkpoint import pick_device
 
 
 def count_params(model: torch.nn.Module) -> dict:
@@ -179,7 +180,7 @@ def analyze_run(run: str | os.PathLike, data: str | os.PathLike | DataSource, te
     """The analysis of one run (see the module docstring); JSON-able."""
     src = data if isinstance(data, DataSource) else open_data(data)
     dev = pick_device(device)
-    loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
+    loaded = load(run, checkpoint, dev)
     ev = evaluate(run, src, k=k, limit=limit, checkpoint=checkpoint, device=device, seed=seed, progress=progress)
     res = {"run": str(run_root(run)), "model": loaded.name, "step": loaded.config.get("step"),
            "params": count_params(loaded.model), "training": training_speed(run),

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from audiovae.data.datasets import frames_with_context
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import ConfigError, DataError
-from audiovae.training.checkpoint import LoadedModel
+from audiovae.api import LoadedVAE
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -78,7 +78,7 @@ def concat(parts: list[Encoded]) -> Encoded:
 
 
 @torch.no_grad()
-def pool_utterance(loaded: LoadedModel, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pool_utterance(loaded: LoadedVAE, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Normalised log-mel ``(1, n_mels, T)`` -> time-pooled ``(mu mean, logvar mean, mu std)``, each ``(d,)``."""
     model = loaded.model
     if model.is_sequence:
@@ -91,12 +91,12 @@ def pool_utterance(loaded: LoadedModel, x: torch.Tensor) -> tuple[np.ndarray, np
     return mu.mean(0).cpu().numpy(), logvar.mean(0).cpu().numpy(), std.cpu().numpy()
 
 
-def _device(loaded: LoadedModel) -> torch.device:
+def _device(loaded: LoadedVAE) -> torch.device:
     return next(loaded.model.parameters()).device
 
 
 @torch.no_grad()
-def encode_split(loaded: LoadedModel, src: DataSource, split: str, batch_size: int = 256, limit: int | None = None,
+def encode_split(loaded: LoadedVAE, src: DataSource, split: str, batch_size: int = 256, limit: int | None = None,
                  label_key: str | None = None, progress: bool = False) -> Encoded:
     """Encode the items of one split of DATA (images, or the utterances of a feature cache / frame array).
 
@@ -140,7 +140,7 @@ def utterance_labels(src: DataSource, split: str, key: str | None = None) -> np.
 
 
 @torch.no_grad()
-def encode_audio_files(loaded: LoadedModel, paths: list[Path]) -> Encoded:
+def encode_audio_files(loaded: LoadedVAE, paths: list[Path]) -> Encoded:
     """Encode audio files with a mel model (its MelConfig and normaliser); one row per file."""
     from audiovae.audio.frontend import MelFrontend
     from audiovae.audio.io import load_audio
@@ -158,7 +158,7 @@ def encode_audio_files(loaded: LoadedModel, paths: list[Path]) -> Encoded:
                    split=np.full(len(paths), "file"))
 
 
-def read_image(path: str | os.PathLike, loaded: LoadedModel) -> np.ndarray:
+def read_image(path: str | os.PathLike, loaded: LoadedVAE) -> np.ndarray:
     """An image file as the model's input ``(C, H, W)`` float32: grey in [0, 1] (mnist) or colour in [-1, 1] (cifar)."""
     from PIL import Image, UnidentifiedImageError
 
@@ -177,7 +177,7 @@ def read_image(path: str | os.PathLike, loaded: LoadedModel) -> np.ndarray:
 
 
 @torch.no_grad()
-def encode_image_files(loaded: LoadedModel, paths: list[Path]) -> Encoded:
+def encode_image_files(loaded: LoadedVAE, paths: list[Path]) -> Encoded:
     """Encode image files with an image model; one row per file."""
     if loaded.mel is not None:
         raise ConfigError(f"{loaded.path} is a {loaded.name!r} model: it encodes audio, not images")
@@ -204,7 +204,7 @@ def _audio_files(inp: Path) -> list[Path] | None:
     return None
 
 
-def encode_inputs(loaded: LoadedModel, inputs: list[str | os.PathLike], split: str | None = None,
+def encode_inputs(loaded: LoadedVAE, inputs: list[str | os.PathLike], split: str | None = None,
                   limit: int | None = None, label_key: str | None = None, progress: bool = True) -> Encoded:
     """Encode every input: DATA paths (each split, or ``split``), image files and audio files (named, in a folder
     that is no DATA, or in a list file), in order."""

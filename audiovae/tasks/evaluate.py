@@ -17,10 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from audiovae.api import LoadedVAE, load
 from audiovae.data.datasets import SeededBatchSampler
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import ConfigError
-from audiovae.training.checkpoint import LoadedModel, load_model_dir, pick_device, resolve_model_dir
+from audiovae.training.checkpoint import LoadedModel, pick_device, resolve_model_dir
 from audiovae.training.trainer import active_units, flatten_latents, log_jacobian
 
 LN2 = math.log(2.0)
@@ -28,7 +29,7 @@ LN2 = math.log(2.0)
 __all__ = ["evaluate", "format_table", "resolve_model_dir", "model_dataset", "item_kind"]
 
 
-def model_dataset(loaded: LoadedModel, src: DataSource, split: str):
+def model_dataset(loaded: LoadedVAE, src: DataSource, split: str):
     """``(dataset, collate)`` of ``split`` for a loaded model: its own normaliser, context, whole utterances."""
     src.check_model(loaded.name)
     if src.is_features and loaded.mel is not None and src.mel.n_mels != loaded.mel.n_mels:
@@ -41,7 +42,7 @@ def model_dataset(loaded: LoadedModel, src: DataSource, split: str):
 
 @torch.no_grad()
 def evaluate(
-    run_dir: str | os.PathLike | LoadedModel,
+    run_dir: str | os.PathLike | LoadedVAE | LoadedModel,
     data: str | os.PathLike | DataSource,
     k: int = 64,
     split: str | None = None,
@@ -69,11 +70,11 @@ def evaluate(
     docstring); ``log_jacobian`` is the per-item shift that was added.
     Images also get ``bits_per_dim`` (from the IWAE bound) and ``elbo_bits_per_dim``.
     """
-    if isinstance(run_dir, LoadedModel):  # already loaded (the CLI loads once to say which checkpoint)
+    if isinstance(run_dir, (LoadedVAE, LoadedModel)):  # already loaded (the CLI loads once to say which checkpoint)
         loaded, dev = run_dir, next(run_dir.model.parameters()).device
     else:
         dev = pick_device(device)
-        loaded = load_model_dir(resolve_model_dir(run_dir, checkpoint), map_location=dev)
+        loaded = load(run_dir, checkpoint, dev)
     model = loaded.model
     src = data if isinstance(data, DataSource) else open_data(data)
     split = split or ("val" if src.is_features else "test")

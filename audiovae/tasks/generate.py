@@ -9,36 +9,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiovae.audio.frontend import MelFrontend
+from audiovae.api import LoadedVAE, load
 from audiovae.audio.io import load_audio
-from audiovae.audio.vocoder import GriffinLimVocoder
 from audiovae.errors import ConfigError
-from audiovae.data.datasets import centre_frames, frames_with_context
-from audiovae.training.checkpoint import LoadedModel, load_model_dir, pick_device, resolve_model_dir
 
 
 @dataclass
 class MelModel:
-    """A loaded mel VAE with its front end, normaliser and vocoder, all from the model directory."""
+    """A loaded mel VAE (:func:`audiovae.load`'s :class:`~audiovae.api.LoadedVAE`) with the one-utterance
+    helpers the commands use: features and audio as ``(1, n_mels, T)`` tensors. From Python, use
+    ``audiovae.load`` and its methods."""
 
-    loaded: LoadedModel
-    frontend: MelFrontend
-    vocoder: GriffinLimVocoder
+    vae: LoadedVAE
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, vocoder_iters: int | None = None, checkpoint: str = "best",
              device: str = "auto") -> "MelModel":
         """Load ``model_dir`` (a run folder: its ``best/`` or ``last`` weights) onto ``device``."""
-        dev = pick_device(device)
-        loaded = load_model_dir(resolve_model_dir(model_dir, checkpoint), map_location=dev)
-        if loaded.mel is None or loaded.normalizer is None:
-            raise ConfigError(f"{loaded.path} is a {loaded.name!r} model, not a mel VAE")
-        loaded.normalizer.to(dev)
-        return cls(loaded, MelFrontend(loaded.mel).to(dev), GriffinLimVocoder(loaded.mel, n_iter=vocoder_iters).to(dev))
+        vae = load(model_dir, checkpoint, device, vocoder_iters)
+        if vae.mel is None or vae.normalizer is None:
+            raise ConfigError(f"{vae.path} is a {vae.name!r} model, not a mel VAE")
+        return cls(vae)
+
+    @property
+    def loaded(self) -> LoadedVAE:
+        return self.vae
+
+    @property
+    def frontend(self):
+        return self.vae.frontend
+
+    @property
+    def vocoder(self):
+        return self.vae.vocoder
 
     @property
     def model(self):
-        return self.loaded.model
+        return self.vae.model
 
     @property
     def device(self) -> torch.device:
@@ -46,27 +53,23 @@ class MelModel:
 
     @property
     def sample_rate(self) -> int:
-        return self.loaded.mel.sample_rate
+        return self.vae.sample_rate
 
     @property
     def context(self) -> int:
-        return int(self.loaded.config["model_config"].get("context", 0))
+        return self.vae.context
 
     def features(self, wave: np.ndarray) -> torch.Tensor:
         """Normalised log-mel ``(1, n_mels, T)`` of a waveform ``(N,)``, on the model's device."""
         with torch.no_grad():
             return self.loaded.normalizer(self.frontend(torch.from_numpy(wave)[None].to(self.device)))
 
-    def _frames_in(self, feats: torch.Tensor) -> torch.Tensor:
-        """Model input from ``(1, n_mels, T)``: sequences as they are, frames (with context) for the dense VAE."""
-        if self.model.is_sequence:
-            return feats
-        return frames_with_context(feats[0], self.context)
+    def frames_in(self, feats: torch.Tensor) -> torch.Tensor:
+        """Model input from ``(1, n_mels, T)`` (see :meth:`audiovae.api.LoadedVAE.frames_in`)."""
+        return self.vae.frames_in(feats)
 
-    def _frames_out(self, y: torch.Tensor) -> torch.Tensor:
-        if self.model.is_sequence:
-            return y
-        return centre_frames(y, self.loaded.mel.n_mels, self.context)
+    def frames_out(self, y: torch.Tensor) -> torch.Tensor:
+        return self.vae.frames_out(y)
 
     def to_audio(self, feats: torch.Tensor, num_samples: int | None = None) -> np.ndarray:
         """Normalised log-mel ``(1, n_mels, T)`` -> waveform ``(N,)`` via the model's MelConfig."""
@@ -79,7 +82,7 @@ class MelModel:
     def reconstruct(self, wave: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
         """``(audio, input features, reconstructed features)`` for a waveform."""
         feats = self.features(wave)
-        rec = self._frames_out(self.model.reconstruct(self._frames_in(feats)))
+        rec = self.frames_out(self.model.reconstruct(self.frames_in(feats)))
         return self.to_audio(rec, len(wave)), feats, rec
 
     def sample(self, n: int, seconds: float, temperature: float = 1.0,
@@ -98,7 +101,7 @@ class MelModel:
             if self.model.is_sequence:
                 feats = self.model.sample(1, size=frames, temperature=temperature)
             else:  # a dense VAE has no model of time: independent frames from the prior
-                feats = self._frames_out(self.model.sample(frames, temperature=temperature))
+                feats = self.frames_out(self.model.sample(frames, temperature=temperature))
             yield self.to_audio(feats), feats
 
     @torch.no_grad()
@@ -110,12 +113,12 @@ class MelModel:
 
         fa, fb = self.features(a), self.features(b)
         t_len = min(fa.shape[-1], fb.shape[-1])
-        za = self.model.encoder_params(self._frames_in(fa[..., :t_len]))[0]
-        zb = self.model.encoder_params(self._frames_in(fb[..., :t_len]))[0]
+        za = self.model.encoder_params(self.frames_in(fa[..., :t_len]))[0]
+        zb = self.model.encoder_params(self.frames_in(fb[..., :t_len]))[0]
         out = []
         for t in tqdm(np.linspace(0, 1, steps), desc="interpolate", unit="step", disable=not progress):
             z = (1 - t) * za + t * zb
-            feats = self._frames_out(self.model.decode(z, t_len if self.model.is_sequence else None).mean)
+            feats = self.frames_out(self.model.decode(z, t_len if self.model.is_sequence else None).mean)
             out.append((self.to_audio(feats), feats))
         return out
 

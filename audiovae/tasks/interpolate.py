@@ -15,7 +15,7 @@ import torch
 
 from audiovae.errors import ConfigError
 from audiovae.tasks.encode import IMAGE_SUFFIXES, read_image
-from audiovae.training.checkpoint import load_model_dir, pick_device, resolve_model_dir
+from audiovae.api import load
 
 
 def interpolate_images(run: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike,
@@ -23,7 +23,7 @@ def interpolate_images(run: str | os.PathLike, a: str | os.PathLike, b: str | os
     """Decode ``steps`` points between two image files; writes OUT (a PNG strip A, steps..., B)."""
     from audiovae.tasks.figures import image_grid, to_unit
 
-    loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=pick_device(device))
+    loaded = load(run, checkpoint, device)
     if loaded.mel is not None:
         raise ConfigError(f"{loaded.path} is a {loaded.name!r} model: interpolate audio files with it, not images")
     dev = next(loaded.model.parameters()).device

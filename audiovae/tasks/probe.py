@@ -29,7 +29,8 @@ import numpy as np
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import DataError
 from audiovae.tasks.encode import encode_split, utterance_labels
-from audiovae.training.checkpoint import load_model_dir, pick_device, resolve_model_dir
+from audiovae.api import load
+from audiovae.training.checkpoint import pick_device
 
 KIND_NAMES = {"latent": "VAE latent means", "raw": "raw input", "pca": "PCA of raw input", "latent_shuffled":
               "latent, shuffled labels (control)"}
@@ -116,7 +117,7 @@ def probe(run: str | os.PathLike, data: str | os.PathLike | DataSource, label_co
 
     src = data if isinstance(data, DataSource) else open_data(data)
     dev = pick_device(device)
-    loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
+    loaded = load(run, checkpoint, dev)
     test_split = _test_split(src)
     if src.is_features:
         ytr, yte = utterance_labels(src, "train", label_key), utterance_labels(src, test_split, label_key)

@@ -32,11 +32,10 @@ import numpy as np
 import torch
 
 from audiovae.errors import ConfigError, DataError, InvalidAudioError
+from audiovae.models.registry import model_info, models_of
 from audiovae.tasks.impute import DEFAULTS, METHODS, impute
 
 MASKS = ("centre", "random", "left", "right", "scratch")
-IMAGE_MODELS = ("mnist", "cifar")
-MEL_MODELS = ("dense", "conv")
 
 
 # --- masks ---------------------------------------------------------------------------------------
@@ -133,16 +132,12 @@ def nearest_neighbour_fill(damaged: torch.Tensor, observed: torch.Tensor, train:
 
 
 def _load_image_model(run: str | os.PathLike, checkpoint: str, device: str):
-    from audiovae.training.checkpoint import (
-        load_model_dir,
-        pick_device,
-        resolve_model_dir,
-    )
+    from audiovae.api import load
 
-    loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=pick_device(device))
-    if loaded.name not in IMAGE_MODELS:
+    loaded = load(run, checkpoint, device)
+    if model_info(loaded.name).kind != "image":
         raise ConfigError(f"{loaded.path} is a {loaded.name!r} model; repairing images needs an image model "
-                          f"({' or '.join(IMAGE_MODELS)})")
+                          f"({' or '.join(models_of('image'))})")
     return loaded
 
 
@@ -375,8 +370,8 @@ def fill_logmel(mm, feats: torch.Tensor, missing: np.ndarray, method: str = DEFA
     # dense: one chain per missing frame, on its context window (missing neighbours imputed in the window too)
     ctx, n_mels = mm.context, start.shape[1]
     rows = np.flatnonzero(missing)
-    win = mm._frames_in(start)[rows]
-    obs_w = mm._frames_in(observed_frames(obs_t, n_mels))[rows] > 0.5
+    win = mm.frames_in(start)[rows]
+    obs_w = mm.frames_in(observed_frames(obs_t, n_mels))[rows] > 0.5
     with tqdm(total=iters, desc=f"repair ({method})", unit="it", disable=not progress or method == "oneshot") as bar:
         r = impute(model, win, obs_w, method, iters, state=state, progress=bar.update)
     centre = r.x.reshape(len(rows), n_mels, 2 * ctx + 1)[:, :, ctx]
@@ -404,7 +399,7 @@ def observed_frames(obs_t: torch.Tensor, n_mels: int) -> torch.Tensor:
 
 
 def _check_mel_model(mm) -> None:
-    if mm.loaded.name not in MEL_MODELS:
+    if model_info(mm.loaded.name).kind != "mel":
         raise ConfigError(f"{mm.loaded.path} is a {mm.loaded.name!r} model; repairing audio needs a mel model")
 
 

@@ -29,12 +29,8 @@ from audiovae.data.source import DataSource, open_data
 from audiovae.errors import AudioVAEError, OutputError
 from audiovae.folders import LOCK_NAME, check_kind, output_folder
 from audiovae.tasks.results import read_results, run_root, write_result
-from audiovae.training.checkpoint import (
-    describe,
-    load_model_dir,
-    pick_device,
-    resolve_model_dir,
-)
+from audiovae.api import load
+from audiovae.training.checkpoint import describe, pick_device
 from audiovae.utils import atomic_path, atomic_write_text, check_output_dir
 
 MANIFEST = ".audiovae-report.json"  # the files a report wrote into its folder (relative paths)
@@ -171,7 +167,7 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     claim_report_dir(out)  # a folder holding files a report did not write is refused before any work
     root = run_root(run)
     dev = pick_device(device)
-    loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location=dev)
+    loaded = load(run, checkpoint, dev)
     src, data_note = _open_data_or_note(data, loaded.config)  # before anything is written: a bad --data changes nothing
     with output_folder(out, "report", clean=("", "audio", "figures")):  # one writer at a time
         return _write_report(out, run, root, loaded, src, data_note, warn, checkpoint, device, vocoder_iters,
@@ -492,7 +488,7 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
             label = "original"
         else:  # the audio is gone; the cache still has its log-mel
             feats = mm.loaded.normalizer(torch.from_numpy(src.logmel(rec))[None].to(mm.device))
-            rfeats = mm._frames_out(mm.model.reconstruct(mm._frames_in(feats)))
+            rfeats = mm.frames_out(mm.model.reconstruct(mm.frames_in(feats)))
             wave = mm.to_audio(feats)
             y = mm.to_audio(rfeats, len(wave))
             label = "original log-mel, vocoded (the audio file is gone)"
