@@ -201,7 +201,6 @@ class _CSV:
         self.fh.close()
 
 
-
 class _LogWindow:
     """Sums of the logged quantities over the steps since the last metrics.csv row, kept on the device.
 

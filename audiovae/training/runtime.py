@@ -31,7 +31,6 @@ RESUMABLE_CHANGES = ("max_steps", "max_minutes", "max_epochs", "early_stop_patie
                      "log_every", "threads")
 
 
-
 def _dist_info() -> tuple[int, int]:
     return dist_rank(), world_size()
 
@@ -94,7 +93,6 @@ def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-
 @contextmanager
 def _graceful_stop() -> Iterator[dict]:
     """The first Ctrl-C / SIGTERM asks the loop to stop after the current step (validate, checkpoint);
@@ -123,7 +121,6 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-
 def check_resume_config(saved: TrainConfig, given: dict, source: str | os.PathLike) -> TrainConfig:
     """The saved configuration with ``given`` (explicitly set fields, dotted keys) applied.
 
@@ -142,7 +139,6 @@ def check_resume_config(saved: TrainConfig, given: dict, source: str | os.PathLi
             raise ConfigError(f"cannot resume with {key}={value!r}: the run was started with {key}="
                               f"{flat_saved.get(key)!r} (resume with the same settings, or start a new run)", source)
     return from_dict(TrainConfig, data, str(source))
-
 
 
 def _check_resume_data(out: Path, data: DataSource) -> Normalizer | None:
