@@ -11,7 +11,7 @@ import click
 from audiovae import __version__
 from audiovae.audio.config import VOCODER_ITERS, VOCODER_ITERS_PARALLEL_PGHI
 from audiovae.errors import AudioVAEError, DataError
-from audiovae.utils import flatten_dict, rank
+from audiovae.utils import rank
 
 # Options shared by several commands: one name, one meaning, one default everywhere (tests/test_cli_options.py
 # walks every command's --help and checks it).
@@ -397,14 +397,13 @@ def train_cmd(data, positional, model_name, out_dir, config, overrides, max_step
     older than the last validation. A second Ctrl-C stops at once.
     """
     from audiovae.training import train
+    from audiovae.training.config import resolve_train_config
     from audiovae.utils import check_output_dir
 
     check_output_dir(out_dir)
-    overrides = (*positional, *overrides)
-    for name, value in (("seed", seed), ("device", device)):
-        if _given(name):
-            overrides += (f"{name}={value}",)
-    cfg, given = _train_config(config, model_name, overrides)
+    # the whole configuration in one library call (audiovae.training.config.resolve_train_config)
+    cfg, given = resolve_train_config(config, model_name, (*positional, *overrides),
+                                      {name: value for name, value in (("seed", seed), ("device", device)) if _given(name)})
     if resume:
         summary = train(data, out_dir, None, resume=True, max_steps=max_steps, given=given)
     else:
@@ -420,35 +419,10 @@ def train_cmd(data, positional, model_name, out_dir, config, overrides, max_step
 
 
 def _train_config(config: str | None, model_name: str | None, overrides: tuple[str, ...]):
-    """The TrainConfig a command line asks for, and the fields it sets explicitly (dotted keys -> values)."""
-    from audiovae.config import apply_overrides, from_dict, load_yaml, to_dict
-    from audiovae.models.registry import make_config
-    from audiovae.training import TrainConfig
+    """The TrainConfig a command line asks for (the library's :func:`resolve_train_config`)."""
+    from audiovae.training.config import resolve_train_config
 
-    from audiovae.training.config import default_train_config
-
-    base = load_yaml(config) if config else {}
-    model_over = [o for o in overrides if o.startswith("model=")]
-    if model_name:
-        model_over.append(f"model={model_name}")
-    model = apply_overrides(from_dict(TrainConfig, {"model": base.get("model", TrainConfig.model)}, config), model_over).model
-    # the model's registered training defaults, then the YAML, then KEY=VALUE
-    cfg = from_dict(TrainConfig, {**to_dict(default_train_config(model)), **base}, config)
-    cfg = apply_overrides(cfg, model_over)
-    # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
-    cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})
-    cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model=")])
-    flat = flatten_dict(to_dict(cfg))
-    keys = set()
-    if config:
-        keys |= set(flatten_dict(load_yaml(config)))
-    if model_name or model_over:
-        keys.add("model")
-    keys |= {o.split("=", 1)[0].strip() for o in overrides}
-    # model fields the user did not set stay open, so the data can fix them (n_mels of a frame array...)
-    chosen = {k: v for k, v in cfg.model_config.items() if f"model_config.{k}" in keys}
-    cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": chosen})
-    return cfg, {k: flat[k] for k in keys if k in flat}
+    return resolve_train_config(config, model_name, overrides)
 
 
 IWAE_K = 64  # importance samples for the IWAE bound: one default for evaluate and analyze

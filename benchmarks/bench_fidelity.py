@@ -55,7 +55,7 @@ from audiovae.models.registry import make_config  # noqa: E402
 from audiovae.training import TrainConfig, train  # noqa: E402
 from audiovae.training.checkpoint import load_model_dir  # noqa: E402
 from audiovae.training.config import default_train_config  # noqa: E402
-from audiovae.training.trainer import active_units  # noqa: E402
+from audiovae.training.metrics import active_units  # noqa: E402
 
 
 def read_list(path: Path) -> list[Path]:

@@ -22,7 +22,7 @@ from audiovae.data.datasets import SeededBatchSampler
 from audiovae.data.source import DataSource, open_data
 from audiovae.errors import ConfigError
 from audiovae.training.checkpoint import LoadedModel, pick_device, resolve_model_dir
-from audiovae.training.trainer import active_units, flatten_latents, log_jacobian
+from audiovae.training.metrics import active_units, flatten_latents, log_jacobian
 
 LN2 = math.log(2.0)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from audiovae.errors import ConfigError
 
@@ -101,3 +103,51 @@ def default_train_config(model: str = "conv", **fields) -> TrainConfig:
     from audiovae.models.registry import train_defaults
 
     return from_dict(TrainConfig, {**to_dict(TrainConfig()), "model": model, **train_defaults(model), **fields})
+
+
+def resolve_train_config(config_file: str | os.PathLike | None = None, model: str | None = None,
+                         overrides: Iterable[str] = (), given: dict | None = None) -> tuple[TrainConfig, dict]:
+    """The TrainConfig a command line asks for, and the fields it sets explicitly (dotted keys -> values).
+
+    What ``audiovae train`` does, in one call, so that ``audiovae.training.train()`` trains exactly
+    what the command line would: ``audiovae train DATA -o RUN --config F --model M --set k=v --seed S`` is
+    ``cfg, given = resolve_train_config(F, M, ["k=v"], {"seed": S}); train(DATA, RUN, cfg)``, and with
+    ``--resume`` it is ``train(DATA, RUN, resume=True, given=given)``. Layers, later ones winning:
+
+    1. the generic defaults and the model's registered training defaults (the model: ``model``, else a
+       ``model=`` override, else the YAML's, else ``conv``);
+    2. the YAML file ``config_file``;
+    3. ``overrides`` (``"KEY=VALUE"``, dotted keys for model fields: ``"model_config.latent_dim=16"``),
+       then ``given`` (fields set by their own options, e.g. ``{"seed": 7, "device": "cpu"}``).
+
+    Model fields nobody set stay out of ``model_config``, so the data can still fix them (n_mels of a
+    frame array, an image size): the trainer fills them in when it opens the data.
+    """
+    from audiovae.config import apply_overrides, from_dict, load_yaml, to_dict
+    from audiovae.models.registry import make_config
+    from audiovae.utils import flatten_dict
+
+    config = os.fspath(config_file) if config_file is not None else None
+    overrides = (*overrides, *(f"{k}={v}" for k, v in (given or {}).items()))
+    base = load_yaml(config) if config else {}
+    model_over = [o for o in overrides if o.startswith("model=")]
+    if model:
+        model_over.append(f"model={model}")
+    name = apply_overrides(from_dict(TrainConfig, {"model": base.get("model", TrainConfig.model)}, config), model_over).model
+    # the model's registered training defaults, then the YAML, then KEY=VALUE
+    cfg = from_dict(TrainConfig, {**to_dict(default_train_config(name)), **base}, config)
+    cfg = apply_overrides(cfg, model_over)
+    # fill in the chosen model's defaults so model_config.KEY overrides have somewhere to land
+    cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": to_dict(make_config(cfg.model, cfg.model_config))})
+    cfg = apply_overrides(cfg, [o for o in overrides if not o.startswith("model=")])
+    flat = flatten_dict(to_dict(cfg))
+    keys = set()
+    if config:
+        keys |= set(flatten_dict(base))
+    if model or model_over:
+        keys.add("model")
+    keys |= {o.split("=", 1)[0].strip() for o in overrides}
+    # model fields the user did not set stay open, so the data can fix them (n_mels of a frame array...)
+    chosen = {k: v for k, v in cfg.model_config.items() if f"model_config.{k}" in keys}
+    cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": chosen})
+    return cfg, {k: flat[k] for k in keys if k in flat}
