@@ -298,7 +298,7 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, format: str = "on
     kind, or one holding files an export did not write, is refused (:class:`~audiovae.errors.OutputFolderError`).
     """
     from audiovae.folders import output_folder
-    from audiovae.training.checkpoint import load_model_dir, resolve_model_dir
+    from audiovae.api import load
     from audiovae.utils import atomic_path, atomic_write_bytes, atomic_write_text
 
     if format not in FORMATS:
@@ -307,7 +307,7 @@ def export(run: str | os.PathLike, out_dir: str | os.PathLike, format: str = "on
         raise ConfigError(f"frames must be an integer in 1..100000, got {frames!r}")
     if format == "onnx":
         _need_onnx()  # before anything is written
-    loaded = load_model_dir(resolve_model_dir(run, checkpoint), map_location="cpu")
+    loaded = load(run, checkpoint, device="cpu")
     parts = _parts(loaded, frames)
     ext = FORMATS[format]
     files = [f"{name}{ext}" for name, *_ in parts] + (["stats.npz"] if loaded.normalizer is not None else [])
