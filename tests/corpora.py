@@ -9,7 +9,9 @@ The module-level tables (VCTK_SPEAKERS, LIBRI_LAYOUT, SC_*) say what each fixtur
 
 from __future__ import annotations
 
+import gzip
 import shutil
+import struct
 import subprocess
 import tempfile
 from pathlib import Path
@@ -172,3 +174,26 @@ def make_wav_scp(root: Path, n: int = 4) -> Path:
     for name, lines in (("wav.scp", scp), ("utt2spk", u2s), ("text", txt)):
         (corpus / name).write_text("\n".join(lines) + "\n")
     return corpus
+
+
+def write_idx(path: Path, arr: np.ndarray) -> Path:
+    """An MNIST-style IDX file (gzip, unsigned bytes) holding ``arr``."""
+    arr = np.asarray(arr).astype(np.uint8)
+    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    path.write_bytes(gzip.compress(header + arr.tobytes()))
+    return path
+
+
+def tiny_image_run(root: Path) -> Path:
+    """A random 28x28 IDX folder in ``root`` (64 train, 16 test images) and a tiny `mnist` run on it, 2 steps."""
+    from audiovae.training import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 64), ("t10k", 16)):
+        write_idx(root / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        write_idx(root / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    run = root / "run"
+    train(root, run, TrainConfig(model="mnist", model_config={"channels": 4, "latent_dim": 2, "hidden": 8},
+                                 batch_size=16, max_steps=2, kl_warmup="none", lr_warmup_steps=0,
+                                 checkpoint_every=1000, val_every=2, val_batches=1), progress=False)
+    return run

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import shutil
-import struct
 import warnings
 from pathlib import Path
 
@@ -40,23 +38,11 @@ def dense_run(feats, tmp_path_factory) -> Path:
     return run
 
 
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
-
-
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("apiimg")
-    rng = np.random.default_rng(0)
-    for stem, n in (("train", 64), ("t10k", 16)):
-        _write_idx(d / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
-        _write_idx(d / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    run = d / "run"
-    train(d, run, TrainConfig(model="mnist", model_config={"channels": 4, "latent_dim": 2, "hidden": 8}, batch_size=16,
-                              max_steps=2, kl_warmup="none", lr_warmup_steps=0, checkpoint_every=1000, val_every=2,
-                              val_batches=1), progress=False)
-    return run
+    from tests.corpora import tiny_image_run
+
+    return tiny_image_run(tmp_path_factory.mktemp("apiimg"))
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +24,9 @@ from audiovae.tasks.analyze import _class_stats, _nearest, count_params, trainin
 from audiovae.tasks.probe import balanced_subset, fit_probe, probe, wilson
 from audiovae.training import TrainConfig, train
 from audiovae.training.checkpoint import load_model_dir
+from tests.corpora import write_idx as _write_idx
 
 PATCH = 7  # class c is a bright 7x7 patch at one of 10 positions: separable in a known direction
-
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
 
 
 def _blobs(n: int, rng) -> tuple[np.ndarray, np.ndarray]:

@@ -15,13 +15,11 @@ use `python -m audiovae` itself. Set AUDIOVAE_TEST_PLAIN=1 to use
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io
 import json
 import os
 import pickle
-import struct
 import subprocess
 import sys
 import tarfile
@@ -35,6 +33,7 @@ import yaml
 from conftest import require_path, require_tool
 
 from tests.httpserver import Files, serve
+from tests.corpora import write_idx
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
@@ -278,12 +277,6 @@ def test_folder_recipe_asterisk_prepare_and_extract(tmp_path, audiovae_cmd):
 
 
 # --- the image recipes -------------------------------------------------------------------------
-def write_idx(path: Path, arr: np.ndarray) -> None:
-    arr = np.asarray(arr, np.uint8)
-    header = bytes([0, 0, 8, arr.ndim]) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.tobytes()))
-
-
 def tiny_idx(folder: Path, n_train: int = 200, n_test: int = 40) -> Path:
     """MNIST-format IDX files (gzipped, official names): a bar whose height is the class."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import math
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from audiovae.models.likelihoods import GaussianLikelihood
 from audiovae.tasks.impute import impute
 from audiovae.tasks.repair import make_mask, missing_frames, splice
 from audiovae.training import TrainConfig, train
+from tests.corpora import write_idx as _write_idx
 
 # --- linear-Gaussian models: p(x_mis | x_obs) in closed form --------------------------------------------
 
@@ -218,11 +217,6 @@ def test_splice_keeps_samples_outside_gap_and_fade():
 
 
 # --- trained tiny models, the CLI, bad input ----------------------------------------------------------------
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
-
 
 @pytest.fixture(scope="module")
 def stripes(tmp_path_factory) -> Path:

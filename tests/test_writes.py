@@ -3,11 +3,9 @@ their names apart, the report copies only the run's own files, and a bad output 
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -213,25 +211,11 @@ def test_a_write_that_fails_is_one_line_naming_the_file(tmp_path, monkeypatch):
 
 
 # --- the report writes only its own files and takes only the run's ------------------------------------------
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
-
-
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    from audiovae.training import TrainConfig, train
+    from tests.corpora import tiny_image_run
 
-    d = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for stem, n in (("train", 64), ("t10k", 16)):
-        _write_idx(d / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
-        _write_idx(d / f"{stem}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    run = d / "run"
-    train(d, run, TrainConfig(model="mnist", model_config={"channels": 4, "latent_dim": 2, "hidden": 8}, batch_size=16,
-                              max_steps=2, kl_warmup="none", lr_warmup_steps=0, checkpoint_every=1000, val_every=2,
-                              val_batches=1), progress=False)
-    return run
+    return tiny_image_run(tmp_path_factory.mktemp("tiny"))
 
 
 def _report(run: Path, out: Path):
