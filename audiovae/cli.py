@@ -413,7 +413,7 @@ def train_cmd(data, positional, model_name, out_dir, config, overrides, max_step
                else "stopped at the time limit" if summary.get("time_limit")
                else "stopped early" if summary.get("stopped_early") else "done")
         click.echo(f"trained {summary['step']} steps ({how}); best validation ELBO {summary['best_val_elbo']:.2f} "
-                   f"nats/item; run in {out_dir}")
+                   f"nats per {_validation_item(out_dir)}; run in {out_dir}")
         if summary.get("interrupted"):
             sys.exit(130)
 
@@ -423,6 +423,21 @@ def _train_config(config: str | None, model_name: str | None, overrides: tuple[s
     from audiovae.training.config import resolve_train_config
 
     return resolve_train_config(config, model_name, overrides)
+
+
+def _validation_item(run: Path) -> str:
+    """What one validation item of a run is, for the unit of its validation ELBO (as the report says it)."""
+    from audiovae.config import load_yaml
+    from audiovae.models.registry import model_info
+
+    try:
+        cfg = load_yaml(Path(run) / "train.yaml")
+        info = model_info(cfg["model"])
+    except (OSError, KeyError, TypeError, AudioVAEError):
+        return "item"
+    if info.kind == "image":
+        return "image"
+    return f"crop of up to {cfg.get('segment_frames')} frames" if info.sequence else "frame"
 
 
 IWAE_K = 64  # importance samples for the IWAE bound: one default for evaluate and analyze

@@ -219,3 +219,17 @@ def test_no_compile_note_for_a_kernel_already_compiled(capsys):
     K._announced = False
     K.gl_spectral(a, None, a.abs(), 0.0)
     assert "compiling" not in capsys.readouterr().err
+
+
+def test_train_says_what_a_validation_item_is(tmp_path):
+    """`train` ends with the best validation ELBO in nats per frame / crop / image, never a bare "nats/item"."""
+    from click.testing import CliRunner
+
+    from audiovae.cli import cli
+
+    data = tmp_path / "frames.npy"
+    np.save(data, np.random.default_rng(0).standard_normal((400, 256)).astype(np.float32))
+    res = CliRunner().invoke(cli, ["train", str(data), "--model", "dense", "-o", str(tmp_path / "run"),
+                                   "--max-steps", "1", "--set", "model_config.hidden=[8]"])
+    assert res.exit_code == 0, res.output
+    assert "nats per frame;" in res.output and "nats/item" not in res.output
