@@ -34,29 +34,14 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
-from audiovae.errors import ConfigError, InvalidAudioError, InvalidFeatureError
+from audiovae.errors import CheckpointError, ConfigError, InvalidAudioError, InvalidFeatureError
+from audiovae.models.prior import StandardNormal
 
 __all__ = ["load", "LoadedVAE", "StandardNormal"]
 
 
-class StandardNormal:
-    """The prior ``p(z) = N(0, I)``. A learned prior provides the same two methods."""
-
-    def __init__(self, device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-
-    def sample(self, shape: tuple[int, ...], temperature: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
-        """``shape`` draws of ``N(0, temperature^2)`` on :attr:`device`."""
-        return temperature * torch.randn(shape, generator=generator, device=self.device)
-
-    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """Element-wise ``log N(z; 0, 1)`` in nats (sum it over the latent axes for the item's log-density)."""
-        return -0.5 * (z.square() + math.log(2 * math.pi))
-
-
 def load(path: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "auto",
-         vocoder_iters: int | None = None) -> "LoadedVAE":
+         vocoder_iters: int | None = None, prior: str | os.PathLike = "auto") -> "LoadedVAE":
     """Load a trained model.
 
     Args:
@@ -65,6 +50,9 @@ def load(path: str | os.PathLike, checkpoint: str = "best", device: str | torch.
         checkpoint: ``"best"`` (default) or ``"last"``.
         device: ``"auto"`` (CUDA when available, default), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         vocoder_iters: Griffin-Lim iterations of :meth:`LoadedVAE.decode` (default: the vocoder's own).
+        prior: ``"auto"`` (default: the run's learned prior, ``RUN/prior``, when it has one trained on these
+            weights, else ``N(0, I)``), ``"learned"`` (that prior, or an error), ``"standard"`` (``N(0, I)``)
+            or the path of a prior folder or ``.safetensors`` file (``audiovae train-prior -o``).
 
     Raises :class:`~audiovae.errors.CheckpointError` for a folder that holds no (intact) model.
     """
@@ -72,8 +60,16 @@ def load(path: str | os.PathLike, checkpoint: str = "best", device: str | torch.
 
     dev = device if isinstance(device, torch.device) else pick_device(device)
     loaded = load_model_dir(resolve_model_dir(path, checkpoint), map_location=dev)
-    return LoadedVAE(loaded.model, loaded.name, loaded.config, loaded.mel, loaded.normalizer, loaded.path, dev,
-                     vocoder_iters)
+    vae = LoadedVAE(loaded.model, loaded.name, loaded.config, loaded.mel, loaded.normalizer, loaded.path, dev,
+                    vocoder_iters)
+    vae.use_prior(prior)
+    return vae
+
+
+def _prior_file(path: Path) -> Path:
+    from audiovae.training.prior import PRIOR_FILE
+
+    return path / PRIOR_FILE if path.is_dir() else path
 
 
 def _is_numpy(x: Any) -> bool:
@@ -90,7 +86,10 @@ class LoadedVAE:
         mel: the :class:`~audiovae.audio.config.MelConfig` (``None`` for image models).
         normalizer: per-bin log-mel statistics (``None`` for image models and models of plain log-mel).
         vocoder: the :class:`~audiovae.audio.vocoder.GriffinLimVocoder` (``None`` for image models).
-        prior: ``p(z)``, a :class:`StandardNormal` (``sample(shape)``, ``log_prob(z)``).
+        prior: ``p(z)``: the learned prior (:class:`~audiovae.models.prior.LatentPrior`) or
+            :class:`~audiovae.models.prior.StandardNormal`; both have ``sample(shape, temperature, generator,
+            cond)`` and ``log_density(z, mask, cond)``. :meth:`use_prior` switches.
+        standard_prior: the ``N(0, I)`` the VAE was trained against.
         device: where the model runs.
         sample_rate: the model's audio rate in Hz (``None`` for image models).
         kind: ``"mel"`` or ``"image"``.
@@ -106,7 +105,9 @@ class LoadedVAE:
         self.device = torch.device(device)
         info = model_info(name)
         self.kind, self.sequence = info.kind, info.sequence
-        self.prior = StandardNormal(self.device)
+        self.standard_prior = StandardNormal(self.device)
+        self.prior = self.standard_prior
+        self.prior_info: dict | None = None  # the learned prior's metadata (where from, step, validation NLL)
         self.vocoder_iters = vocoder_iters
         self._vocoder = self._frontend = None
         self._said_resample = False
@@ -119,6 +120,69 @@ class LoadedVAE:
 
     def __repr__(self) -> str:
         return f"LoadedVAE({self.name!r}, kind={self.kind!r}, path={str(self.path)!r}, device={str(self.device)!r})"
+
+    # --- priors ---------------------------------------------------------------------------------
+    @property
+    def has_learned_prior(self) -> bool:
+        """Whether :attr:`prior` is a learned prior (else ``N(0, I)``)."""
+        return bool(getattr(self.prior, "learned", False))
+
+    def _run_prior_path(self) -> Path:
+        from audiovae.tasks.results import run_root
+
+        return _prior_file(run_root(self.path) / "prior")
+
+    def learned_prior(self, where: str | os.PathLike | None = None):
+        """The learned prior of this run (``RUN/prior``) or at ``where``, checked to belong to these weights.
+
+        Raises :class:`~audiovae.errors.CheckpointError` when there is none, or it was trained on other weights.
+        """
+        from audiovae.training.prior import load_prior_file
+
+        path = self._run_prior_path() if where is None else _prior_file(Path(where))
+        if not path.exists():
+            raise CheckpointError("no learned prior for this run (train one: audiovae train-prior RUN)", path)
+        prior, meta = load_prior_file(path, self.device)
+        sha = self.config.get("weights_sha256")
+        if meta.get("vae_weights_sha256") != sha:
+            raise CheckpointError(f"this prior was trained on other VAE weights (its {meta.get('vae_checkpoint')!r} "
+                                  f"checkpoint then), not on {self.path}; train the prior again", path)
+        if prior.config.latent_dim != self.model.latent_dim:
+            raise CheckpointError("this prior models another latent size than the model's", path)
+        meta = {k: v for k, v in meta.items() if not k.startswith("_")}
+        return prior, {**meta, "path": str(path)}
+
+    def use_prior(self, prior: str | os.PathLike = "auto") -> "LoadedVAE":
+        """Make :attr:`prior` ``"auto"``, ``"learned"``, ``"standard"`` or the prior at a path (see :func:`load`)."""
+        if prior == "standard" or self.kind != "mel" or not self.sequence:
+            if prior not in ("standard", "auto"):
+                raise ConfigError(f"a learned prior models latent sequences; the {self.name!r} model has none")
+            self.prior, self.prior_info = self.standard_prior, None
+            return self
+        if prior == "auto":
+            self.prior, self.prior_info = self.standard_prior, None
+            if self._run_prior_path().exists():
+                try:
+                    self.prior, self.prior_info = self.learned_prior()
+                except CheckpointError as exc:  # e.g. a prior of the best weights, and checkpoint="last" loaded
+                    warnings.warn(f"{exc}; sampling from N(0, I)", stacklevel=2)
+            return self
+        self.prior, self.prior_info = self.learned_prior(None if prior == "learned" else prior)
+        return self
+
+    def _prior_for(self, prior: str | None):
+        """The prior one call asks for: None = :attr:`prior`; "standard"; "learned" (an error without one)."""
+        if prior is None:
+            return self.prior
+        if prior == "standard":
+            return self.standard_prior
+        if prior == "learned":
+            if self.has_learned_prior:
+                return self.prior
+            if getattr(self, "_learned", None) is None:
+                self._learned = self.learned_prior()[0]
+            return self._learned
+        raise ConfigError(f"prior must be 'learned' or 'standard', not {prior!r}")
 
     # --- parts ---------------------------------------------------------------------------------
     @property
@@ -431,26 +495,29 @@ class LoadedVAE:
         return torch.Generator(device=self.device).manual_seed(int(seed))
 
     def sample(self, n: int = 1, seconds: float = 2.0, temperature: float = 1.0, seed: int | None = None,
-               to: str = "audio", vocoder_iters: int | None = None) -> np.ndarray:
+               to: str = "audio", vocoder_iters: int | None = None, prior: str | None = None,
+               progress: bool = False) -> np.ndarray:
         """``n`` draws from the prior, decoded: audio ``(n, N)`` at ``vae.sample_rate`` (numpy).
 
-        ``seconds``: length of each (mel models); ``temperature``: scales the prior's standard deviation;
-        ``seed``: a fixed draw (default: torch's global generator); ``to="logmel"``: ``(n, n_mels, T)``
-        instead. A frame (dense) model has no model of time: its frames are independent draws. Image
-        models: ``(n, C, H, W)`` in [0, 1].
+        ``seconds``: length of each (mel models); ``temperature``: scales the prior's standard deviation
+        (a learned prior also sharpens its choice of mixture component by it); ``seed``: a fixed draw
+        (default: torch's global generator); ``prior``: ``"learned"`` or ``"standard"`` for this call
+        (default: :attr:`prior`); ``to="logmel"``: ``(n, n_mels, T)`` instead. A frame (dense) model has
+        no model of time: its frames are independent draws. Image models: ``(n, C, H, W)`` in [0, 1].
         """
         g = self._generator(seed)
+        p = self._prior_for(prior)
         if self.kind == "image":
-            z = self.prior.sample(self.model.prior_shape(n), temperature, g)
+            z = p.sample(self.model.prior_shape(n), temperature, g)
             with torch.no_grad():
                 return self.model.decode(z).mean.cpu().numpy()
         frames = max(4, int(seconds * self.mel.frame_rate))
         if self.sequence:
-            z = self.prior.sample(self.model.prior_shape(n, frames), temperature, g)
+            z = p.sample(self.model.prior_shape(n, frames), temperature, g, progress=progress)
             with torch.no_grad():
                 feats = self.model.decode(z, frames).mean
         else:
-            z = self.prior.sample((n, self.model.latent_dim, frames), temperature, g)
+            z = p.sample((n, self.model.latent_dim, frames), temperature, g)
             feats, _ = self._decode_feats(z, torch.full((n,), frames), None)
         fl = torch.full((n,), frames, dtype=torch.long)
         return self._finish(feats, fl, None, to, vocoder_iters, True, False, False)

@@ -458,12 +458,17 @@ _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), 
 @_SEED
 @_CHECKPOINT
 @_DEVICE
+@click.option("--prior", "prior", type=click.Choice(["standard", "learned"]), default="standard", show_default=True,
+              help="The prior the bounds are against: standard = N(0, I), what the VAE trained against; learned = "
+              "the run's learned prior (audiovae train-prior; the KL is then a Monte-Carlo estimate).")
 @friendly_errors
-def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, checkpoint, device):
+def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, checkpoint, device, prior):
     """ELBO, IWAE bound, KL, reconstruction term and active units of a trained model on DATA.
 
     Feature models use the normalisation saved with the model (not the cache's) and
     report densities of log-mel features, so figures are comparable across caches.
+    With --prior learned every bound is against the run's learned prior, so the
+    difference to --prior standard is, in nats, how much better it models the latents.
     """
     from audiovae.api import load
     from audiovae.tasks.evaluate import evaluate, format_table
@@ -472,9 +477,9 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
 
     if json_out:
         check_output_file(json_out, [data], overwrite=True)
-    loaded = load(run_dir, checkpoint, device)
+    loaded = load(run_dir, checkpoint, device, prior=prior)
     click.echo(describe(loaded))
-    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed)
+    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed, prior=prior)
     click.echo(format_table(res))
     if json_out:
         _write_json(res, json_out, None, "evaluate")
@@ -504,23 +509,34 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, 
         click.echo(f"wrote {reconstruct_file(mm, src, dst)}")
 
 
-@cli.command("sample", short_help="Generate audio from a mel VAE's prior.")
+@cli.command("sample", short_help="Generate audio from a mel VAE's prior (learned or N(0, I)).")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the samples (sample_<i>.wav).")
 @click.option("-n", "n", default=4, show_default=True, type=click.IntRange(1), help="How many samples.")
 @click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Length of each sample.")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0), help="Prior standard deviation.")
+@click.option("--prior", "prior", type=click.Choice(["auto", "learned", "standard"]), default="auto",
+              show_default=True, help="learned: the run's learned prior (audiovae train-prior); standard: N(0, I); "
+              "auto: learned when the run has one.")
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="Scales the prior's standard deviation (a learned prior also sharpens its choice of mixture "
+              "component); below 1: more typical, less varied.")
 @_SEED
 @_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
+@_THREADS
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, checkpoint, device, overwrite):
-    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav)."""
-    import torch
+def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, seed, vocoder_iters, checkpoint, device, overwrite,
+               threads):
+    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav).
 
+    A conv model with a learned prior (RUN/prior, from `audiovae train-prior RUN`) samples
+    its latent frames one at a time from it: speech-like sequences, where N(0, I) draws
+    every latent frame independently (noise). --seed fixes the draws.
+    """
+    _threads(threads, numba=True)
     from audiovae.audio.io import save_audio
     from audiovae.tasks.generate import MelModel
     from audiovae.training.checkpoint import describe
@@ -529,11 +545,65 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
     check_output_dir(out_dir)
     for i in range(n):
         check_output_file(Path(out_dir) / f"sample_{i}.wav", overwrite=overwrite)
-    torch.manual_seed(seed)
-    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device, prior=prior)
     click.echo(describe(mm.loaded))
-    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True)):
+    which = (f"learned prior ({mm.loaded.prior_info['path']}, step {mm.loaded.prior_info.get('step')})"
+             if mm.loaded.has_learned_prior else "N(0, I)")
+    click.echo(f"sampling from the {which}, temperature {temperature:g}")
+    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True, seed=seed)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
+
+
+@cli.command("train-prior", short_help="Train a learned prior over a conv VAE's latent sequences (for sample, repair).")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("positional", nargs=-1, metavar="[DATA] [KEY=VALUE]...")
+@click.option("-o", "--output", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="Prior folder (default: RUN/prior, where sample, repair and evaluate look).")
+@_SET
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
+@_SEED
+@_DEVICE
+@click.option("--resume", is_flag=True, help="Continue the prior in OUTPUT from its last checkpoint (only "
+              "--max-steps / max_minutes may change).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly_errors
+def train_prior_cmd(run_dir, positional, out_dir, overrides, max_steps, seed, device, resume, no_progress):
+    """Train an autoregressive prior over the latent sequences of the conv VAE in RUN.
+
+    The VAE stays frozen; its encoder's posteriors over DATA's train split (default:
+    the cache the run was trained on) are what the prior learns to generate: a GRU
+    that predicts each latent frame from the ones before as a mixture of Gaussians.
+    Settings as KEY=VALUE (or --set): hidden, layers, components, whiten, batch_size,
+    crop, lr, max_steps, max_minutes, val_every, checkpoint_every, seed, threads,
+    checkpoint (best|last: which VAE weights). Like train: a time limit, Ctrl-C /
+    SIGTERM stop with a checkpoint, --resume continues bit for bit.
+    """
+    from audiovae.config import apply_overrides
+    from audiovae.training.prior import PriorTrainConfig, train_prior
+
+    data = None
+    sets = list(overrides)
+    for arg in positional:
+        if "=" in arg and not Path(arg).exists():
+            sets.append(arg)
+        elif data is None:
+            data = arg
+        else:
+            _fail(f"one DATA only (got {data!r} and {arg!r}); settings are KEY=VALUE")
+    if _given("seed"):
+        sets.append(f"seed={seed}")
+    if max_steps is not None:
+        sets.append(f"max_steps={max_steps}")
+    cfg = apply_overrides(PriorTrainConfig(), sets)
+    given = {k.split("=", 1)[0].strip(): getattr(cfg, k.split("=", 1)[0].strip()) for k in sets}
+    summary = train_prior(run_dir, data, out_dir, cfg if not resume else None, resume=resume, given=given,
+                          progress=not no_progress, device=device)
+    how = ("interrupted; resume with --resume" if summary["interrupted"]
+           else "stopped at the time limit" if summary["time_limit"] else "done")
+    click.echo(f"trained the prior {summary['step']} steps ({how}); best validation NLL "
+               f"{summary['best_val_nll_per_frame']:.2f} nats per latent frame; prior in {summary['out_dir']}")
+    if summary["interrupted"]:
+        sys.exit(130)
 
 
 @cli.command("repair", short_help="Fill damaged images or gaps in audio with a trained VAE.")
@@ -555,6 +625,10 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
                    "data (pseudo_gibbs for images, mwg for audio; see docs/repair.md).")
 @click.option("--chain-iters", "iters", default=100, show_default=True, type=click.IntRange(1),
               help="Iterations of the repair chain (mwg, pseudo_gibbs).")
+@click.option("--prior", "prior", type=click.Choice(["auto", "learned", "standard"]), default="auto",
+              show_default=True, help="Audio, conv model: the prior over latent frames that mwg's chain targets: "
+              "learned (the run's, from audiovae train-prior: gap frames that fit their context), standard "
+              "(N(0, I)); auto: learned when the run has one.")
 @_SEED
 @_VOCODER_ITERS
 @_JSON
@@ -562,8 +636,8 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
 @_DEVICE
 @_THREADS
 @friendly_errors
-def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, seed, vocoder_iters,
-               json_out, checkpoint, device, threads):
+def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, prior, seed,
+               vocoder_iters, json_out, checkpoint, device, threads):
     """Repair damaged data with the VAE in RUN_DIR, keeping what is observed exactly.
 
     \b
@@ -621,10 +695,11 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
         for src, dst in plan:
             res = repair_audio(run_dir, src, dst, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
                                seed, json_out, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
-                               progress=True)
+                               progress=True, prior=prior)
             acc = "" if res["acceptance"] is None else f", acceptance {res['acceptance']:.2f}"
             click.echo(f"{f'{src}: ' if many else ''}filled {res['missing_frames']} of {res['frames']} frames "
-                       f"({res['gap_samples']} samples in {len(res['gaps_s'])} gap(s)) with {method}{acc}")
+                       f"({res['gap_samples']} samples in {len(res['gaps_s'])} gap(s)) with {method}{acc}, "
+                       f"{res['prior']} prior")
             for path in res["files"].values():
                 click.echo(f"wrote {path}")
     if json_out:

@@ -195,10 +195,15 @@ class BaseVAE(nn.Module):
 
     @torch.no_grad()
     def log_weights(
-        self, x: torch.Tensor, k: int = 64, lengths: torch.Tensor | None = None, chunk: int = 64
+        self, x: torch.Tensor, k: int = 64, lengths: torch.Tensor | None = None, chunk: int = 64, prior=None,
+        cond: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``k`` posterior samples per item: ``(log p(x|z_i), log w_i)``, each ``(k, B)``, with
-        ``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)``."""
+        ``log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x)``.
+
+        ``prior``: ``p(z)``, an object with ``log_density(z, mask, cond) -> (B,)`` (a learned prior,
+        :mod:`audiovae.models.prior`); None: ``N(0, I)`` in closed form. ``cond``: ``(B,)`` condition
+        indices for a conditioned prior."""
         mu, logvar = self.encoder_params(x)
         std = torch.exp(0.5 * logvar)
         dmask, zmask = self.masks(x, lengths, mu)
@@ -215,11 +220,22 @@ class BaseVAE(nn.Module):
             if dmask is not None:
                 lp = lp * dmask
             log_px = lp.flatten(2).sum(2)
-            lw = -0.5 * z.square() + 0.5 * eps.square() + 0.5 * logvar  # log p(z) - log q(z|x)
-            if zmask is not None:
-                lw = lw * zmask
+            if prior is None:
+                lw = -0.5 * z.square() + 0.5 * eps.square() + 0.5 * logvar  # log p(z) - log q(z|x)
+                if zmask is not None:
+                    lw = lw * zmask
+                lw = lw.flatten(2).sum(2)
+            else:
+                neg_log_q = 0.5 * eps.square() + 0.5 * logvar + 0.5 * LOG_2PI  # -log q(z|x), element-wise
+                if zmask is not None:
+                    neg_log_q = neg_log_q * zmask
+                zf = z.reshape(kc * mu.shape[0], *mu.shape[1:])
+                zm = None if zmask is None else zmask.repeat(kc, *([1] * (zmask.dim() - 1)))
+                cf = None if cond is None else cond.repeat(kc)
+                log_p = prior.log_density(zf, zm, cf).reshape(kc, mu.shape[0])
+                lw = log_p + neg_log_q.flatten(2).sum(2)
             pxs.append(log_px)
-            lws.append(log_px + lw.flatten(2).sum(2))
+            lws.append(log_px + lw)
             done += kc
         return torch.cat(pxs, 0), torch.cat(lws, 0)
 

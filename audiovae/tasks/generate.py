@@ -24,9 +24,10 @@ class MelModel:
 
     @classmethod
     def load(cls, model_dir: str | os.PathLike, vocoder_iters: int | None = None, checkpoint: str = "best",
-             device: str = "auto") -> "MelModel":
-        """Load ``model_dir`` (a run folder: its ``best/`` or ``last`` weights) onto ``device``."""
-        vae = load(model_dir, checkpoint, device, vocoder_iters)
+             device: str = "auto", prior: str = "auto") -> "MelModel":
+        """Load ``model_dir`` (a run folder: its ``best/`` or ``last`` weights) onto ``device``; ``prior`` as in
+        :func:`audiovae.load`."""
+        vae = load(model_dir, checkpoint, device, vocoder_iters, prior=prior)
         if vae.mel is None or vae.normalizer is None:
             raise ConfigError(f"{vae.path} is a {vae.name!r} model, not a mel VAE")
         return cls(vae)
@@ -86,22 +87,28 @@ class MelModel:
         return self.to_audio(rec, len(wave)), feats, rec
 
     def sample(self, n: int, seconds: float, temperature: float = 1.0,
-               progress: bool = False) -> list[tuple[np.ndarray, torch.Tensor]]:
+               progress: bool = False, seed: int | None = None) -> list[tuple[np.ndarray, torch.Tensor]]:
         """``n`` utterances from the prior: ``[(audio, features (1, n_mels, T))]``."""
-        return list(self.iter_samples(n, seconds, temperature, progress))
+        return list(self.iter_samples(n, seconds, temperature, progress, seed))
 
     @torch.no_grad()
-    def iter_samples(self, n: int, seconds: float, temperature: float = 1.0, progress: bool = False):
-        """:meth:`sample` one utterance at a time (``n`` of them need not fit in memory together);
-        ``progress``: a bar on stderr."""
+    def iter_samples(self, n: int, seconds: float, temperature: float = 1.0, progress: bool = False,
+                     seed: int | None = None, cond: torch.Tensor | None = None):
+        """:meth:`sample` one utterance at a time (``n`` of them need not fit in memory together), from the
+        loaded model's prior (learned or ``N(0, I)``); ``seed``: the draws of one generator seeded with it
+        (default: torch's global generator); ``progress``: a bar on stderr."""
         from tqdm import tqdm
 
         frames = max(4, int(seconds * self.loaded.mel.frame_rate))
+        g = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+        prior = self.loaded.prior
         for _ in tqdm(range(n), desc="sample", unit="utt", disable=not progress):
             if self.model.is_sequence:
-                feats = self.model.sample(1, size=frames, temperature=temperature)
+                z = prior.sample(self.model.prior_shape(1, frames), temperature, g, cond=cond)
+                feats = self.model.decode(z, frames).mean
             else:  # a dense VAE has no model of time: independent frames from the prior
-                feats = self.frames_out(self.model.sample(frames, temperature=temperature))
+                z = prior.sample(self.model.prior_shape(frames), temperature, g)
+                feats = self.frames_out(self.model.decode(z).mean)
             yield self.to_audio(feats), feats
 
     @torch.no_grad()

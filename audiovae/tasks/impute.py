@@ -167,6 +167,8 @@ def impute(
     reach: int = 16,
     windowed: bool = True,
     progress=None,
+    prior=None,
+    cond: torch.Tensor | None = None,
 ) -> Imputation:
     """Fill the missing entries of ``x`` with a trained VAE.
 
@@ -185,6 +187,11 @@ def impute(
     iteration costs what the gaps need rather than (blocks x the whole sequence); the
     chain is the same (same random draws; ratios equal up to float rounding).
     ``progress``: called with 1 after each iteration (e.g. a tqdm bar's ``update``).
+    ``prior``: a learned prior over latent sequences (:class:`~audiovae.models.prior.LatentPrior`; ``cond``
+    its condition indices) for Metropolis-within-Gibbs on a sequence model: the chain then targets the
+    model's conditional under that prior, and a block's ratio carries the change of the *whole* sequence's
+    prior density (the block's own frames and, through the autoregression, every frame after it), so the
+    proposals that fit their left and right context are the ones kept. None: ``N(0, I)``.
     Uses the global torch RNG (seed it for reproducible results). Runs on ``x``'s device.
     """
     if method not in METHODS:
@@ -203,6 +210,7 @@ def impute(
     burn_in = iters // 4 if burn_in is None else min(burn_in, iters - 1)
     seq = mu.dim() == 3
     blocks = latent_blocks(model, observed, block, reach) if (seq and method == "mwg") else None
+    learned = prior is not None and getattr(prior, "learned", False) and blocks is not None
     z = mu + _std(logvar) * torch.randn_like(mu)
     if blocks is not None:  # inactive blocks are held at the posterior mean
         for sl, active in blocks:
@@ -221,6 +229,18 @@ def impute(
         blocks = [b for b, keep in zip(blocks, holds_gap) if keep]
     radius = decoder_radius(model) if (blocks and windowed) else None
     ds, tz = int(getattr(model.config, "downsample", 1)), z.shape[-1]
+    lp_cur = prior.log_density(z, cond=cond) if learned else None
+
+    def prior_ratio(zb_, zpb, sl):
+        """log p(z with the proposed block) - log p(z): N(0, I) per element, or the learned prior's whole
+        sequence (returns the proposal's density too, to keep when accepted)."""
+        if not learned:
+            return (_log_prior(zpb) - _log_prior(zb_)).flatten(1).sum(1), None
+        zp_full = z.clone()
+        zp_full[..., sl] = zpb
+        lp = prior.log_density(zp_full, cond=cond)
+        return lp - lp_cur, lp
+
     for it in _counted(iters, progress):
         if it > 0:
             mu, logvar = model.encoder_params(x_cur)
@@ -262,10 +282,12 @@ def impute(
                 llp_w = lik.log_prob(xw, pw).flatten(1).sum(1)
                 ll_w = lik.log_prob(xw, params[..., oa:ob]).flatten(1).sum(1)
                 zb_, zpb, mb, sb = z[..., sl], zw[..., s - za:e - za], mu[..., sl], std[..., sl]
-                log_r = llp_w - ll_w + (_log_prior(zpb) - _log_prior(zb_)
-                                        + _log_normal(zb_, mb, sb) - _log_normal(zpb, mb, sb)).flatten(1).sum(1)
+                pr, lp_new = prior_ratio(zb_, zpb, sl)
+                log_r = llp_w - ll_w + pr + (_log_normal(zb_, mb, sb) - _log_normal(zpb, mb, sb)).flatten(1).sum(1)
                 acc = (torch.log(torch.rand_like(log_r)) < log_r) & active
                 z[..., sl] = torch.where(acc.view(-1, 1, 1), zpb, zb_)
+                if lp_new is not None:
+                    lp_cur = torch.where(acc, lp_new, lp_cur)
                 params[..., oa:ob] = torch.where(acc.view(-1, 1, 1), pw, params[..., oa:ob])
                 accepted += acc.sum()
                 proposed += active.sum()
@@ -277,10 +299,12 @@ def impute(
                 zp[..., sl] = mu[..., sl] + std[..., sl] * torch.randn_like(mu[..., sl])
                 llp, decp = _loglik(model, zp, x_cur, size)
                 zb, zpb, mb, sb = z[..., sl], zp[..., sl], mu[..., sl], std[..., sl]
-                log_r = llp - ll + (_log_prior(zpb) - _log_prior(zb)
-                                    + _log_normal(zb, mb, sb) - _log_normal(zpb, mb, sb)).flatten(1).sum(1)
+                pr, lp_new = prior_ratio(zb, zpb, sl)
+                log_r = llp - ll + pr + (_log_normal(zb, mb, sb) - _log_normal(zpb, mb, sb)).flatten(1).sum(1)
                 acc = (torch.log(torch.rand_like(log_r)) < log_r) & active
                 z = torch.where(acc.view(-1, 1, 1), zp, z)
+                if lp_new is not None:
+                    lp_cur = torch.where(acc, lp_new, lp_cur)
                 ll = torch.where(acc, llp, ll)
                 dec = type(dec)(dec.likelihood, torch.where(acc.view(-1, 1, 1), decp.params, dec.params))
                 accepted += acc.sum()
