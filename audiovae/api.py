@@ -496,13 +496,15 @@ class LoadedVAE:
 
     def sample(self, n: int = 1, seconds: float = 2.0, temperature: float = 1.0, seed: int | None = None,
                to: str = "audio", vocoder_iters: int | None = None, prior: str | None = None,
-               progress: bool = False) -> np.ndarray:
+               progress: bool = False, frame_noise: float | None = None) -> np.ndarray:
         """``n`` draws from the prior, decoded: audio ``(n, N)`` at ``vae.sample_rate`` (numpy).
 
         ``seconds``: length of each (mel models); ``temperature``: scales the prior's standard deviation
         (a learned prior also sharpens its choice of mixture component by it); ``seed``: a fixed draw
         (default: torch's global generator); ``prior``: ``"learned"`` or ``"standard"`` for this call
-        (default: :attr:`prior`); ``to="logmel"``: ``(n, n_mels, T)`` instead. A frame (dense) model has
+        (default: :attr:`prior`); ``frame_noise``: a learned prior draws each latent frame as its chosen
+        component's mean plus this times the component's scale (default 0; see
+        :meth:`audiovae.models.prior.LatentPrior.sample`); ``to="logmel"``: ``(n, n_mels, T)`` instead. A frame (dense) model has
         no model of time: its frames are independent draws. Image models: ``(n, C, H, W)`` in [0, 1].
         """
         g = self._generator(seed)
@@ -513,7 +515,7 @@ class LoadedVAE:
                 return self.model.decode(z).mean.cpu().numpy()
         frames = max(4, int(seconds * self.mel.frame_rate))
         if self.sequence:
-            z = p.sample(self.model.prior_shape(n, frames), temperature, g, progress=progress)
+            z = p.sample(self.model.prior_shape(n, frames), temperature, g, progress=progress, frame_noise=frame_noise)
             with torch.no_grad():
                 feats = self.model.decode(z, frames).mean
         else:

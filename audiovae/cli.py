@@ -521,6 +521,9 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, 
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0),
               help="Scales the prior's standard deviation (a learned prior also sharpens its choice of mixture "
               "component); below 1: more typical, less varied.")
+@click.option("--frame-noise", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Learned prior: each latent frame is its chosen component's mean plus this times the "
+              "component's scale (0: the mean, the clearest sound; 1: an exact draw from the prior).")
 @_SEED
 @_VOCODER_ITERS
 @_CHECKPOINT
@@ -528,8 +531,8 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, 
 @_OVERWRITE
 @_THREADS
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, seed, vocoder_iters, checkpoint, device, overwrite,
-               threads):
+def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, frame_noise, seed, vocoder_iters, checkpoint, device,
+               overwrite, threads):
     """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav).
 
     A conv model with a learned prior (RUN/prior, from `audiovae train-prior RUN`) samples
@@ -550,7 +553,8 @@ def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, seed, vocoder_i
     which = (f"learned prior ({mm.loaded.prior_info['path']}, step {mm.loaded.prior_info.get('step')})"
              if mm.loaded.has_learned_prior else "N(0, I)")
     click.echo(f"sampling from the {which}, temperature {temperature:g}")
-    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True, seed=seed)):
+    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True, seed=seed,
+                                                frame_noise=frame_noise)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
 
 

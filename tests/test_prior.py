@@ -27,7 +27,7 @@ from audiovae.training import TrainConfig, train
 from audiovae.tasks.evaluate import evaluate
 from audiovae.training.prior import PriorTrainConfig, load_prior_file, train_prior
 
-TINY = dict(hidden=16, layers=1, components=2, batch_size=4, crop=16, val_every=3, checkpoint_every=3, val_items=2,
+TINY = dict(hidden=16, layers=1, components=4, batch_size=4, crop=16, val_every=3, checkpoint_every=3, val_items=2,
             lr_warmup_steps=0)
 
 
@@ -75,7 +75,7 @@ def test_learned_prior_density_of_an_ar1_sequence_meets_its_closed_form():
     gen = torch.Generator().manual_seed(1)
     a, t = 0.9, 32
     mix = torch.tensor([[2.0, 0.5], [0.3, 0.7]])
-    prior = LatentPrior(PriorConfig(latent_dim=2, hidden=32, layers=1, components=1))
+    prior = LatentPrior(PriorConfig(latent_dim=2, kind="mixture", hidden=32, layers=1, components=1))
     data = _ar1(1024, t, a, mix, gen)
     prior.fit_whitening(data.transpose(1, 2).reshape(-1, 2))
     opt = torch.optim.Adam(prior.parameters(), lr=2e-2)
@@ -97,6 +97,35 @@ def test_learned_prior_density_of_an_ar1_sequence_meets_its_closed_form():
     assert -3 * stderr < float(gap.mean()) < 0.08, float(gap.mean())
 
 
+def test_codebook_prior_is_a_normalised_density_of_each_frame_given_the_ones_before():
+    """Integrate p(z_t | z_<t) over a fine grid (D = 1): 1 for the first frame and for a later one, whatever
+    frames came before; and the density equals a step-by-step reference built from torch.distributions."""
+    torch.manual_seed(0)
+    prior = LatentPrior(PriorConfig(latent_dim=1, kind="codebook", hidden=8, components=5)).eval()
+    prior.fit_codebook(torch.randn(400, 1) * 2, torch.randn(400, 1) * 2)
+    grid = torch.linspace(-15, 15, 30001)
+    dz = float(grid[1] - grid[0])
+    with torch.no_grad():
+        first = prior.log_density(grid.view(-1, 1, 1))  # p(z_0) at every grid point
+        before = torch.tensor([[0.3, -1.7]])  # two frames before
+        seqs = torch.cat([before.view(1, 1, 2).expand(len(grid), 1, 2), grid.view(-1, 1, 1)], 2)
+        third = prior.log_density(seqs) - prior.log_density(before.view(1, 1, 2))
+    assert float(first.exp().sum()) * dz == pytest.approx(1.0, abs=1e-3)
+    assert float(third.exp().sum()) * dz == pytest.approx(1.0, abs=1e-3)
+    # reference: the mixture of each step, its weights from the GRU fed with the codes of the frames before
+    z = torch.randn(1, 1, 6)
+    with torch.no_grad():
+        got = prior.log_density(z)
+        comps = D.Independent(D.Normal(prior.means, prior.log_scales.exp()), 1)
+        prev, state, want = torch.tensor([[5]]), None, 0.0
+        for t in range(6):
+            h, state = prior.rnn(prior.embed(prev), state)
+            mix = D.MixtureSameFamily(D.Categorical(logits=prior.out(h[:, 0])), comps)
+            want += float(mix.log_prob(z[:, :, t]))
+            prev = comps.log_prob(z[0, :, t].view(1, 1)).argmax().view(1, 1)
+    assert float(got) == pytest.approx(want, abs=1e-4)
+
+
 def test_standard_normal_log_density_is_the_closed_form():
     z = torch.randn(3, 4, 5)
     mask = torch.ones(3, 1, 5)
@@ -107,7 +136,11 @@ def test_standard_normal_log_density_is_the_closed_form():
 
 
 def test_prior_is_causal_and_masks_padding():
-    prior = LatentPrior(PriorConfig(latent_dim=3, hidden=8, layers=1, components=2)).eval()
+    for kind in ("codebook", "mixture"):
+        _causal(LatentPrior(PriorConfig(latent_dim=3, kind=kind, hidden=8, layers=1, components=2)).eval())
+
+
+def _causal(prior):
     z = torch.randn(1, 3, 10)
     z2 = z.clone()
     z2[..., 6:] += 5.0
@@ -243,3 +276,37 @@ def test_prior_config_bounds():
         PriorConfig(components=0)
     with pytest.raises(ConfigError, match="hidden"):
         PriorTrainConfig(hidden=10**9)
+
+
+def test_repair_chain_with_a_prior_object_equals_the_closed_form_chain(conv_run):
+    """Metropolis-within-Gibbs with the learned-prior path (the whole sequence's log-density from the prior
+    object) and N(0, I) as that object: the same chain, draw for draw, as the closed-form path."""
+    from audiovae.tasks.impute import impute
+
+    class AsLearned(StandardNormal):
+        learned = True
+
+    vae = audiovae.load(conv_run, device="cpu", prior="standard")
+    x = torch.randn(1, vae.mel.n_mels, 48)
+    observed = torch.ones_like(x, dtype=torch.bool)
+    observed[..., 20:28] = False
+    for windowed in (True, False):
+        torch.manual_seed(0)
+        a = impute(vae.model, x, observed, "mwg", iters=6, block=2, windowed=windowed)
+        torch.manual_seed(0)
+        b = impute(vae.model, x, observed, "mwg", iters=6, block=2, windowed=windowed, prior=AsLearned())
+        torch.testing.assert_close(a.x, b.x, rtol=1e-4, atol=1e-4)
+        assert a.acceptance == pytest.approx(b.acceptance)
+        assert torch.equal(b.x[observed], x[observed])
+
+
+def test_repair_uses_the_learned_prior(prior_run, speech_dir, tmp_path):
+    res = CliRunner().invoke(cli, ["repair", str(prior_run), str(speech_dir / "utt00.wav"), "--gap", "0.5:0.65",
+                                   "--chain-iters", "3", "--vocoder-iters", "2", "-o", str(tmp_path / "r.wav")])
+    assert res.exit_code == 0, res.output
+    assert "learned prior" in res.output
+    res = CliRunner().invoke(cli, ["repair", str(prior_run), str(speech_dir / "utt00.wav"), "--gap", "0.5:0.65",
+                                   "--chain-iters", "3", "--vocoder-iters", "2", "--prior", "standard",
+                                   "-o", str(tmp_path / "s.wav")])
+    assert res.exit_code == 0 and "standard prior" in res.output
+    assert not np.array_equal(sf.read(tmp_path / "r.wav")[0], sf.read(tmp_path / "s.wav")[0])

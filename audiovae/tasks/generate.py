@@ -93,10 +93,11 @@ class MelModel:
 
     @torch.no_grad()
     def iter_samples(self, n: int, seconds: float, temperature: float = 1.0, progress: bool = False,
-                     seed: int | None = None, cond: torch.Tensor | None = None):
+                     seed: int | None = None, cond: torch.Tensor | None = None, frame_noise: float | None = None):
         """:meth:`sample` one utterance at a time (``n`` of them need not fit in memory together), from the
         loaded model's prior (learned or ``N(0, I)``); ``seed``: the draws of one generator seeded with it
-        (default: torch's global generator); ``progress``: a bar on stderr."""
+        (default: torch's global generator); ``frame_noise``: see :meth:`audiovae.api.LoadedVAE.sample`;
+        ``progress``: a bar on stderr."""
         from tqdm import tqdm
 
         frames = max(4, int(seconds * self.loaded.mel.frame_rate))
@@ -104,7 +105,7 @@ class MelModel:
         prior = self.loaded.prior
         for _ in tqdm(range(n), desc="sample", unit="utt", disable=not progress):
             if self.model.is_sequence:
-                z = prior.sample(self.model.prior_shape(1, frames), temperature, g, cond=cond)
+                z = prior.sample(self.model.prior_shape(1, frames), temperature, g, cond=cond, frame_noise=frame_noise)
                 feats = self.model.decode(z, frames).mean
             else:  # a dense VAE has no model of time: independent frames from the prior
                 z = prior.sample(self.model.prior_shape(frames), temperature, g)

@@ -502,12 +502,22 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
     say("samples from the prior")
     page.h2("Samples from the prior" + tag)
     torch.manual_seed(seed)
-    samples = mm.sample(3, seconds=2.0)
+    samples = mm.sample(3, seconds=2.0, seed=seed)
+    if mm.loaded.has_learned_prior:
+        info = mm.loaded.prior_info
+        which = "learned prior"
+        page.p(f"From the run's learned prior ({info.get('path')}, step {info.get('step')}, validation NLL "
+               f"{_cell(info.get('val_nll'))} nats per latent frame): each latent frame drawn given the ones before. "
+               "Without it (audiovae train-prior RUN) samples come from N(0, I), every frame independent: noise.")
+    else:
+        which = "z ~ N(0, I)"
+        page.note("These come from N(0, I), every latent frame drawn independently: for a conv model that is noise, "
+                  "not speech. Train a learned prior (audiovae train-prior RUN) and make the report again.")
     for i, (y, _) in enumerate(samples):
         save_audio(page.file(f"audio/prior_sample_{i}.wav"), y, sr)
     plot_mels(page.file("figures/prior_samples.png"), [inv(f) for _, f in samples],
-              [f"sample {i} (z ~ N(0, I))" for i in range(len(samples))], fr)
-    page.img("figures/prior_samples.png", "Three 2-second utterances decoded from the prior")
+              [f"sample {i} ({which})" for i in range(len(samples))], fr)
+    page.img("figures/prior_samples.png", f"Three 2-second utterances decoded from the {which}")
     page.players([(f"audio/prior_sample_{i}.wav", f"sample {i}") for i in range(len(samples))])
     say("interpolation")
     page.h2("Interpolation" + tag)

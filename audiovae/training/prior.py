@@ -52,9 +52,10 @@ RESUMABLE = {"max_steps", "max_minutes"}
 @dataclass
 class PriorTrainConfig:
     # the prior (audiovae.models.prior.PriorConfig)
-    hidden: int = 512
-    layers: int = 2
-    components: int = 8
+    kind: str = "codebook"  # codebook | mixture
+    hidden: int = 256
+    layers: int = 1
+    components: int = 512
     whiten: bool = True
     # training
     batch_size: int = 16
@@ -78,7 +79,8 @@ class PriorTrainConfig:
     def validate(self) -> None:
         check_int("hidden", self.hidden, 1, 8192)
         check_int("layers", self.layers, 1, 8)
-        check_int("components", self.components, 1, 256)
+        check_int("components", self.components, 1, 4096)
+        check_choice("kind", self.kind, ("codebook", "mixture"))
         check_int("batch_size", self.batch_size, 1, 65536)
         check_int("crop", self.crop, 2, 1 << 20)
         check_float("lr", self.lr, 0.0, 10.0, lo_open=True)
@@ -95,7 +97,7 @@ class PriorTrainConfig:
         check_choice("checkpoint", self.checkpoint, ("best", "last"))
 
     def prior_config(self, latent_dim: int, n_conditions: int) -> PriorConfig:
-        return PriorConfig(latent_dim=latent_dim, hidden=self.hidden, layers=self.layers, components=self.components,
+        return PriorConfig(latent_dim=latent_dim, kind=self.kind, hidden=self.hidden, layers=self.layers, components=self.components,
                            whiten=self.whiten, n_conditions=n_conditions)
 
 
@@ -327,12 +329,18 @@ def _train_prior(run, data, out: Path, cfg, resume, given, progress, device, loa
         prior.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, best = int(state["step"]), float(state["best_val"])
-    else:  # whitening from posterior samples of (up to) 200k training frames, fixed by the seed
+    else:  # codebook (k-means) or whitening from (up to) 200k training frames, fixed by the seed
         gen = torch.Generator().manual_seed(cfg.seed)
-        zs = torch.cat([m + torch.exp(0.5 * v) * torch.randn(m.shape, generator=gen)
-                        for m, v in zip(train_post.mu, train_post.logvar)], 1).T
+        mus = torch.cat(train_post.mu, 1).T
+        zs = mus + torch.exp(0.5 * torch.cat(train_post.logvar, 1).T) * torch.randn(mus.shape, generator=gen)
         if zs.shape[0] > 200_000:
-            zs = zs[torch.randperm(zs.shape[0], generator=gen)[:200_000]]
+            keep = torch.randperm(zs.shape[0], generator=gen)[:200_000]
+            mus, zs = mus[keep], zs[keep]
+        if prior.codebook:
+            if mus.shape[0] < cfg.components:
+                raise ConfigError(f"{mus.shape[0]} latent frames in the train split are too few for a codebook of "
+                                  f"{cfg.components} (set components= lower)", src.path)
+            prior.fit_codebook(mus, zs, cfg.seed)
         prior.fit_whitening(zs)
     prior.to(dev).train()
     meta = {"vae_weights_sha256": vae_sha, "vae_checkpoint": cfg.checkpoint, "vae_model": vae.name,
