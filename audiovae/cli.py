@@ -480,28 +480,101 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
         _write_json(res, json_out, None, "evaluate")
 
 
+_SPEAKER = click.option("--speaker", default=None, metavar="NAME",
+                        help="A model trained with condition=speaker: whose voice (one of the training speakers; an "
+                             "unknown one is refused with the list).")
+_LABEL = click.option("--label", default=None, metavar="NAME",
+                      help="A model trained with condition=label: which label (class) to generate as.")
+
+
+def _condition(loaded, speaker: str | None, label: str | None):
+    """The condition index ``(1,)`` that --speaker/--label name for a loaded model (None when neither is given)."""
+    return loaded.condition_index(speaker=speaker, label=label)
+
+
 @cli.command("reconstruct", short_help="Pass audio files through a trained mel VAE.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
 @_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
 @_VOCODER_ITERS
+@_SPEAKER
+@_LABEL
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
 @_THREADS
 @friendly_errors
-def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, overwrite, threads):
-    """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs)."""
+def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, speaker, label, checkpoint, device, overwrite, threads):
+    """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs).
+
+    A model trained with condition=speaker (label) decodes with the speaker (label) given by --speaker
+    (--label): the inputs' own, for a reconstruction; another one converts (see `audiovae convert`).
+    """
     _threads(threads)
+    from audiovae.errors import ConfigError
     from audiovae.tasks.generate import MelModel, reconstruct_file
     from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
     from audiovae.training.checkpoint import describe
 
     plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
     mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    cond = _condition(mm.loaded, speaker, label)
+    if cond is None and mm.loaded.conditions is not None:
+        c = mm.loaded.conditions
+        raise ConfigError(f"{mm.loaded.path} is conditioned on {c['key']}: give the inputs' --{c['key']} (this model "
+                          f"knows: {', '.join(c['names'])})")
     click.echo(describe(mm.loaded))
     for src, dst in plan:
-        click.echo(f"wrote {reconstruct_file(mm, src, dst)}")
+        click.echo(f"wrote {reconstruct_file(mm, src, dst, cond)}")
+
+
+@cli.command("convert", short_help="Voice conversion: audio files in the voice of a training speaker.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
+@_SPEAKER
+@_LABEL
+@click.option("--no-match-stats", "match_stats", flag_value=False, default=True,
+              help="Decode the input's latents as they are, with only the target's condition (by default each latent "
+                   "channel's mean and spread over the utterance are first moved to the target speaker's).")
+@_VOCODER_ITERS
+@_SEED
+@_CHECKPOINT
+@_DEVICE
+@_OVERWRITE
+@_THREADS
+@friendly_errors
+def convert_cmd(run_dir, inputs, output, speaker, label, match_stats, vocoder_iters, seed, checkpoint, device,
+                overwrite, threads):
+    """Say the content of each AUDIO file (its words, timing and phones) in the voice of --speaker.
+
+    RUN is a model trained with condition=speaker (`audiovae train DATA --model conv condition=speaker`);
+    --speaker is one of its training speakers (an unknown name is refused with the list, before anything is
+    written). The input may be anyone's voice. Each output has exactly as many samples as its input (at the
+    model's sample rate: other rates are resampled). A model trained with condition=label takes --label.
+    """
+    _threads(threads)
+    import torch
+
+    from audiovae.api import load
+    from audiovae.errors import ConfigError
+    from audiovae.tasks.generate import convert_file
+    from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
+    from audiovae.training.checkpoint import describe
+
+    plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
+    vae = load(run_dir, checkpoint, device, vocoder_iters)
+    vae._need("mel", "convert")
+    if vae.conditions is None:
+        raise ConfigError(f"{vae.path} is not conditioned on a speaker or label: voice conversion needs a model "
+                          "trained with condition=speaker")
+    if _condition(vae, speaker, label) is None:
+        c = vae.conditions
+        raise ConfigError(f"convert needs the target --{c['key']} (this model knows: {', '.join(c['names'])})")
+    torch.manual_seed(seed)
+    click.echo(describe(vae))
+    for src, dst in plan:
+        click.echo(f"wrote {convert_file(vae, src, dst, speaker, label, match_stats=match_stats)}")
 
 
 @cli.command("sample", short_help="Generate audio from a mel VAE's prior.")
@@ -511,14 +584,21 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, 
 @click.option("-n", "n", default=4, show_default=True, type=click.IntRange(1), help="How many samples.")
 @click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Length of each sample.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0), help="Prior standard deviation.")
+@_SPEAKER
+@_LABEL
 @_SEED
 @_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, checkpoint, device, overwrite):
-    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav)."""
+def sample_cmd(run_dir, out_dir, n, seconds, temperature, speaker, label, seed, vocoder_iters, checkpoint, device,
+               overwrite):
+    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav).
+
+    A model trained with condition=speaker speaks in the voice of --speaker (condition=label: --label); without
+    one, each sample's speaker is drawn at random (from --seed) and said on stderr.
+    """
     import torch
 
     from audiovae.audio.io import save_audio
@@ -526,13 +606,21 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
     from audiovae.training.checkpoint import describe
     from audiovae.utils import check_output_dir, check_output_file
 
+    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    cond = _condition(mm.loaded, speaker, label)  # an unknown speaker is refused before anything is written
     check_output_dir(out_dir)
     for i in range(n):
         check_output_file(Path(out_dir) / f"sample_{i}.wav", overwrite=overwrite)
     torch.manual_seed(seed)
-    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    if cond is not None:
+        cond = cond.expand(n)
+    elif mm.loaded.conditions is not None:
+        c = mm.loaded.conditions
+        cond = mm.loaded.sample_conditions(n, torch.Generator(mm.loaded.device).manual_seed(seed))
+        click.echo(f"note: no --{c['key']}: each sample's {c['key']} drawn at random: "
+                   + ", ".join(f"sample_{i} {c['names'][int(k)]}" for i, k in enumerate(cond)), err=True)
     click.echo(describe(mm.loaded))
-    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True)):
+    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True, cond=cond)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
 
 
