@@ -93,6 +93,7 @@ BAD_CONV = {
     "norm": ("batch", "norm=batch: must be one of layer, group, none"),
     "likelihood": ("poisson", "likelihood=poisson: must be one of gaussian, gaussian_fixed, bernoulli, logistic"),
     "min_log_scale": (math.nan, "min_log_scale=nan: must be a finite number"),
+    "adversary": (-1.0, "adversary=-1.0: must be a finite number >= 0"),
     "condition": ("voice", "condition=voice: must be one of none, speaker, label"),
     "condition_names": (["a", "a"], "condition_names=['a', 'a']: must be a list of at most 100000 distinct non-empty names"),
 }

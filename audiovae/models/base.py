@@ -60,6 +60,23 @@ class Decoded:
         return self.likelihood.sample(self.params)
 
 
+class _ReverseGrad(torch.autograd.Function):
+    """Identity forward; the gradient times ``-scale`` backward (Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.scale * grad, None
+
+
+def reverse_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return _ReverseGrad.apply(x, scale)
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """Element-wise ``KL(N(mu, exp(logvar)) || N(0, 1))``."""
     return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
@@ -144,6 +161,23 @@ class BaseVAE(nn.Module):
         if batch and (int(cond.min()) < 0 or int(cond.max()) >= self.n_conditions):
             raise ConfigError(f"cond holds {self.condition} indices outside 0..{self.n_conditions - 1}")
         return cond.long()
+
+    def _adversary_loss(self, z: torch.Tensor, zmask: torch.Tensor | None, cond: torch.Tensor) -> torch.Tensor:
+        """Speaker (label) classification of each latent frame, through a gradient reversal: the classifier
+        learns to tell the speaker from ``z``, the encoder (its gradient reversed, times ``config.adversary``) to
+        leave the speaker out of ``z``, so the decoder must take it from ``cond``. Nats per item (summed over
+        valid latent frames), mean over items."""
+        logits = self.adversary_logits(reverse_grad(z, float(self.config.adversary)))  # (B, n, T') or (B, n)
+        if logits.dim() == 2:
+            logits = logits.unsqueeze(-1)
+        target = cond[:, None].expand(-1, logits.shape[-1])
+        ce = torch.nn.functional.cross_entropy(logits.float(), target, reduction="none")  # (B, T')
+        if zmask is not None:
+            ce = ce * zmask[:, 0]
+        return ce.sum(-1).mean()
+
+    def adversary_logits(self, z: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
 
     @torch.no_grad()
     def _update_condition_stats(self, mu: torch.Tensor, zmask: torch.Tensor | None, cond: torch.Tensor,
@@ -251,6 +285,8 @@ class BaseVAE(nn.Module):
         else:
             kl_term = kl.mean()
         loss = -(recon.mean() - beta * kl_term)
+        if cond is not None and self.training and float(getattr(self.config, "adversary", 0.0) or 0.0) > 0:
+            loss = loss + self._adversary_loss(z, zmask, cond)
         kl_unit = kl_el.mean(0)
         kl_unit = kl_unit.flatten(1).sum(1) if kl_unit.dim() > 1 else kl_unit
         n_dims = self._sum_items(torch.ones_like(x[:, :1]).expand_as(x), dmask)

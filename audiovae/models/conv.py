@@ -53,6 +53,7 @@ class ConvVAEConfig:
     min_log_scale: float = -7.0  # floor of the Gaussian likelihood's learned log-sigma per mel bin
     condition: str = "none"  # none | speaker | label: the decoder is told whose voice (which class); set by training
     condition_names: list[str] = field(default_factory=list)  # the speakers (labels) it knows, sorted; cond indexes it
+    adversary: float = 0.0  # conditioned: weight of the reversed gradient of a speaker classifier on z (0 = off)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -76,6 +77,7 @@ class ConvVAEConfig:
         check_choice("likelihood", self.likelihood, ("gaussian", "gaussian_fixed", "bernoulli", "logistic"))
         check_float("min_log_scale", self.min_log_scale)
         check_condition(self)
+        check_float("adversary", self.adversary, 0.0)  # used by conditioned models only
         check_model_size("conv", self)
 
 
@@ -193,6 +195,12 @@ class ConvVAE(BaseVAE):
             self.cond_embed = nn.Embedding(self.n_conditions, self.decoder.sites() * c)
             nn.init.normal_(self.cond_embed.weight, std=0.1)
             self._init_condition_stats()
+            if config.adversary > 0:  # a frame-level speaker classifier on the latent (training only)
+                self.adversary = nn.Sequential(nn.Conv1d(config.latent_dim, c, 3, padding=1), nn.SiLU(),
+                                               nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), nn.Conv1d(c, self.n_conditions, 1))
+
+    def adversary_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.adversary(z)
 
     def latent_size(self, size: int | torch.Tensor) -> int | torch.Tensor:
         return -(-size // self.config.downsample)  # ceil, for ints and integer tensors alike
