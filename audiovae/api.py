@@ -211,6 +211,57 @@ class LoadedVAE:
             self._vocoder = GriffinLimVocoder(self.mel, n_iter=self.vocoder_iters).to(self.device)
         return self._vocoder
 
+    # --- conditioning (speaker or label) ---------------------------------------------------------
+    @property
+    def conditions(self) -> dict | None:
+        """``None`` for an unconditioned model, else ``{"key": "speaker" | "label", "names": [...]}``: what the
+        decoder is conditioned on and the speakers (labels) it knows (``audiovae train ... condition=speaker``)."""
+        n = getattr(self.model, "n_conditions", 0)
+        return {"key": self.model.condition, "names": list(self.model.condition_names)} if n else None
+
+    def condition_index(self, speaker=None, label=None) -> torch.Tensor | None:
+        """The indices (a LongTensor on :attr:`device`, one per name) of ``speaker`` or ``label`` (a name or a
+        list of names) into the model's ``condition_names``; ``None`` when neither is given.
+
+        Raises :class:`~audiovae.errors.ConfigError` for an unknown name ("unknown speaker 'x'; this model knows:
+        a, b"), a speaker given to a label model (or the other way round), or either given to a model trained
+        without a condition.
+        """
+        if speaker is not None and label is not None:
+            raise ConfigError("give a speaker or a label, not both")
+        key, value = ("speaker", speaker) if speaker is not None else ("label", label)
+        if value is None:
+            return None
+        cond = self.conditions
+        if cond is None:
+            raise ConfigError(f"{self.path} is not conditioned on a speaker or label (trained without condition=...); "
+                              f"it cannot take a {key}")
+        if cond["key"] != key:
+            raise ConfigError(f"{self.path} is conditioned on {cond['key']}, not {key}; give a {cond['key']} "
+                              f"(this model knows: {', '.join(cond['names'])})")
+        names = [value] if isinstance(value, str) else list(value)
+        where = {n: i for i, n in enumerate(cond["names"])}
+        for n in names:
+            if str(n) not in where:
+                raise ConfigError(f"unknown {key} {str(n)!r}; this model knows: {', '.join(cond['names'])}")
+        return torch.tensor([where[str(n)] for n in names], dtype=torch.long, device=self.device)
+
+    def _cond(self, n: int, speaker, label, what: str, required: bool = True) -> torch.Tensor | None:
+        """``(n,)`` condition indices for ``n`` items from one name or ``n`` names; for a conditioned model with
+        none given, a ConfigError when ``required``."""
+        idx = self.condition_index(speaker, label)
+        if idx is None:
+            cond = self.conditions
+            if cond is not None and required:
+                raise ConfigError(f"{self.path} is conditioned on {cond['key']}: {what} needs a {cond['key']} "
+                                  f"(this model knows: {', '.join(cond['names'])})")
+            return None
+        if idx.numel() == 1:
+            return idx.expand(n).clone()
+        if idx.numel() != n:
+            raise ConfigError(f"{idx.numel()} names for {n} items; give one, or one per item")
+        return idx
+
     def _need(self, kind: str, what: str) -> None:
         if self.kind != kind:
             raise ConfigError(f"{what} needs a {kind} model; {self.path} is a {self.name!r} ({self.kind}) model")
@@ -371,11 +422,14 @@ class LoadedVAE:
         return self._with(self._out(mu, numpy, squeeze), zl, numpy, lengths is not None)
 
     @torch.no_grad()
-    def _decode_feats(self, z: torch.Tensor, zl: torch.Tensor, frames: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised features ``(B, n_mels, T)`` and their frame lengths from latents ``(B, d, T')``."""
+    def _decode_feats(self, z: torch.Tensor, zl: torch.Tensor, frames: torch.Tensor | None,
+                      cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised features ``(B, n_mels, T)`` and their frame lengths from latents ``(B, d, T')`` (and the
+        items' condition indices ``(B,)`` for a conditioned model)."""
         b, d, w = z.shape
         if not self.sequence:  # frames are independent: the whole batch at once
-            y = self.model.decode(z.permute(0, 2, 1).reshape(b * w, d)).mean
+            y = self.model.decode(z.permute(0, 2, 1).reshape(b * w, d),
+                                  cond=None if cond is None else cond.repeat_interleave(w)).mean
             n_mels, c = self.mel.n_mels, self.context
             feats = y.reshape(b, w, n_mels, 2 * c + 1)[..., c].permute(0, 2, 1)
             return feats, zl.clone() if frames is None else frames
@@ -383,8 +437,9 @@ class LoadedVAE:
         if frames is None:
             frames = zl * ds
         if bool((zl == w).all()) and bool((frames == frames[0]).all()):
-            return self.model.decode(z, int(frames[0])).mean, frames
-        outs = [self.model.decode(z[i: i + 1, :, : int(zl[i])], int(frames[i])).mean for i in range(b)]
+            return self.model.decode(z, int(frames[0]), cond).mean, frames
+        outs = [self.model.decode(z[i: i + 1, :, : int(zl[i])], int(frames[i]), None if cond is None else cond[i: i + 1]).mean
+                for i in range(b)]
         feats = z.new_zeros(b, outs[0].shape[1], int(frames.max()))
         for i, o in enumerate(outs):
             feats[i, :, : o.shape[-1]] = o[0]
@@ -405,8 +460,11 @@ class LoadedVAE:
             voc.n_iter = old
         return wave, samples
 
-    def decode(self, z, to: str = "audio", lengths=None, vocoder_iters: int | None = None):
+    def decode(self, z, to: str = "audio", lengths=None, vocoder_iters: int | None = None, speaker=None, label=None):
         """Decode latents to audio or log-mel (mel models), or to images (image models).
+
+        A model conditioned on speaker (label) decodes in the voice of ``speaker`` (as ``label``): a name, or one
+        name per item of a batch; it needs one.
 
         Args:
             z: ``(latent, T')`` for one item or ``(B, latent, T')`` (as :meth:`encode` gives); images
@@ -437,7 +495,8 @@ class LoadedVAE:
         t = t.reshape(-1, *t.shape[-2:])
         zl = torch.full((t.shape[0],), t.shape[-1], dtype=torch.long) if lengths is None else \
             torch.as_tensor(lengths).reshape(-1).long().cpu()
-        feats, frames = self._decode_feats(t, zl, None)
+        cond = self._cond(t.shape[0], speaker, label, "decode()")
+        feats, frames = self._decode_feats(t, zl, None, cond)
         return self._finish(feats, frames, None, to, vocoder_iters, numpy, squeeze, lengths is not None)
 
     def _finish(self, feats, frames, num_samples, to, vocoder_iters, numpy, squeeze, given):
@@ -468,8 +527,10 @@ class LoadedVAE:
         return self._with(self._out(wave, numpy, squeeze), samples, numpy, lengths is not None)
 
     def reconstruct(self, x, sample_rate: int | None = None, lengths=None, to: str = "audio",
-                    vocoder_iters: int | None = None):
+                    vocoder_iters: int | None = None, speaker=None, label=None):
         """Encode to the posterior mean and decode: audio in, audio out (or images in, images out).
+
+        A model conditioned on speaker (label) needs the input's ``speaker`` (``label``): a name, or one per item.
 
         Args:
             x: a waveform ``(N,)`` or batch ``(B, N)`` (numpy or torch); images as in :meth:`encode`.
@@ -484,10 +545,58 @@ class LoadedVAE:
         if self.kind == "image":
             return self.decode(self.encode(x))
         wave, lens, squeeze, numpy = self._waves(x, lengths, sample_rate)
+        cond = self._cond(wave.shape[0], speaker, label, "reconstruct()")
         feats, frames = self._features(wave, lens)
         mu, _, zl = self._encode_feats(feats, frames)
-        rec, frames = self._decode_feats(mu, zl, frames)
+        rec, frames = self._decode_feats(mu, zl, frames, cond)
         return self._finish(rec, frames, lens, to, vocoder_iters, numpy, squeeze, lengths is not None)
+
+    def convert(self, x, speaker=None, label=None, sample_rate: int | None = None, lengths=None, to: str = "audio",
+                vocoder_iters: int | None = None, match_stats: bool = True):
+        """Voice conversion: the content of ``x`` (its timing and phones) in the voice of ``speaker`` (or as
+        ``label``), the input's length kept (as many samples out as in, at ``vae.sample_rate``).
+
+        Needs a model trained with ``condition=speaker`` (``label``). ``x`` is encoded by the (unconditioned)
+        encoder, so it may be anyone's voice, a training speaker or not. With ``match_stats`` (default) each
+        latent channel is moved from the input's own statistics (its mean and standard deviation over the
+        utterance's latent frames) to the target's (running statistics of the target's training utterances,
+        kept in the model while training), ``(z - mean_src) / std_src * std_tgt + mean_tgt``, which moves
+        what the per-frame latent carries of the voice; then the decoder decodes it with the target's condition.
+
+        Args:
+            x: a waveform ``(N,)`` or a batch ``(B, N)`` (numpy or torch), as in :meth:`reconstruct`.
+            speaker, label: the target: a name, or one per item.
+            to: ``"audio"`` (default) or ``"logmel"``.
+
+        Returns: audio like ``x`` (with ``lengths``: ``(audio, sample_lengths)``).
+        """
+        self._need("mel", "convert()")
+        if self.conditions is None:
+            raise ConfigError(f"{self.path} is not conditioned on a speaker (train with condition=speaker for voice "
+                              "conversion)")
+        wave, lens, squeeze, numpy = self._waves(x, lengths, sample_rate)
+        cond = self._cond(wave.shape[0], speaker, label, "convert()")
+        feats, frames = self._features(wave, lens)
+        mu, _, zl = self._encode_feats(feats, frames)
+        if match_stats:
+            mu = self._match_stats(mu, zl, cond)
+        rec, frames = self._decode_feats(mu, zl, frames, cond)
+        return self._finish(rec, frames, lens, to, vocoder_iters, numpy, squeeze, lengths is not None)
+
+    @torch.no_grad()
+    def _match_stats(self, mu: torch.Tensor, zl: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, d, T')`` with each item's per-channel mean and std moved to its target's."""
+        mean_t, std_t = (s.to(mu.device, mu.dtype) for s in self.model.condition_latent_stats())
+        seen = self.model.cond_latent_seen.to(mu.device)
+        out = mu.clone()
+        for i in range(mu.shape[0]):
+            c = int(cond[i])
+            if seen[c] == 0:  # a model saved before it saw this speaker: nothing to match
+                continue
+            m = mu[i, :, : int(zl[i])]
+            ms, ss = m.mean(-1, keepdim=True), m.std(-1, keepdim=True, unbiased=False).clamp_min(1e-4)
+            out[i, :, : int(zl[i])] = (m - ms) / ss * std_t[c][:, None] + mean_t[c][:, None]
+        return out
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         if seed is None:
@@ -496,7 +605,7 @@ class LoadedVAE:
 
     def sample(self, n: int = 1, seconds: float = 2.0, temperature: float = 1.0, seed: int | None = None,
                to: str = "audio", vocoder_iters: int | None = None, prior: str | None = None,
-               progress: bool = False, frame_noise: float | None = None) -> np.ndarray:
+               progress: bool = False, frame_noise: float | None = None, speaker=None, label=None) -> np.ndarray:
         """``n`` draws from the prior, decoded: audio ``(n, N)`` at ``vae.sample_rate`` (numpy).
 
         ``seconds``: length of each (mel models); ``temperature``: scales the prior's standard deviation
@@ -504,25 +613,39 @@ class LoadedVAE:
         (default: torch's global generator); ``prior``: ``"learned"`` or ``"standard"`` for this call
         (default: :attr:`prior`); ``frame_noise``: a learned prior draws each latent frame as its chosen
         component's mean plus this times the component's scale (default 0; see
-        :meth:`audiovae.models.prior.LatentPrior.sample`); ``to="logmel"``: ``(n, n_mels, T)`` instead. A frame (dense) model has
-        no model of time: its frames are independent draws. Image models: ``(n, C, H, W)`` in [0, 1].
+        :meth:`audiovae.models.prior.LatentPrior.sample`); ``to="logmel"``: ``(n, n_mels, T)`` instead. A
+        frame (dense) model has no model of time: its frames are independent draws. Image models:
+        ``(n, C, H, W)`` in [0, 1].
+
+        A model conditioned on speaker (label): ``speaker`` (``label``), a name or one per sample, is whose voice
+        is generated; with neither, each sample's speaker is drawn uniformly from those the model knows (before
+        the latents, from the same generator: see :meth:`sample_conditions`).
         """
         g = self._generator(seed)
         p = self._prior_for(prior)
+        cond = self._cond(n, speaker, label, "sample()", required=False)
         if self.kind == "image":
             z = p.sample(self.model.prior_shape(n), temperature, g)
             with torch.no_grad():
                 return self.model.decode(z).mean.cpu().numpy()
         frames = max(4, int(seconds * self.mel.frame_rate))
+        shape = self.model.prior_shape(n, frames) if self.sequence else (n, self.model.latent_dim, frames)
+        if cond is None and self.conditions is not None:
+            cond = self.sample_conditions(n, g)
         if self.sequence:
-            z = p.sample(self.model.prior_shape(n, frames), temperature, g, progress=progress, frame_noise=frame_noise)
+            z = p.sample(shape, temperature, g, cond=cond, progress=progress, frame_noise=frame_noise)
             with torch.no_grad():
-                feats = self.model.decode(z, frames).mean
+                feats = self.model.decode(z, frames, cond).mean
         else:
-            z = p.sample((n, self.model.latent_dim, frames), temperature, g)
-            feats, _ = self._decode_feats(z, torch.full((n,), frames), None)
+            z = p.sample(shape, temperature, g, cond=cond)
+            feats, _ = self._decode_feats(z, torch.full((n,), frames), None, cond)
         fl = torch.full((n,), frames, dtype=torch.long)
         return self._finish(feats, fl, None, to, vocoder_iters, True, False, False)
+
+    def sample_conditions(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` speaker (label) indices drawn uniformly from those a conditioned model knows."""
+        k = len(self.conditions["names"])
+        return torch.randint(k, (n,), generator=generator, device=self.device)
 
     def interpolate(self, a, b, steps: int = 5, sample_rate: int | None = None, to: str = "audio",
                     vocoder_iters: int | None = None):

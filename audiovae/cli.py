@@ -485,28 +485,101 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
         _write_json(res, json_out, None, "evaluate")
 
 
+_SPEAKER = click.option("--speaker", default=None, metavar="NAME",
+                        help="A model trained with condition=speaker: whose voice (one of the training speakers; an "
+                             "unknown one is refused with the list).")
+_LABEL = click.option("--label", default=None, metavar="NAME",
+                      help="A model trained with condition=label: which label (class) to generate as.")
+
+
+def _condition(loaded, speaker: str | None, label: str | None):
+    """The condition index ``(1,)`` that --speaker/--label name for a loaded model (None when neither is given)."""
+    return loaded.condition_index(speaker=speaker, label=label)
+
+
 @cli.command("reconstruct", short_help="Pass audio files through a trained mel VAE.")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
 @_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
 @_VOCODER_ITERS
+@_SPEAKER
+@_LABEL
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
 @_THREADS
 @friendly_errors
-def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, overwrite, threads):
-    """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs)."""
+def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, speaker, label, checkpoint, device, overwrite, threads):
+    """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs).
+
+    A model trained with condition=speaker (label) decodes with the speaker (label) given by --speaker
+    (--label): the inputs' own, for a reconstruction; another one converts (see `audiovae convert`).
+    """
     _threads(threads)
+    from audiovae.errors import ConfigError
     from audiovae.tasks.generate import MelModel, reconstruct_file
     from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
     from audiovae.training.checkpoint import describe
 
     plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
     mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    cond = _condition(mm.loaded, speaker, label)
+    if cond is None and mm.loaded.conditions is not None:
+        c = mm.loaded.conditions
+        raise ConfigError(f"{mm.loaded.path} is conditioned on {c['key']}: give the inputs' --{c['key']} (this model "
+                          f"knows: {', '.join(c['names'])})")
     click.echo(describe(mm.loaded))
     for src, dst in plan:
-        click.echo(f"wrote {reconstruct_file(mm, src, dst)}")
+        click.echo(f"wrote {reconstruct_file(mm, src, dst, cond)}")
+
+
+@cli.command("convert", short_help="Voice conversion: audio files in the voice of a training speaker.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
+@_SPEAKER
+@_LABEL
+@click.option("--no-match-stats", "match_stats", flag_value=False, default=True,
+              help="Decode the input's latents as they are, with only the target's condition (by default each latent "
+                   "channel's mean and spread over the utterance are first moved to the target speaker's).")
+@_VOCODER_ITERS
+@_SEED
+@_CHECKPOINT
+@_DEVICE
+@_OVERWRITE
+@_THREADS
+@friendly_errors
+def convert_cmd(run_dir, inputs, output, speaker, label, match_stats, vocoder_iters, seed, checkpoint, device,
+                overwrite, threads):
+    """Say the content of each AUDIO file (its words, timing and phones) in the voice of --speaker.
+
+    RUN is a model trained with condition=speaker (`audiovae train DATA --model conv condition=speaker`);
+    --speaker is one of its training speakers (an unknown name is refused with the list, before anything is
+    written). The input may be anyone's voice. Each output has exactly as many samples as its input (at the
+    model's sample rate: other rates are resampled). A model trained with condition=label takes --label.
+    """
+    _threads(threads)
+    import torch
+
+    from audiovae.api import load
+    from audiovae.errors import ConfigError
+    from audiovae.tasks.generate import convert_file
+    from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
+    from audiovae.training.checkpoint import describe
+
+    plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
+    vae = load(run_dir, checkpoint, device, vocoder_iters)
+    vae._need("mel", "convert")
+    if vae.conditions is None:
+        raise ConfigError(f"{vae.path} is not conditioned on a speaker or label: voice conversion needs a model "
+                          "trained with condition=speaker")
+    if _condition(vae, speaker, label) is None:
+        c = vae.conditions
+        raise ConfigError(f"convert needs the target --{c['key']} (this model knows: {', '.join(c['names'])})")
+    torch.manual_seed(seed)
+    click.echo(describe(vae))
+    for src, dst in plan:
+        click.echo(f"wrote {convert_file(vae, src, dst, speaker, label, match_stats=match_stats)}")
 
 
 @cli.command("sample", short_help="Generate audio from a mel VAE's prior (learned or N(0, I)).")
@@ -524,6 +597,8 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, 
 @click.option("--frame-noise", default=0.0, show_default=True, type=click.FloatRange(0),
               help="Learned prior: each latent frame is its chosen component's mean plus this times the "
               "component's scale (0: the mean, the clearest sound; 1: an exact draw from the prior).")
+@_SPEAKER
+@_LABEL
 @_SEED
 @_VOCODER_ITERS
 @_CHECKPOINT
@@ -531,29 +606,42 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, 
 @_OVERWRITE
 @_THREADS
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, frame_noise, seed, vocoder_iters, checkpoint, device,
-               overwrite, threads):
+def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, frame_noise, speaker, label, seed, vocoder_iters,
+               checkpoint, device, overwrite, threads):
     """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav).
 
     A conv model with a learned prior (RUN/prior, from `audiovae train-prior RUN`) samples
     its latent frames one at a time from it: speech-like sequences, where N(0, I) draws
     every latent frame independently (noise). --seed fixes the draws.
+
+    A model trained with condition=speaker speaks in the voice of --speaker (condition=label: --label); without
+    one, each sample's speaker is drawn at random (from --seed) and said on stderr.
     """
     _threads(threads, numba=True)
+    import torch
+
     from audiovae.audio.io import save_audio
     from audiovae.tasks.generate import MelModel
     from audiovae.training.checkpoint import describe
     from audiovae.utils import check_output_dir, check_output_file
 
+    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device, prior=prior)
+    cond = _condition(mm.loaded, speaker, label)  # an unknown speaker is refused before anything is written
     check_output_dir(out_dir)
     for i in range(n):
         check_output_file(Path(out_dir) / f"sample_{i}.wav", overwrite=overwrite)
-    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device, prior=prior)
+    if cond is not None:
+        cond = cond.expand(n)
+    elif mm.loaded.conditions is not None:
+        c = mm.loaded.conditions
+        cond = mm.loaded.sample_conditions(n, torch.Generator(mm.loaded.device).manual_seed(seed))
+        click.echo(f"note: no --{c['key']}: each sample's {c['key']} drawn at random: "
+                   + ", ".join(f"sample_{i} {c['names'][int(k)]}" for i, k in enumerate(cond)), err=True)
     click.echo(describe(mm.loaded))
     which = (f"learned prior ({mm.loaded.prior_info['path']}, step {mm.loaded.prior_info.get('step')})"
              if mm.loaded.has_learned_prior else "N(0, I)")
     click.echo(f"sampling from the {which}, temperature {temperature:g}")
-    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True, seed=seed,
+    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True, seed=seed, cond=cond,
                                                 frame_noise=frame_noise)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
 

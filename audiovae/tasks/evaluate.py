@@ -37,7 +37,9 @@ def model_dataset(loaded: LoadedVAE, src: DataSource, split: str):
     if src.kind == "features" and loaded.mel is not None and src.mel != loaded.mel:
         raise ConfigError("the feature cache was made with a different MelConfig than the model", src.path)
     ctx = int(loaded.config["model_config"].get("context", 0))
-    return src.dataset(split, loaded.name, loaded.normalizer, context=ctx, segment=None)
+    model = loaded.model
+    return src.dataset(split, loaded.name, loaded.normalizer, context=ctx, segment=None,
+                       condition=getattr(model, "condition", "none"), condition_names=getattr(model, "condition_names", ()))
 
 
 @torch.no_grad()
@@ -100,7 +102,7 @@ def evaluate(
     for batch in tqdm(loader, desc=f"evaluate (k={k})", unit="batch", disable=not progress):
         batch = batch.to(dev)
         t0 = time.perf_counter()
-        out = model.elbo(batch.x, lengths=batch.lengths)
+        out = model.elbo(batch.x, lengths=batch.lengths, cond=batch.cond)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t_elbo += time.perf_counter() - t0

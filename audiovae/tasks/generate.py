@@ -79,37 +79,49 @@ class MelModel:
             wave = self.vocoder(logmel, num_samples=None if num_samples is None else [num_samples])
         return wave[0].cpu().numpy()
 
+    def _item_cond(self, cond: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+        """One item's condition index ``(1,)`` as the model input ``x`` needs it (one per frame for a frame model)."""
+        if cond is None:
+            return None
+        return cond.reshape(1).to(self.device).expand(x.shape[0])
+
     @torch.no_grad()
-    def reconstruct(self, wave: np.ndarray) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-        """``(audio, input features, reconstructed features)`` for a waveform."""
+    def reconstruct(self, wave: np.ndarray, cond: torch.Tensor | None = None) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+        """``(audio, input features, reconstructed features)`` for a waveform (``cond``: the speaker or label
+        index ``(1,)`` a conditioned model decodes with, :meth:`LoadedVAE.condition_index`)."""
         feats = self.features(wave)
-        rec = self.frames_out(self.model.reconstruct(self.frames_in(feats)))
+        x = self.frames_in(feats)
+        rec = self.frames_out(self.model.reconstruct(x, self._item_cond(cond, x)))
         return self.to_audio(rec, len(wave)), feats, rec
 
     def sample(self, n: int, seconds: float, temperature: float = 1.0,
-               progress: bool = False, seed: int | None = None) -> list[tuple[np.ndarray, torch.Tensor]]:
-        """``n`` utterances from the prior: ``[(audio, features (1, n_mels, T))]``."""
-        return list(self.iter_samples(n, seconds, temperature, progress, seed))
+               progress: bool = False, seed: int | None = None,
+               cond: torch.Tensor | None = None) -> list[tuple[np.ndarray, torch.Tensor]]:
+        """``n`` utterances from the prior: ``[(audio, features (1, n_mels, T))]`` (``cond``: a conditioned
+        model's speaker or label index per sample, ``(n,)``)."""
+        return list(self.iter_samples(n, seconds, temperature, progress, seed, cond))
 
     @torch.no_grad()
     def iter_samples(self, n: int, seconds: float, temperature: float = 1.0, progress: bool = False,
                      seed: int | None = None, cond: torch.Tensor | None = None, frame_noise: float | None = None):
         """:meth:`sample` one utterance at a time (``n`` of them need not fit in memory together), from the
         loaded model's prior (learned or ``N(0, I)``); ``seed``: the draws of one generator seeded with it
-        (default: torch's global generator); ``frame_noise``: see :meth:`audiovae.api.LoadedVAE.sample`;
+        (default: torch's global generator); ``cond``: a conditioned model's speaker or label index per
+        sample, ``(n,)``; ``frame_noise``: see :meth:`audiovae.api.LoadedVAE.sample`;
         ``progress``: a bar on stderr."""
         from tqdm import tqdm
 
         frames = max(4, int(seconds * self.loaded.mel.frame_rate))
         g = None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
         prior = self.loaded.prior
-        for _ in tqdm(range(n), desc="sample", unit="utt", disable=not progress):
+        for i in tqdm(range(n), desc="sample", unit="utt", disable=not progress):
+            c = None if cond is None else cond[i: i + 1].to(self.device)
             if self.model.is_sequence:
-                z = prior.sample(self.model.prior_shape(1, frames), temperature, g, cond=cond, frame_noise=frame_noise)
-                feats = self.model.decode(z, frames).mean
+                z = prior.sample(self.model.prior_shape(1, frames), temperature, g, cond=c, frame_noise=frame_noise)
+                feats = self.model.decode(z, frames, c).mean
             else:  # a dense VAE has no model of time: independent frames from the prior
                 z = prior.sample(self.model.prior_shape(frames), temperature, g)
-                feats = self.frames_out(self.model.decode(z).mean)
+                feats = self.frames_out(self.model.decode(z, None, None if c is None else c.expand(frames)).mean)
             yield self.to_audio(feats), feats
 
     @torch.no_grad()
@@ -131,11 +143,24 @@ class MelModel:
         return out
 
 
-def reconstruct_file(model_dir: str | os.PathLike | MelModel, audio: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Reconstruct an audio file through a trained model (a run folder or a loaded :class:`MelModel`) and write it."""
+def reconstruct_file(model_dir: str | os.PathLike | MelModel, audio: str | os.PathLike, out: str | os.PathLike,
+                     cond: torch.Tensor | None = None) -> Path:
+    """Reconstruct an audio file through a trained model (a run folder or a loaded :class:`MelModel`) and write it
+    (``cond``: the speaker or label index ``(1,)`` of a conditioned model)."""
     from audiovae.audio.io import save_audio
 
     mm = model_dir if isinstance(model_dir, MelModel) else MelModel.load(model_dir)
     wave, sr = load_audio(audio, mm.sample_rate, min_samples=mm.loaded.mel.win_length)
-    y, _, _ = mm.reconstruct(wave)
+    y, _, _ = mm.reconstruct(wave, cond)
+    return save_audio(out, y, sr)
+
+
+def convert_file(vae: LoadedVAE, audio: str | os.PathLike, out: str | os.PathLike, speaker=None, label=None,
+                 vocoder_iters: int | None = None, match_stats: bool = True) -> Path:
+    """Voice conversion of an audio file (:meth:`LoadedVAE.convert`), written with as many samples as it has (at
+    the model's rate)."""
+    from audiovae.audio.io import save_audio
+
+    wave, sr = load_audio(audio, vae.sample_rate, min_samples=vae.mel.win_length)
+    y = vae.convert(wave, speaker=speaker, label=label, vocoder_iters=vocoder_iters, match_stats=match_stats)
     return save_audio(out, y, sr)
