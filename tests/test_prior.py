@@ -294,10 +294,21 @@ def test_repair_chain_with_a_prior_object_equals_the_closed_form_chain(conv_run)
         torch.manual_seed(0)
         a = impute(vae.model, x, observed, "mwg", iters=6, block=2, windowed=windowed)
         torch.manual_seed(0)
-        b = impute(vae.model, x, observed, "mwg", iters=6, block=2, windowed=windowed, prior=AsLearned())
+        b = impute(vae.model, x, observed, "mwg", iters=6, block=2, windowed=windowed, prior=AsLearned(),
+                   prior_proposals=False)
         torch.testing.assert_close(a.x, b.x, rtol=1e-4, atol=1e-4)
         assert a.acceptance == pytest.approx(b.acceptance)
         assert torch.equal(b.x[observed], x[observed])
+
+
+def test_a_prior_continues_a_prefix_as_it_would_have_generated_it():
+    """With the most likely component each time and no frame noise (temperature -> 0), drawing the last frames
+    after a prefix gives exactly the frames the prior drew after that prefix itself (the GRU state is carried)."""
+    for kind in ("codebook", "mixture"):
+        prior = LatentPrior(PriorConfig(latent_dim=3, kind=kind, hidden=8, components=4)).eval()
+        whole = prior.sample((2, 3, 9), temperature=1e-6)
+        rest = prior.sample((2, 3, 4), temperature=1e-6, prefix=whole[..., :5])
+        torch.testing.assert_close(rest, whole[..., 5:])
 
 
 def test_repair_uses_the_learned_prior(prior_run, speech_dir, tmp_path):

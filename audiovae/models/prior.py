@@ -60,13 +60,19 @@ class StandardNormal:
 
     def sample(self, shape: tuple[int, ...], temperature: float = 1.0,
                generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
-               progress: bool = False, frame_noise: float | None = None) -> torch.Tensor:
-        """``shape`` draws of ``N(0, temperature^2)`` on :attr:`device` (``cond``, ``frame_noise``: ignored)."""
+               progress: bool = False, frame_noise: float | None = None,
+               prefix: torch.Tensor | None = None) -> torch.Tensor:
+        """``shape`` draws of ``N(0, temperature^2)`` on :attr:`device` (``cond``, ``frame_noise``, ``prefix``:
+        ignored; every frame is independent)."""
         return temperature * torch.randn(shape, generator=generator, device=self.device)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Element-wise ``log N(z; 0, 1)`` in nats (sum it over the latent axes for the item's log-density)."""
         return -0.5 * (z.square() + LOG_2PI)
+
+    def frame_log_probs(self, z: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(z_t)`` of every frame of ``(B, D, T)``: ``(B, T)``."""
+        return self.log_prob(z).sum(1)
 
     def log_density(self, z: torch.Tensor, mask: torch.Tensor | None = None,
                     cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -253,7 +259,8 @@ class LatentPrior(nn.Module):
     @torch.no_grad()
     def sample(self, shape: tuple[int, ...], temperature: float = 1.0,
                generator: torch.Generator | None = None, cond: torch.Tensor | None = None,
-               progress: bool = False, frame_noise: float | None = None) -> torch.Tensor:
+               progress: bool = False, frame_noise: float | None = None,
+               prefix: torch.Tensor | None = None) -> torch.Tensor:
         """``shape = (B, D, T)`` latents drawn one frame at a time.
 
         Each frame: a component ``k`` drawn with weights ``softmax(logits / temperature)``
@@ -264,7 +271,8 @@ class LatentPrior(nn.Module):
         posterior noise, which the decoder was trained to ignore, so drawing it adds noise
         to the sound (README, "Generation": DNSMOS 2.35 with the means, 1.55 with the noise).
         ``cond``: ``(B,)`` condition indices of a conditioned prior. A ``generator`` makes the draw
-        reproducible. ``progress``: a bar over the frames (stderr).
+        reproducible. ``progress``: a bar over the frames (stderr). ``prefix``: ``(B, D, S)`` latent frames
+        that come before: the ``T`` frames drawn continue them, from ``p(z_S.. | prefix)`` (repair's proposals).
         """
         from tqdm import tqdm
 
@@ -278,6 +286,10 @@ class LatentPrior(nn.Module):
         out = torch.empty(b, t, d, device=dev)
         if self.codebook:
             prev = torch.full((b, 1), self.config.components, dtype=torch.long, device=dev)
+            if prefix is not None and prefix.shape[-1] > 0:
+                codes = self.codes(prefix)
+                _, state = self.rnn(self._inputs(torch.cat([prev, codes[:, :-1]], 1), cond))
+                prev = codes[:, -1:]
             scales = torch.exp(self.log_scales.clamp(min=self.config.min_log_scale, max=5.0))
             for i in tqdm(range(t), desc="sample frames", unit="frame", disable=not progress, leave=False):
                 h, state = self.rnn(self._inputs(prev, cond), state)
@@ -289,6 +301,10 @@ class LatentPrior(nn.Module):
                 prev = k.unsqueeze(1)
             return out.transpose(1, 2).contiguous()
         u_prev = self.start.expand(b, 1, -1)
+        if prefix is not None and prefix.shape[-1] > 0:
+            up = self._to_u(prefix)
+            _, state = self.rnn(self._inputs(torch.cat([u_prev, up[:, :-1]], 1), cond))
+            u_prev = up[:, -1:]
         for i in range(t):
             h, state = self.rnn(self._inputs(u_prev, cond), state)
             logits, means, log_scales = self._params(h[:, 0])
