@@ -76,6 +76,19 @@ def test_dnsmos_flags_short_clips():
     assert np.isfinite(s["ovrl"]).all()
 
 
+def test_dnsmos_level(tmp_path):
+    """``peak`` brings clips to one level (a quiet copy then scores as the loud one); a clip over full scale is
+    scaled down to it, not clipped."""
+    P = _need_extra()
+    w, sr = _said(tmp_path, "Glue the sheet to the dark blue background.")
+    w = w / np.abs(w).max()
+    s = P.dnsmos([w * 0.9, w * 0.2, w * 0.2, w * 3.0, w], sr, peak=None)
+    assert abs(s["ovrl"][0] - s["ovrl"][1]) > 1e-3  # level matters to DNSMOS...
+    p = P.dnsmos([w * 0.2], sr, peak=0.9)
+    assert p["ovrl"][0] == pytest.approx(s["ovrl"][0], abs=1e-4)  # ...so peak= brings them to one level
+    assert s["ovrl"][3] == pytest.approx(s["ovrl"][4], abs=1e-4)  # 3x over full scale = full scale, not clipped
+
+
 @pytest.mark.slow
 def test_speaker_similarity_same_voice_above_other_voice(tmp_path):
     """Two sentences of one espeak-ng voice are more alike than the same sentences in a different voice (male

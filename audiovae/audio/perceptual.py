@@ -38,6 +38,7 @@ PACKAGES = {"DNSMOS": ("speechmos", "onnxruntime", "requests"), "speaker similar
             "ASR": ("pocketsphinx",), "PESQ": ("pesq",)}
 DNSMOS_WINDOW = 9.01  # seconds, the networks' input
 DNSMOS_MIN_SECONDS = 1.0
+DNSMOS_PEAK = 0.9  # the level analyze, the report and the benchmark bring every clip to before DNSMOS
 PESQ_MAX = {"wb": 4.644, "nb": 4.549}
 
 
@@ -128,11 +129,23 @@ def _dnsmos_windows(clip: np.ndarray) -> list[np.ndarray]:
     return [w for w in wins if len(w) == n]
 
 
-def dnsmos(waves, sample_rate: int, batch: int = 16) -> dict:
+def dnsmos(waves, sample_rate: int, batch: int = 16, peak: float | None = None) -> dict:
     """DNSMOS P.835 of one clip or a list of clips: ``{"ovrl", "sig", "bak", "p808": float or (N,) array,
-    "short": bool or (N,) bool array}`` (``short``: under :data:`DNSMOS_MIN_SECONDS`, scored as repeats)."""
+    "short": bool or (N,) bool array}`` (``short``: under :data:`DNSMOS_MIN_SECONDS`, scored as repeats).
+
+    ``peak``: scale each clip to this peak first (the same level for every clip compared: DNSMOS hears level);
+    ``None``: as given, a clip louder than full scale scaled down to it (not clipped)."""
     _need("DNSMOS")
-    clips, single = _clips(waves, sample_rate)
+    single = isinstance(waves, np.ndarray) and waves.ndim == 1
+    waves = [waves] if single else list(waves)
+    scaled = []
+    for w in waves:
+        w = np.asarray(w, dtype=np.float64)
+        top = float(np.abs(w).max()) if w.size else 0.0
+        if top > 0 and (peak is not None or top > 1.0):
+            w = w * ((peak if peak is not None else 1.0) / top)
+        scaled.append(w)
+    clips, _ = _clips(scaled, sample_rate)
     sess, p808, ref = _dnsmos_sessions(_threads())
     melspec = lambda a: ref.audio_melspec(None, audio=a)  # speechmos's own features and polynomial fits
     owner, wins = [], []

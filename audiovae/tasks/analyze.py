@@ -227,7 +227,7 @@ def held_out_clips(loaded, src: DataSource, n: int, split: str | None = None) ->
 
 
 def _row(what: str, P, waves: list, sr: int, **extra) -> dict:
-    s = P.dnsmos(waves, sr)
+    s = P.dnsmos(waves, sr, peak=P.DNSMOS_PEAK)
     return {"what": what, "n": len(waves), "dnsmos_ovrl": float(np.mean(s["ovrl"])),
             "dnsmos_sig": float(np.mean(s["sig"])), "dnsmos_bak": float(np.mean(s["bak"])),
             "short_clips": int(np.sum(s["short"])), **extra}
