@@ -155,3 +155,60 @@ def test_report_shows_the_scores(audio_run, tmp_path):
     assert "DNSMOS OVRL" in section and "VAE reconstructions" in section
     assert "held-out utterances (original) (n=2)" in section  # a few clips only
     assert "audiovae[eval]" not in section
+
+
+# --- benchmarks/bench_generation.py: its bookkeeping, without training ------------------------------------------
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(here))
+    try:
+        spec = importlib.util.spec_from_file_location("bench_generation", here / "bench_generation.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(here))
+    return mod
+
+
+def test_bench_generation_test_records_take_the_speakers_in_turn():
+    B = _bench()
+
+    class Src:
+        def utterances(self, split):
+            return [{"id": f"{s}{i}", "speaker": s} for s, n in (("a", 5), ("b", 1), ("c", 3)) for i in range(n)]
+
+    got = [r["id"] for r in B.test_records(Src(), 6, "test")]
+    assert got == ["a0", "b0", "c0", "a1", "c1", "a2"]
+    assert len(B.test_records(Src(), 100, "test")) == 9
+
+
+def test_bench_generation_targets_pass_and_fail_as_the_issue_says():
+    B = _bench()
+    row = lambda o, s: {"n": 4, "ovrl": o, "sig": s, "bak": 3.0}  # noqa: E731
+    res = {"rows": {"originals": row(3.0, 3.5), "VAE reconstruction": row(2.9, 3.4), "samples, N(0, I)": row(1.1, 1.2),
+                    "samples, learned prior, T = 1": row(2.65, 3.0),  # OVRL within 0.3, SIG 0.4 below: FAIL
+                    "samples conditioned on each speaker": {**row(2.5, 3.0), "prior": "learned", "temperature": 1.0,
+                                                            "own_minus_best_other": 0.05,
+                                                            "speakers_own_above_every_other": 4, "speakers": 4},
+                    "conversions, every pair": {**row(2.3, 3.0), "target_minus_source": 0.1, "closer_to_target": 0.75,
+                                                "pairs": 12, "length_kept": True}},
+           "bounds": {"standard": {"iwae": -100.0, "elbo": -110.0}, "learned": {"iwae": -90.0, "elbo": -95.0}},
+           "rtf": {"prior": "learned", "seconds": 5.0, "wall_s": 3.0, "rtf": 0.6, "threads": 2}}
+    v = {t: verdict for t, _, verdict in B.targets(res)}
+    assert v["samples, learned prior, T = 1: DNSMOS OVRL within 0.3 of reconstructions' and >= 1.0 above N(0, I)"] \
+        == "PASS"
+    assert v["samples, learned prior, T = 1: DNSMOS SIG within 0.3 of reconstructions' and >= 1.0 above N(0, I)"] \
+        == "FAIL"
+    assert v["IWAE with the learned prior > with N(0, I) (test split)"] == "PASS"
+    assert v["speaker-conditioned samples: each speaker's cosine to own centroid > to every other's"] == "PASS"
+    assert v["conversions: >= 80% of pairs closer to the target's centroid than the source's"] == "FAIL"  # 75%
+    assert v["conversions: DNSMOS OVRL within 0.5 of reconstructions'"] == "FAIL"  # 2.3 < 2.9 - 0.5
+    assert v["sample RTF <= 0.5 (2 thread(s))"] == "FAIL"
+    text = B.format_table(res)
+    assert "IWAE -90.0 vs N(0, I) -100.0" in text and "closer to target 75%" in text and "RTF" in text
+    res["rows"].pop("samples, learned prior, T = 1")
+    res["bounds"].pop("learned")
+    assert [x[2] for x in B.targets(res)][:2] == ["n/a", "n/a"]
