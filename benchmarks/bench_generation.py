@@ -276,7 +276,8 @@ def format_table(res: dict) -> str:
                    f"{r['speakers_own_above_every_other']}/{r['speakers']} speakers own > every other")
             other.append(f"{r['prior']} prior, T = {r['temperature']:g}")
         if "target_minus_source" in r:
-            spk = f"target − source {_f(r['target_minus_source'], '+.3f')}; closer to target {r['closer_to_target']:.0%}"
+            spk = (f"target − source {_f(r['target_minus_source'], '+.3f')}; "
+                   f"closer to target {r['closer_to_target']:.0%}")
             other.append(f"{r['pairs']} pairs; length {'kept' if r['length_kept'] else 'NOT kept'}")
         out.append((f"{name} (n={r['n']})", _f(r["ovrl"]), _f(r["sig"]), _f(r["bak"]), spk, "; ".join(other)))
     t = table(out, ("", "DNSMOS OVRL", "DNSMOS SIG", "DNSMOS BAK", "speaker", "other"))
@@ -342,7 +343,8 @@ def main(argv=None) -> None:
     ap.add_argument("--run", type=Path, help="A trained run to measure (default: WORK/run, trained here).")
     ap.add_argument("--vae-minutes", type=float, default=20.0)
     ap.add_argument("--prior-minutes", type=float, default=20.0)
-    ap.add_argument("--vae-set", action="append", default=[], metavar="KEY=VALUE", help="More `audiovae train` settings.")
+    ap.add_argument("--vae-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="More `audiovae train` settings.")
     ap.add_argument("--prior-set", action="append", default=[], metavar="KEY=VALUE",
                     help="More `audiovae train-prior` settings.")
     ap.add_argument("--split", default="test")
