@@ -994,16 +994,20 @@ def probe_cmd(run_dir, data, labels, label_key, limit, max_iter, seed, json_out,
 @_TEMPS
 @_JSON
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the table here.")
+@click.option("--scores/--no-scores", default=True, show_default=True,
+              help="Mel runs: DNSMOS, speaker similarity (and ASR, English data) of a few reconstructions, samples "
+              "and conversions (pip install 'audiovae[eval]').")
 @_SEED
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, seed, checkpoint, device):
+def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, scores, seed, checkpoint, device):
     """Compare runs on DATA (the last argument): parameters (encoder/decoder/total), training throughput and
     time, time to 95% of the final validation ELBO, ELBO/IWAE, active units, and the diversity of prior samples
     at two temperatures (images: classes a pixel probe assigns, nearest-training-image distance; audio: pairwise
-    and nearest-training log-mel distances), each against real held-out data. Writes RUN/results/analysis.json
-    for each run.
+    and nearest-training log-mel distances), each against real held-out data; for mel runs with the [eval]
+    extra, perceptual scores (DNSMOS, speaker similarity, ASR on English data) of a few held-out utterances, their
+    reconstructions, prior samples and conversions. Writes RUN/results/analysis.json for each run.
     """
     from audiovae.tasks.analyze import analyze, format_analysis
     from audiovae.utils import atomic_write_text
@@ -1017,7 +1021,7 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, seed, 
     except ValueError:
         raise click.BadParameter(f"expected numbers like 1.0,0.7, got {temperatures!r}") from None
     res = analyze(list(paths[:-1]), paths[-1], temps, k=k, limit=limit, n_samples=samples, checkpoint=checkpoint,
-                  device=device, seed=seed)
+                  device=device, seed=seed, scores=scores)
     table = format_analysis(res)
     click.echo(table)
     if md_out:
@@ -1063,11 +1067,13 @@ def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, dev
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="DATA for reconstructions (default: the path in the model's config.yaml).")
 @_VOCODER_ITERS
+@click.option("--scores/--no-scores", default=True, show_default=True,
+              help="Perceptual scores of a mel run's audio (DNSMOS, speaker similarity; pip install 'audiovae[eval]').")
 @_SEED
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def report_cmd(run_dir, out_dir, data, vocoder_iters, seed, checkpoint, device):
+def report_cmd(run_dir, out_dir, data, vocoder_iters, scores, seed, checkpoint, device):
     """Write OUTPUT/index.html: configuration, training curves, evaluation figures, reconstructions, prior
     samples and interpolations (spectrograms with audio players, or image grids), and the probe, analysis and
     repair results found in RUN/results (only files inside RUN are copied). Opens from disk: no server, no network.
@@ -1081,7 +1087,8 @@ def report_cmd(run_dir, out_dir, data, vocoder_iters, seed, checkpoint, device):
     from audiovae.tasks.report import make_report
 
     index = make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
-                        seed=seed, progress=True, warn=lambda note: click.echo(f"warning: {note}", err=True))
+                        seed=seed, progress=True, warn=lambda note: click.echo(f"warning: {note}", err=True),
+                        scores=scores)
     click.echo(f"wrote {index}")
 
 
