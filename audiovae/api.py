@@ -34,10 +34,13 @@ import numpy as np
 import torch
 from torch.distributions import Normal
 
-from audiovae.errors import CheckpointError, ConfigError, InvalidAudioError, InvalidFeatureError
+from audiovae.errors import AudioVAEError, CheckpointError, ConfigError, InvalidAudioError, InvalidFeatureError
 from audiovae.models.prior import StandardNormal
 
 __all__ = ["load", "LoadedVAE", "StandardNormal"]
+
+CONVERT_K = 4  # convert(method="knn"): nearest target frames averaged per latent frame
+CONVERT_BANK_FRAMES = 40_000  # convert(method="knn"): at most this many latent frames of the target's utterances
 
 
 def load(path: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "auto",
@@ -111,6 +114,7 @@ class LoadedVAE:
         self.vocoder_iters = vocoder_iters
         self._vocoder = self._frontend = None
         self._said_resample = False
+        self._banks: dict = {}  # convert(method="knn"): each target's latent frames
         self.normalizer = None if normalizer is None else normalizer.to(self.device)
         self._norm = self.normalizer
         if self.kind == "mel" and normalizer is None:  # a model trained on plain log-mel
@@ -552,16 +556,23 @@ class LoadedVAE:
         return self._finish(rec, frames, lens, to, vocoder_iters, numpy, squeeze, lengths is not None)
 
     def convert(self, x, speaker=None, label=None, sample_rate: int | None = None, lengths=None, to: str = "audio",
-                vocoder_iters: int | None = None, match_stats: bool = True):
+                vocoder_iters: int | None = None, method: str = "knn", data=None, k: int = CONVERT_K,
+                match_stats: bool | None = None):
         """Voice conversion: the content of ``x`` (its timing and phones) in the voice of ``speaker`` (or as
         ``label``), the input's length kept (as many samples out as in, at ``vae.sample_rate``).
 
         Needs a model trained with ``condition=speaker`` (``label``). ``x`` is encoded by the (unconditioned)
-        encoder, so it may be anyone's voice, a training speaker or not. With ``match_stats`` (default) each
-        latent channel is moved from the input's own statistics (its mean and standard deviation over the
-        utterance's latent frames) to the target's (running statistics of the target's training utterances,
-        kept in the model while training), ``(z - mean_src) / std_src * std_tgt + mean_tgt``, which moves
-        what the per-frame latent carries of the voice; then the decoder decodes it with the target's condition.
+        encoder, so it may be anyone's voice, a training speaker or not. The per-frame latent carries the voice
+        too, so the latents are moved to the target before the decoder decodes them with the target's condition:
+
+        - ``method="match"``: each latent channel from the input's own statistics (mean and standard deviation
+          over the utterance's latent frames) to the target's (running statistics of the target's training
+          latents, kept in the model while it trains): ``(z - mean_src) / std_src * std_tgt + mean_tgt``;
+        - ``method="knn"`` (default): that, then each latent frame replaced by the mean of its ``k`` nearest
+          latent frames of the target's training utterances (kNN-VC, Baas et al. 2023, in the VAE's latent
+          space): every frame decoded is one the target's voice made. Those utterances come from ``data``, a
+          feature cache (default: the run's own training cache), encoded once per target and kept;
+        - ``method="none"``: the latents as they are (the condition alone).
 
         Args:
             x: a waveform ``(N,)`` or a batch ``(B, N)`` (numpy or torch), as in :meth:`reconstruct`.
@@ -570,6 +581,10 @@ class LoadedVAE:
 
         Returns: audio like ``x`` (with ``lengths``: ``(audio, sample_lengths)``).
         """
+        if match_stats is not None:  # the older spelling
+            method = "match" if match_stats else "none"
+        if method not in ("knn", "match", "none"):
+            raise ConfigError(f"method must be knn, match or none, got {method!r}")
         self._need("mel", "convert()")
         if self.conditions is None:
             raise ConfigError(f"{self.path} is not conditioned on a speaker (train with condition=speaker for voice "
@@ -578,10 +593,64 @@ class LoadedVAE:
         cond = self._cond(wave.shape[0], speaker, label, "convert()")
         feats, frames = self._features(wave, lens)
         mu, _, zl = self._encode_feats(feats, frames)
-        if match_stats:
+        if method in ("match", "knn"):
             mu = self._match_stats(mu, zl, cond)
+        if method == "knn":
+            mu = self._nearest_frames(mu, zl, cond, data, k)
         rec, frames = self._decode_feats(mu, zl, frames, cond)
         return self._finish(rec, frames, lens, to, vocoder_iters, numpy, squeeze, lengths is not None)
+
+    @torch.no_grad()
+    def condition_bank(self, index: int, data=None) -> torch.Tensor:
+        """Posterior means ``(N, latent)`` of the latent frames of the training utterances of speaker (label)
+        ``index`` (at most ``CONVERT_BANK_FRAMES``, in the cache's order), from ``data`` (a feature cache path or
+        :class:`~audiovae.data.source.DataSource`; default: the run's own training cache). Kept per target."""
+        from audiovae.data.source import DataSource, open_data
+
+        key = (int(index), None if data is None else str(getattr(data, "path", data)))
+        if key in self._banks:
+            return self._banks[key]
+        cond = self.conditions
+        path = data if data is not None else self.config.get("data")
+        if path is None:
+            raise ConfigError(f"{self.path} does not say which cache it was trained on: give data= (a feature cache "
+                              f"with the {cond['key']}'s utterances), or method='match'")
+        try:
+            src = path if isinstance(path, DataSource) else open_data(path)
+        except AudioVAEError as exc:
+            raise ConfigError(f"the target's training utterances are needed for method='knn' and could not be "
+                              f"read ({exc}); give data= (a feature cache), or method='match'") from None
+        if not src.is_features or src.mel != self.mel:
+            raise ConfigError("the target's utterances must be a feature cache made with the model's MelConfig", src.path)
+        name = cond["names"][int(index)]
+        split = "train" if "train" in src.splits() else src.splits()[0]
+        recs = [r for r in src.utterances(split) if str(r.get(cond["key"], "")) == name]
+        if not recs:
+            raise ConfigError(f"no utterance of {cond['key']} {name!r} in the {split} split", src.path)
+        parts, n = [], 0
+        for r in recs:
+            if n >= CONVERT_BANK_FRAMES:
+                break
+            feats = self._norm(torch.from_numpy(src.logmel(r)).float().to(self.device)[None])
+            mu, _, _ = self._encode_feats(feats, torch.tensor([feats.shape[-1]]))
+            parts.append(mu[0].T)
+            n += mu.shape[-1]
+        bank = torch.cat(parts)[:CONVERT_BANK_FRAMES].contiguous()
+        self._banks[key] = bank
+        return bank
+
+    @torch.no_grad()
+    def _nearest_frames(self, mu: torch.Tensor, zl: torch.Tensor, cond: torch.Tensor, data, k: int) -> torch.Tensor:
+        """Each latent frame ``(B, d, T')`` replaced by the mean of its ``k`` nearest frames of its target's bank."""
+        out = mu.clone()
+        for i in range(mu.shape[0]):
+            bank = self.condition_bank(int(cond[i]), data).to(mu.dtype)
+            z = mu[i, :, : int(zl[i])].T  # (T', d)
+            kk = max(1, min(int(k), bank.shape[0]))
+            for a in range(0, z.shape[0], 2048):  # bounded memory: 2048 x N distances at a time
+                idx = torch.cdist(z[a: a + 2048], bank).topk(kk, largest=False).indices
+                out[i, :, a: a + idx.shape[0]] = bank[idx].mean(1).T
+        return out
 
     @torch.no_grad()
     def _match_stats(self, mu: torch.Tensor, zl: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

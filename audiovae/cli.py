@@ -539,9 +539,16 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, speaker, label, chec
 @_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
 @_SPEAKER
 @_LABEL
-@click.option("--no-match-stats", "match_stats", flag_value=False, default=True,
-              help="Decode the input's latents as they are, with only the target's condition (by default each latent "
-                   "channel's mean and spread over the utterance are first moved to the target speaker's).")
+@click.option("--latents", "method", type=click.Choice(["knn", "match", "none"]), default="knn", show_default=True,
+              help="How the input's latents are moved to the target before decoding with its condition: match (each "
+                   "latent channel's mean and spread over the utterance set to the target's), knn (match, then each "
+                   "latent frame replaced by the mean of its --neighbours nearest frames of the target's training utterances), "
+                   "none.")
+@click.option("--neighbours", "k", default=4, show_default=True, type=click.IntRange(1),
+              help="--latents knn: nearest target frames averaged per frame.")
+@click.option("--data", "data", default=None, type=click.Path(path_type=Path),
+              help="--latents knn: the feature cache holding the target's utterances [default: the run's own "
+                   "training cache].")
 @_VOCODER_ITERS
 @_SEED
 @_CHECKPOINT
@@ -549,7 +556,7 @@ def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, speaker, label, chec
 @_OVERWRITE
 @_THREADS
 @friendly_errors
-def convert_cmd(run_dir, inputs, output, speaker, label, match_stats, vocoder_iters, seed, checkpoint, device,
+def convert_cmd(run_dir, inputs, output, speaker, label, method, k, data, vocoder_iters, seed, checkpoint, device,
                 overwrite, threads):
     """Say the content of each AUDIO file (its words, timing and phones) in the voice of --speaker.
 
@@ -573,13 +580,16 @@ def convert_cmd(run_dir, inputs, output, speaker, label, match_stats, vocoder_it
     if vae.conditions is None:
         raise ConfigError(f"{vae.path} is not conditioned on a speaker or label: voice conversion needs a model "
                           "trained with condition=speaker")
-    if _condition(vae, speaker, label) is None:
+    target = _condition(vae, speaker, label)
+    if target is None:
         c = vae.conditions
         raise ConfigError(f"convert needs the target --{c['key']} (this model knows: {', '.join(c['names'])})")
+    if method == "knn":  # the target's frames first: a missing cache is refused before anything is written
+        vae.condition_bank(int(target[0]), data)
     torch.manual_seed(seed)
     click.echo(describe(vae))
     for src, dst in plan:
-        click.echo(f"wrote {convert_file(vae, src, dst, speaker, label, match_stats=match_stats)}")
+        click.echo(f"wrote {convert_file(vae, src, dst, speaker, label, method=method, data=data, k=k)}")
 
 
 @cli.command("sample", short_help="Generate audio from a mel VAE's prior (learned or N(0, I)).")

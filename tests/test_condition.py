@@ -193,8 +193,8 @@ def test_convert_keeps_the_length_and_changes_the_voice(speaker_run, two_speaker
     rec = [r for r in open_data(two_speakers).utterances("test") if r["speaker"] == "quiet"][0]
     wave, sr = sf.read(rec["source"], dtype="float32")
     wave = wave[: len(wave) - 37]  # not a whole number of hops
-    for match in (True, False):
-        out = vae.convert(wave, speaker="loud", sample_rate=sr, match_stats=match, vocoder_iters=4)
+    for method in ("knn", "match", "none"):
+        out = vae.convert(wave, speaker="loud", sample_rate=sr, method=method, vocoder_iters=4)
         assert out.shape == wave.shape
     # in the log-mel: converted to the loud speaker, louder than the same utterance converted to the quiet one
     lm_loud = vae.convert(wave, speaker="loud", sample_rate=sr, to="logmel")
@@ -206,6 +206,35 @@ def test_convert_keeps_the_length_and_changes_the_voice(speaker_run, two_speaker
     assert lens.tolist() == [len(wave), len(wave) - 800]
     with pytest.raises(ConfigError, match="unknown speaker 'x'; this model knows: loud, quiet"):
         vae.convert(wave, speaker="x")
+
+
+def test_knn_conversion_decodes_the_targets_own_frames(speaker_run, two_speakers, tmp_path):
+    """method=knn: every latent frame is the mean of its k nearest latent frames of the target's training
+    utterances (checked against a brute-force search), taken from the run's cache or from data=."""
+    import shutil
+
+    import audiovae
+    from audiovae.data.source import open_data
+
+    vae = audiovae.load(speaker_run)
+    data = open_data(two_speakers)
+    bank = vae.condition_bank(0)  # "loud"
+    n_loud = sum(r["frames"] for r in data.utterances("train") if r["speaker"] == "loud")
+    assert bank.shape == (n_loud, vae.model.latent_dim)
+    z = torch.randn(1, vae.model.latent_dim, 7)
+    got = vae._nearest_frames(z, torch.tensor([7]), torch.tensor([0]), None, 3)
+    for t in range(7):
+        d = ((bank - z[0, :, t]) ** 2).sum(1)
+        torch.testing.assert_close(got[0, :, t], bank[d.argsort()[:3]].mean(0))
+    # the run's cache moved away: a clear error; data= names where it is now
+    moved = tmp_path / "moved"
+    shutil.copytree(two_speakers, moved)
+    fresh = audiovae.load(speaker_run)
+    fresh.config["data"] = str(tmp_path / "gone")
+    wave = np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1
+    with pytest.raises(ConfigError, match="method='match'"):
+        fresh.convert(wave, speaker="loud")
+    assert fresh.convert(wave, speaker="loud", data=moved, vocoder_iters=2).shape == wave.shape
 
 
 def test_cli_convert(speaker_run, two_speakers, tmp_path):

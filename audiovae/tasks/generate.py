@@ -156,11 +156,11 @@ def reconstruct_file(model_dir: str | os.PathLike | MelModel, audio: str | os.Pa
 
 
 def convert_file(vae: LoadedVAE, audio: str | os.PathLike, out: str | os.PathLike, speaker=None, label=None,
-                 vocoder_iters: int | None = None, match_stats: bool = True) -> Path:
+                 vocoder_iters: int | None = None, method: str = "knn", data=None, k: int = 4) -> Path:
     """Voice conversion of an audio file (:meth:`LoadedVAE.convert`), written with as many samples as it has (at
     the model's rate)."""
     from audiovae.audio.io import save_audio
 
     wave, sr = load_audio(audio, vae.sample_rate, min_samples=vae.mel.win_length)
-    y = vae.convert(wave, speaker=speaker, label=label, vocoder_iters=vocoder_iters, match_stats=match_stats)
+    y = vae.convert(wave, speaker=speaker, label=label, vocoder_iters=vocoder_iters, method=method, data=data, k=k)
     return save_audio(out, y, sr)
