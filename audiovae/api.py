@@ -717,11 +717,12 @@ class LoadedVAE:
         return torch.randint(k, (n,), generator=generator, device=self.device)
 
     def interpolate(self, a, b, steps: int = 5, sample_rate: int | None = None, to: str = "audio",
-                    vocoder_iters: int | None = None):
+                    vocoder_iters: int | None = None, speaker=None, label=None):
         """Decode ``(1 - t) z_a + t z_b`` for ``steps`` values of ``t`` from 0 to 1 (posterior means).
 
         ``a``, ``b``: two waveforms ``(N_a,)``, ``(N_b,)`` (mel models; the longer one is cut to the shorter
         one's frames) or two images. Returns ``(steps, N)`` audio (or log-mel / images), numpy for numpy input.
+        A conditioned model decodes every step with ``speaker`` (``label``), which it needs.
         """
         if self.kind == "image":
             za, zb = self.encode(a), self.encode(b)
@@ -737,7 +738,8 @@ class LoadedVAE:
         feats = torch.stack([fa[:, :t_len], fb[:, :t_len]])
         mu, _, zl = self._encode_feats(feats, torch.full((2,), t_len))
         zs = torch.stack([(1 - t) * mu[0] + t * mu[1] for t in np.linspace(0, 1, steps)])
-        rec, frames = self._decode_feats(zs, torch.full((steps,), zs.shape[-1]), torch.full((steps,), t_len))
+        cond = self._cond(steps, speaker, label, "interpolate()")
+        rec, frames = self._decode_feats(zs, torch.full((steps,), zs.shape[-1]), torch.full((steps,), t_len), cond)
         return self._finish(rec, frames, None, to, vocoder_iters, numpy, False, False)
 
     # --- image models ----------------------------------------------------------------------------------

@@ -1052,8 +1052,10 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, scores
 @_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
+@_SPEAKER
+@_LABEL
 @friendly_errors
-def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, device):
+def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, device, speaker, label):
     """Encode A and B to their posterior means and decode evenly spaced points between them.
 
     Two audio files with a mel model: OUT is a wav of the steps one after another
@@ -1065,6 +1067,7 @@ def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, dev
     _refuse_inputs([output, Path(output).with_suffix(".png")], a, b)
 
     kw = {"vocoder_iters": vocoder_iters} if vocoder_iters is not None else {}  # audio only
+    kw.update({k: v for k, v in (("speaker", speaker), ("label", label)) if v is not None})
     res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device, progress=True, **kw)
     click.echo(f"wrote {res['output']}" + (f" and {res['picture']}" if "picture" in res else "")
                + f" ({res['steps']} steps)")

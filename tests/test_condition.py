@@ -289,3 +289,39 @@ def test_speaker_adversary_reverses_the_encoders_gradient():
     torch.testing.assert_close(g_rev, -4.0 * z.grad)
     adv.eval()
     torch.testing.assert_close(adv.elbo(xb, cond=cond, eps=eps).loss, plain.eval().elbo(xb, cond=cond, eps=eps).loss)
+
+
+def test_a_conditioned_run_with_a_learned_prior_samples_repairs_interpolates_and_reports(speaker_run, two_speakers,
+                                                                                         tmp_path):
+    """The learned prior of a speaker-conditioned run is conditioned too: sampling per speaker (reproducible and
+    different per speaker), the report (reconstructions with each utterance's own speaker, samples, interpolation)
+    and interpolate --speaker all work on it."""
+    import shutil
+
+    import audiovae
+    from audiovae.training.prior import PriorTrainConfig, train_prior
+
+    run = tmp_path / "run"
+    shutil.copytree(speaker_run, run)
+    train_prior(run, cfg=PriorTrainConfig(hidden=8, components=4, batch_size=4, crop=16, max_steps=3, val_every=2,
+                                          checkpoint_every=2), progress=False)
+    vae = audiovae.load(run, device="cpu")
+    assert vae.has_learned_prior and vae.prior.config.n_conditions == 2
+    a = vae.sample(1, seconds=0.5, seed=1, speaker=SPEAKERS[0], to="logmel")
+    b = vae.sample(1, seconds=0.5, seed=1, speaker=SPEAKERS[1], to="logmel")
+    assert np.array_equal(a, vae.sample(1, seconds=0.5, seed=1, speaker=SPEAKERS[0], to="logmel"))
+    assert not np.allclose(a, b)
+    res = subprocess.run(_cli("report", str(run), "-o", str(tmp_path / "report"), "--no-scores", "--vocoder-iters", "2"),
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert "learned prior" in html and "quiet_u" in html and "loud_u" in html
+    assert len(list((tmp_path / "report" / "audio").glob("prior_sample_*.wav"))) == 3
+    wav = sorted((two_speakers.parent / "wav" / SPEAKERS[0]).glob("*.wav"))
+    res = subprocess.run(_cli("interpolate", str(run), str(wav[0]), str(wav[1]), "-o", str(tmp_path / "i.wav"),
+                              "--vocoder-iters", "2"), capture_output=True, text=True, timeout=300)
+    assert res.returncode == 1 and "--speaker" in res.stderr
+    res = subprocess.run(_cli("interpolate", str(run), str(wav[0]), str(wav[1]), "-o", str(tmp_path / "i.wav"),
+                              "--vocoder-iters", "2", "--speaker", SPEAKERS[1]), capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]

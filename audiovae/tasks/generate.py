@@ -125,10 +125,11 @@ class MelModel:
             yield self.to_audio(feats), feats
 
     @torch.no_grad()
-    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 5,
-                    progress: bool = False) -> list[tuple[np.ndarray, torch.Tensor]]:
+    def interpolate(self, a: np.ndarray, b: np.ndarray, steps: int = 5, progress: bool = False,
+                    cond: torch.Tensor | None = None) -> list[tuple[np.ndarray, torch.Tensor]]:
         """Decode ``(1 - t) z_a + t z_b`` for ``steps`` values of t in [0, 1] (posterior means; shorter length);
-        ``progress``: a bar on stderr."""
+        ``progress``: a bar on stderr; ``cond``: the speaker or label index ``(1,)`` a conditioned model
+        decodes every step with (it needs one)."""
         from tqdm import tqdm
 
         fa, fb = self.features(a), self.features(b)
@@ -138,7 +139,8 @@ class MelModel:
         out = []
         for t in tqdm(np.linspace(0, 1, steps), desc="interpolate", unit="step", disable=not progress):
             z = (1 - t) * za + t * zb
-            feats = self.frames_out(self.model.decode(z, t_len if self.model.is_sequence else None).mean)
+            feats = self.frames_out(self.model.decode(z, t_len if self.model.is_sequence else None,
+                                                      self._item_cond(cond, z)).mean)
             out.append((self.to_audio(feats), feats))
         return out
 

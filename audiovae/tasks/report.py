@@ -482,17 +482,23 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
         chosen = (chosen + [r for r in recs if r not in chosen])[:n_items]
     if not chosen:
         page.note("No held-out utterances to reconstruct (the data is not available).")
-    waves = []
+    conds = mm.loaded.conditions
+    if conds is not None:  # a conditioned model decodes each utterance with its own speaker (label)
+        chosen = [r for r in chosen if r.get(conds["key"]) in conds["names"]]
+    waves, first_cond = [], None
     for i, rec in enumerate(chosen):
         name = f"utt{i}_{_safe(rec['id'])}"
         source = rec.get("source")
+        cond = None if conds is None else mm.loaded.condition_index(**{conds["key"]: rec[conds["key"]]})
+        first_cond = cond if first_cond is None else first_cond
         if source and Path(source).is_file():
             wave, _ = load_audio(source, sr, segment=rec.get("segment"))  # a lhotse cut: only its segment
-            y, feats, rfeats = mm.reconstruct(wave)
+            y, feats, rfeats = mm.reconstruct(wave, cond)
             label = "original"
         else:  # the audio is gone; the cache still has its log-mel
             feats = mm.loaded.normalizer(torch.from_numpy(src.logmel(rec))[None].to(mm.device))
-            rfeats = mm.frames_out(mm.model.reconstruct(mm.frames_in(feats)))
+            x = mm.frames_in(feats)
+            rfeats = mm.frames_out(mm.model.reconstruct(x, mm._item_cond(cond, x)))
             wave = mm.to_audio(feats)
             y = mm.to_audio(rfeats, len(wave))
             label = "original log-mel, vocoded (the audio file is gone)"
@@ -506,7 +512,8 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
     say("samples from the prior")
     page.h2("Samples from the prior" + tag)
     torch.manual_seed(seed)
-    samples = mm.sample(3, seconds=2.0, seed=seed)
+    scond = None if conds is None else torch.arange(3) % len(conds["names"])  # the first speakers (labels) in turn
+    samples = mm.sample(3, seconds=2.0, seed=seed, cond=scond)
     if mm.loaded.has_learned_prior:
         info = mm.loaded.prior_info
         which = "learned prior"
@@ -520,13 +527,14 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
     for i, (y, _) in enumerate(samples):
         save_audio(page.file(f"audio/prior_sample_{i}.wav"), y, sr)
     plot_mels(page.file("figures/prior_samples.png"), [inv(f) for _, f in samples],
-              [f"sample {i} ({which})" for i in range(len(samples))], fr)
+              [f"sample {i} ({which}" + ("" if scond is None else f", {conds['key']} {conds['names'][int(scond[i])]}")
+               + ")" for i in range(len(samples))], fr)
     page.img("figures/prior_samples.png", f"Three 2-second utterances decoded from the {which}")
     page.players([(f"audio/prior_sample_{i}.wav", f"sample {i}") for i in range(len(samples))])
     say("interpolation")
     page.h2("Interpolation" + tag)
     if len(waves) >= 2:
-        steps = mm.interpolate(waves[0], waves[1], steps=5)
+        steps = mm.interpolate(waves[0], waves[1], steps=5, cond=first_cond)
         ts = np.linspace(0, 1, len(steps))
         for i, (y, _) in enumerate(steps):
             save_audio(page.file(f"audio/interp_{i}.wav"), y, sr)
