@@ -162,6 +162,10 @@ def measure(args, run: Path, cache: Path) -> dict:
     emb_orig = P.speaker_embeddings(originals, sr)
     names = sorted({s for s in speakers if s is not None})
     centroids = {s: P.centroid(emb_orig[[i for i, t in enumerate(speakers) if t == s]]) for s in names}
+    # the same centroids from copy synthesis (the vocoder on the true log-mel): every generated clip went through
+    # the vocoder too, so these compare voices without the vocoder's own mark on the embeddings
+    emb_copy = P.speaker_embeddings(copies, sr)
+    centroids_copy = {s: P.centroid(emb_copy[[i for i, t in enumerate(speakers) if t == s]]) for s in names}
     rows = res["rows"]
     rows["originals"] = dnsmos_row(P, originals, sr)
     rows["copy synthesis"] = {**dnsmos_row(P, copies, sr),
@@ -204,11 +208,16 @@ def measure(args, run: Path, cache: Path) -> dict:
         prior = "learned" if learned else "standard"
         for s in names:
             waves = samples(args.n_per_speaker, prior, best_t, [s] * args.n_per_speaker)
-            cos = cos_table(P, P.speaker_embeddings(waves, sr), centroids)
+            emb = P.speaker_embeddings(waves, sr)
+            cos, cosc = cos_table(P, emb, centroids), cos_table(P, emb, centroids_copy)
             per[s] = {"to_own": float(np.mean(cos[s])),
                       "to_others": {o: float(np.mean(cos[o])) for o in names if o != s},
+                      "copy_centroids": {"to_own": float(np.mean(cosc[s])),
+                                         "to_others": {o: float(np.mean(cosc[o])) for o in names if o != s}},
                       **dnsmos_row(P, waves, sr)}
             per[s]["own_above_every_other"] = all(per[s]["to_own"] > v for v in per[s]["to_others"].values())
+            cc = per[s]["copy_centroids"]
+            cc["own_above_every_other"] = all(cc["to_own"] > v for v in cc["to_others"].values())
         rows["samples conditioned on each speaker"] = {
             "n": args.n_per_speaker * len(names), "prior": prior, "temperature": best_t,
             "ovrl": float(np.mean([v["ovrl"] for v in per.values()])),
@@ -216,6 +225,8 @@ def measure(args, run: Path, cache: Path) -> dict:
             "bak": float(np.mean([v["bak"] for v in per.values()])),
             "own_minus_best_other": float(np.mean([v["to_own"] - max(v["to_others"].values()) for v in per.values()])),
             "speakers_own_above_every_other": int(sum(v["own_above_every_other"] for v in per.values())),
+            "speakers_own_above_every_other_copy_centroids": int(sum(v["copy_centroids"]["own_above_every_other"]
+                                                                     for v in per.values())),
             "speakers": len(names), "per_speaker": per}
     if conditioned and hasattr(vae, "convert"):
         say("conversions between every pair of speakers")
@@ -231,10 +242,14 @@ def measure(args, run: Path, cache: Path) -> dict:
                         tgt_spk.append(t)
                         kept.append(len(y) == len(originals[i]))
         if outs:
-            cos = cos_table(P, P.speaker_embeddings(outs, sr), centroids)
+            emb = P.speaker_embeddings(outs, sr)
+            cos, cosc = cos_table(P, emb, centroids), cos_table(P, emb, centroids_copy)
             d = np.array([cos[t][j] - cos[s][j] for j, (s, t) in enumerate(zip(src_spk, tgt_spk))])
+            dc = np.array([cosc[t][j] - cosc[s][j] for j, (s, t) in enumerate(zip(src_spk, tgt_spk))])
             rows["conversions, every pair"] = {**dnsmos_row(P, outs, sr), "target_minus_source": float(d.mean()),
                                                "closer_to_target": float((d > 0).mean()), "pairs": len(outs),
+                                               "closer_to_target_copy_centroids": float((dc > 0).mean()),
+                                               "target_minus_source_copy_centroids": float(dc.mean()),
                                                "length_kept": bool(all(kept))}
 
     say("real-time factor of sample")
@@ -273,11 +288,14 @@ def format_table(res: dict) -> str:
             other.append(f"IWAE {_f(ev['standard']['iwae'], ',.1f')}, ELBO {_f(ev['standard']['elbo'], ',.1f')} nats")
         if "own_minus_best_other" in r:
             spk = (f"own − best other {_f(r['own_minus_best_other'], '+.3f')}; "
-                   f"{r['speakers_own_above_every_other']}/{r['speakers']} speakers own > every other")
+                   f"{r['speakers_own_above_every_other']}/{r['speakers']} speakers own > every other "
+                   f"({r.get('speakers_own_above_every_other_copy_centroids', '-')}/{r['speakers']} against "
+                   "copy-synthesis centroids)")
             other.append(f"{r['prior']} prior, T = {r['temperature']:g}")
         if "target_minus_source" in r:
             spk = (f"target − source {_f(r['target_minus_source'], '+.3f')}; "
-                   f"closer to target {r['closer_to_target']:.0%}")
+                   f"closer to target {r['closer_to_target']:.0%} "
+                   f"({r.get('closer_to_target_copy_centroids', float('nan')):.0%} against copy-synthesis centroids)")
             other.append(f"{r['pairs']} pairs; length {'kept' if r['length_kept'] else 'NOT kept'}")
         out.append((f"{name} (n={r['n']})", _f(r["ovrl"]), _f(r["sig"]), _f(r["bak"]), spk, "; ".join(other)))
     t = table(out, ("", "DNSMOS OVRL", "DNSMOS SIG", "DNSMOS BAK", "speaker", "other"))
