@@ -26,6 +26,10 @@ _CONFIG = click.option("--config", type=click.Path(dir_okay=False),
 _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                     help="Change one setting (repeatable; applied after --config). The keys are listed in the "
                          "command's help.")
+_PRIOR = click.option("--prior", "prior", type=click.Choice(["auto", "learned", "standard"]), default="auto",
+                      show_default=True, help="The prior over the latent: learned = the run's learned prior "
+                      "(audiovae train-prior RUN), standard = N(0, I) (what the VAE trained against), auto = learned "
+                      "when the run has one.")
 _INIT = click.option(
     "--init",
     default="pghi",
@@ -458,17 +462,16 @@ _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), 
 @_SEED
 @_CHECKPOINT
 @_DEVICE
-@click.option("--prior", "prior", type=click.Choice(["standard", "learned"]), default="standard", show_default=True,
-              help="The prior the bounds are against: standard = N(0, I), what the VAE trained against; learned = "
-              "the run's learned prior (audiovae train-prior; the KL is then a Monte-Carlo estimate).")
+@_PRIOR
 @friendly_errors
 def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, checkpoint, device, prior):
     """ELBO, IWAE bound, KL, reconstruction term and active units of a trained model on DATA.
 
     Feature models use the normalisation saved with the model (not the cache's) and
     report densities of log-mel features, so figures are comparable across caches.
-    With --prior learned every bound is against the run's learned prior, so the
-    difference to --prior standard is, in nats, how much better it models the latents.
+    With the learned prior (--prior learned, or auto when the run has one) every bound is
+    against it and the KL is a Monte-Carlo estimate, so the difference to --prior standard
+    is, in nats, how much better it models the latents.
     """
     from audiovae.api import load
     from audiovae.tasks.evaluate import evaluate, format_table
@@ -479,7 +482,7 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
         check_output_file(json_out, [data], overwrite=True)
     loaded = load(run_dir, checkpoint, device, prior=prior)
     click.echo(describe(loaded))
-    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed, prior=prior)
+    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed, prior=None)
     click.echo(format_table(res))
     if json_out:
         _write_json(res, json_out, None, "evaluate")
@@ -598,9 +601,7 @@ def convert_cmd(run_dir, inputs, output, speaker, label, method, k, data, vocode
               help="Folder for the samples (sample_<i>.wav).")
 @click.option("-n", "n", default=4, show_default=True, type=click.IntRange(1), help="How many samples.")
 @click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Length of each sample.")
-@click.option("--prior", "prior", type=click.Choice(["auto", "learned", "standard"]), default="auto",
-              show_default=True, help="learned: the run's learned prior (audiovae train-prior); standard: N(0, I); "
-              "auto: learned when the run has one.")
+@_PRIOR
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0),
               help="Scales the prior's standard deviation (a learned prior also sharpens its choice of mixture "
               "component); below 1: more typical, less varied.")
@@ -727,10 +728,7 @@ def train_prior_cmd(run_dir, positional, out_dir, overrides, max_steps, seed, de
                    "data (pseudo_gibbs for images, mwg for audio; see docs/repair.md).")
 @click.option("--chain-iters", "iters", default=100, show_default=True, type=click.IntRange(1),
               help="Iterations of the repair chain (mwg, pseudo_gibbs).")
-@click.option("--prior", "prior", type=click.Choice(["auto", "learned", "standard"]), default="auto",
-              show_default=True, help="Audio, conv model: the prior over latent frames that mwg's chain targets: "
-              "learned (the run's, from audiovae train-prior: gap frames that fit their context), standard "
-              "(N(0, I)); auto: learned when the run has one.")
+@_PRIOR
 @_SEED
 @_VOCODER_ITERS
 @_JSON
