@@ -132,8 +132,8 @@ class DataSource:
         recs = self.utterances(split)
         missing = [r["id"] for r in recs if r.get(key) in (None, "")]
         if len(missing) == len(recs):
-            raise ConfigError(f"condition={key}: the utterances here have no {key} (make the cache from a manifest "
-                              f"whose {key} column is filled, e.g. `audiovae prepare ... ` then `audiovae extract`)",
+            raise ConfigError(f"condition={key}: the utterances here have no {key} (make the cache with `audiovae "
+                              f"extract MANIFEST` from a manifest whose {key} column is filled)",
                               self.path)
         if missing:
             raise ConfigError(f"condition={key}: {len(missing)} utterance(s) of the {split} split have no {key} "
