@@ -636,11 +636,11 @@ def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, frame_noise, sp
     from audiovae.training.checkpoint import describe
     from audiovae.utils import check_output_dir, check_output_file
 
-    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device, prior=prior)
-    cond = _condition(mm.loaded, speaker, label)  # an unknown speaker is refused before anything is written
-    check_output_dir(out_dir)
+    check_output_dir(out_dir)  # checks only: an output path that cannot be written is named first
     for i in range(n):
         check_output_file(Path(out_dir) / f"sample_{i}.wav", overwrite=overwrite)
+    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device, prior=prior)
+    cond = _condition(mm.loaded, speaker, label)  # an unknown speaker is refused before anything is written
     if cond is not None:
         cond = cond.expand(n)
     elif mm.loaded.conditions is not None:
