@@ -20,6 +20,7 @@ import torch.distributions as D
 from click.testing import CliRunner
 
 import audiovae
+from tests.corpora import tiny_conv_run
 from audiovae.cli import cli
 from audiovae.errors import CheckpointError, ConfigError
 from audiovae.models.prior import LatentPrior, PriorConfig, StandardNormal, mixture_log_prob
@@ -33,12 +34,7 @@ TINY = dict(hidden=16, layers=1, components=4, batch_size=4, crop=16, val_every=
 
 @pytest.fixture(scope="module")
 def conv_run(feats, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("priorconv") / "run"
-    cfg = TrainConfig(model="conv", model_config={"channels": 8, "latent_dim": 4, "downsample": 4, "res_blocks": 1},
-                      batch_size=4, max_steps=2, segment_frames=32, lr_warmup_steps=0, checkpoint_every=1000,
-                      val_batches=1)
-    train(feats, run, cfg, progress=False)
-    return run
+    return tiny_conv_run(feats, tmp_path_factory.mktemp("priorconv") / "run")
 
 
 @pytest.fixture(scope="module")
