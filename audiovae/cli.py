@@ -26,6 +26,10 @@ _CONFIG = click.option("--config", type=click.Path(dir_okay=False),
 _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                     help="Change one setting (repeatable; applied after --config). The keys are listed in the "
                          "command's help.")
+_PRIOR = click.option("--prior", "prior", type=click.Choice(["auto", "learned", "standard"]), default="auto",
+                      show_default=True, help="The prior over the latent: learned = the run's learned prior "
+                      "(audiovae train-prior RUN), standard = N(0, I) (what the VAE trained against), auto = learned "
+                      "when the run has one.")
 _INIT = click.option(
     "--init",
     default="pghi",
@@ -458,12 +462,16 @@ _CHECKPOINT = click.option("--checkpoint", type=click.Choice(["best", "last"]), 
 @_SEED
 @_CHECKPOINT
 @_DEVICE
+@_PRIOR
 @friendly_errors
-def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, checkpoint, device):
+def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, checkpoint, device, prior):
     """ELBO, IWAE bound, KL, reconstruction term and active units of a trained model on DATA.
 
     Feature models use the normalisation saved with the model (not the cache's) and
     report densities of log-mel features, so figures are comparable across caches.
+    With the learned prior (--prior learned, or auto when the run has one) every bound is
+    against it and the KL is a Monte-Carlo estimate, so the difference to --prior standard
+    is, in nats, how much better it models the latents.
     """
     from audiovae.api import load
     from audiovae.tasks.evaluate import evaluate, format_table
@@ -472,12 +480,24 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
 
     if json_out:
         check_output_file(json_out, [data], overwrite=True)
-    loaded = load(run_dir, checkpoint, device)
+    loaded = load(run_dir, checkpoint, device, prior=prior)
     click.echo(describe(loaded))
-    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed)
+    res = evaluate(loaded, data, k=k, split=split, limit=limit, batch_size=batch_size, seed=seed, prior=None)
     click.echo(format_table(res))
     if json_out:
         _write_json(res, json_out, None, "evaluate")
+
+
+_SPEAKER = click.option("--speaker", default=None, metavar="NAME",
+                        help="A model trained with condition=speaker: whose voice (one of the training speakers; an "
+                             "unknown one is refused with the list).")
+_LABEL = click.option("--label", default=None, metavar="NAME",
+                      help="A model trained with condition=label: which label (class) to generate as.")
+
+
+def _condition(loaded, speaker: str | None, label: str | None):
+    """The condition index ``(1,)`` that --speaker/--label name for a loaded model (None when neither is given)."""
+    return loaded.condition_index(speaker=speaker, label=label)
 
 
 @cli.command("reconstruct", short_help="Pass audio files through a trained mel VAE.")
@@ -485,40 +505,130 @@ def evaluate_cmd(run_dir, data, k, split, limit, batch_size, json_out, seed, che
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
 @_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
 @_VOCODER_ITERS
+@_SPEAKER
+@_LABEL
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
 @_THREADS
 @friendly_errors
-def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, checkpoint, device, overwrite, threads):
-    """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs)."""
+def reconstruct_cmd(run_dir, inputs, output, vocoder_iters, speaker, label, checkpoint, device, overwrite, threads):
+    """Pass audio files through a trained mel VAE and the vocoder (the model directory is all it needs).
+
+    A model trained with condition=speaker (label) decodes with the speaker (label) given by --speaker
+    (--label): the inputs' own, for a reconstruction; another one converts (see `audiovae convert`).
+    """
     _threads(threads)
+    from audiovae.errors import ConfigError
     from audiovae.tasks.generate import MelModel, reconstruct_file
     from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
     from audiovae.training.checkpoint import describe
 
     plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
     mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    cond = _condition(mm.loaded, speaker, label)
+    if cond is None and mm.loaded.conditions is not None:
+        c = mm.loaded.conditions
+        raise ConfigError(f"{mm.loaded.path} is conditioned on {c['key']}: give the inputs' --{c['key']} (this model "
+                          f"knows: {', '.join(c['names'])})")
     click.echo(describe(mm.loaded))
     for src, dst in plan:
-        click.echo(f"wrote {reconstruct_file(mm, src, dst)}")
+        click.echo(f"wrote {reconstruct_file(mm, src, dst, cond)}")
 
 
-@cli.command("sample", short_help="Generate audio from a mel VAE's prior.")
+@cli.command("convert", short_help="Voice conversion: audio files in the voice of a training speaker.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path), metavar="AUDIO...")
+@_output("One input file: the audio file to write (.wav, .flac...). " + IO_HELP, required=True)
+@_SPEAKER
+@_LABEL
+@click.option("--latents", "method", type=click.Choice(["knn", "match", "none"]), default="knn", show_default=True,
+              help="How the input's latents are moved to the target before decoding with its condition: match (each "
+                   "latent channel's mean and spread over the utterance set to the target's), knn (match, then each "
+                   "latent frame replaced by the mean of its --neighbours nearest frames of the target's training utterances), "
+                   "none.")
+@click.option("--neighbours", "k", default=4, show_default=True, type=click.IntRange(1),
+              help="--latents knn: nearest target frames averaged per frame.")
+@click.option("--data", "data", default=None, type=click.Path(path_type=Path),
+              help="--latents knn: the feature cache holding the target's utterances [default: the run's own "
+                   "training cache].")
+@_VOCODER_ITERS
+@_SEED
+@_CHECKPOINT
+@_DEVICE
+@_OVERWRITE
+@_THREADS
+@friendly_errors
+def convert_cmd(run_dir, inputs, output, speaker, label, method, k, data, vocoder_iters, seed, checkpoint, device,
+                overwrite, threads):
+    """Say the content of each AUDIO file (its words, timing and phones) in the voice of --speaker.
+
+    RUN is a model trained with condition=speaker (`audiovae train DATA --model conv condition=speaker`);
+    --speaker is one of its training speakers (an unknown name is refused with the list, before anything is
+    written). The input may be anyone's voice. Each output has exactly as many samples as its input (at the
+    model's sample rate: other rates are resampled). A model trained with condition=label takes --label.
+    """
+    _threads(threads)
+    import torch
+
+    from audiovae.api import load
+    from audiovae.errors import ConfigError
+    from audiovae.tasks.generate import convert_file
+    from audiovae.tasks.signal import WRITABLE_AUDIO, plan_io
+    from audiovae.training.checkpoint import describe
+
+    plan = plan_io(inputs, output, WRITABLE_AUDIO, overwrite)
+    vae = load(run_dir, checkpoint, device, vocoder_iters)
+    vae._need("mel", "convert")
+    if vae.conditions is None:
+        raise ConfigError(f"{vae.path} is not conditioned on a speaker or label: voice conversion needs a model "
+                          "trained with condition=speaker")
+    target = _condition(vae, speaker, label)
+    if target is None:
+        c = vae.conditions
+        raise ConfigError(f"convert needs the target --{c['key']} (this model knows: {', '.join(c['names'])})")
+    if method == "knn":  # the target's frames first: a missing cache is refused before anything is written
+        vae.condition_bank(int(target[0]), data)
+    torch.manual_seed(seed)
+    click.echo(describe(vae))
+    for src, dst in plan:
+        click.echo(f"wrote {convert_file(vae, src, dst, speaker, label, method=method, data=data, k=k)}")
+
+
+@cli.command("sample", short_help="Generate audio from a mel VAE's prior (learned or N(0, I)).")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Folder for the samples (sample_<i>.wav).")
 @click.option("-n", "n", default=4, show_default=True, type=click.IntRange(1), help="How many samples.")
 @click.option("--seconds", default=2.0, show_default=True, type=click.FloatRange(0.1), help="Length of each sample.")
-@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0), help="Prior standard deviation.")
+@_PRIOR
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(0),
+              help="Scales the prior's standard deviation (a learned prior also sharpens its choice of mixture "
+              "component); below 1: more typical, less varied.")
+@click.option("--frame-noise", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Learned prior: each latent frame is its chosen component's mean plus this times the "
+              "component's scale (0: the mean, the clearest sound; 1: an exact draw from the prior).")
+@_SPEAKER
+@_LABEL
 @_SEED
 @_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
 @_OVERWRITE
+@_THREADS
 @friendly_errors
-def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, checkpoint, device, overwrite):
-    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav)."""
+def sample_cmd(run_dir, out_dir, n, seconds, prior, temperature, frame_noise, speaker, label, seed, vocoder_iters,
+               checkpoint, device, overwrite, threads):
+    """Draw utterances from a mel VAE's prior and vocode them to wav files (OUTPUT/sample_<i>.wav).
+
+    A conv model with a learned prior (RUN/prior, from `audiovae train-prior RUN`) samples
+    its latent frames one at a time from it: speech-like sequences, where N(0, I) draws
+    every latent frame independently (noise). --seed fixes the draws.
+
+    A model trained with condition=speaker speaks in the voice of --speaker (condition=label: --label); without
+    one, each sample's speaker is drawn at random (from --seed) and said on stderr.
+    """
+    _threads(threads, numba=True)
     import torch
 
     from audiovae.audio.io import save_audio
@@ -526,14 +636,77 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
     from audiovae.training.checkpoint import describe
     from audiovae.utils import check_output_dir, check_output_file
 
-    check_output_dir(out_dir)
+    check_output_dir(out_dir)  # checks only: an output path that cannot be written is named first
     for i in range(n):
         check_output_file(Path(out_dir) / f"sample_{i}.wav", overwrite=overwrite)
-    torch.manual_seed(seed)
-    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    mm = MelModel.load(run_dir, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device, prior=prior)
+    cond = _condition(mm.loaded, speaker, label)  # an unknown speaker is refused before anything is written
+    if cond is not None:
+        cond = cond.expand(n)
+    elif mm.loaded.conditions is not None:
+        c = mm.loaded.conditions
+        cond = mm.loaded.sample_conditions(n, torch.Generator(mm.loaded.device).manual_seed(seed))
+        click.echo(f"note: no --{c['key']}: each sample's {c['key']} drawn at random: "
+                   + ", ".join(f"sample_{i} {c['names'][int(k)]}" for i, k in enumerate(cond)), err=True)
     click.echo(describe(mm.loaded))
-    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True)):
+    which = (f"learned prior ({mm.loaded.prior_info['path']}, step {mm.loaded.prior_info.get('step')})"
+             if mm.loaded.has_learned_prior else "N(0, I)")
+    click.echo(f"sampling from the {which}, temperature {temperature:g}")
+    for i, (y, _) in enumerate(mm.iter_samples(n, seconds, temperature, progress=True, seed=seed, cond=cond,
+                                                frame_noise=frame_noise)):
         click.echo(f"wrote {save_audio(Path(out_dir) / f'sample_{i}.wav', y, mm.sample_rate)}")
+
+
+@cli.command("train-prior", short_help="Train a learned prior over a conv VAE's latent sequences (for sample, repair).")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("positional", nargs=-1, metavar="[DATA] [KEY=VALUE]...")
+@click.option("-o", "--output", "out_dir", default=None, type=click.Path(path_type=Path),
+              help="Prior folder (default: RUN/prior, where sample, repair and evaluate look).")
+@_SET
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after this many optimiser steps.")
+@_SEED
+@_DEVICE
+@click.option("--resume", is_flag=True, help="Continue the prior in OUTPUT from its last checkpoint (only "
+              "--max-steps / max_minutes may change).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@friendly_errors
+def train_prior_cmd(run_dir, positional, out_dir, overrides, max_steps, seed, device, resume, no_progress):
+    """Train an autoregressive prior over the latent sequences of the conv VAE in RUN.
+
+    The VAE stays frozen; its encoder's posteriors over DATA's train split (default:
+    the cache the run was trained on) are what the prior learns to generate: a GRU
+    that predicts each latent frame from the ones before as a mixture of Gaussians.
+    Settings as KEY=VALUE (or --set): hidden, layers, components, whiten, batch_size,
+    crop, lr, max_steps, max_minutes, val_every, checkpoint_every, seed, threads,
+    checkpoint (best|last: which VAE weights). Like train: a time limit, Ctrl-C /
+    SIGTERM stop with a checkpoint, --resume continues bit for bit.
+    """
+    from audiovae.config import apply_overrides
+    from audiovae.training.prior import PriorTrainConfig, train_prior
+
+    data = None
+    sets = list(overrides)
+    for arg in positional:
+        if "=" in arg and not Path(arg).exists():
+            sets.append(arg)
+        elif data is None:
+            data = arg
+        else:
+            _fail(f"one DATA only (got {data!r} and {arg!r}); settings are KEY=VALUE")
+    if _given("seed"):
+        sets.append(f"seed={seed}")
+    if max_steps is not None:
+        sets.append(f"max_steps={max_steps}")
+    cfg = apply_overrides(PriorTrainConfig(), sets)
+    given = {k.split("=", 1)[0].strip(): getattr(cfg, k.split("=", 1)[0].strip()) for k in sets}
+    summary = train_prior(run_dir, data, out_dir, cfg if not resume else None, resume=resume, given=given,
+                          progress=not no_progress, device=device)
+    how = ("interrupted; resume with --resume" if summary["interrupted"]
+           else "stopped at the time limit" if summary["time_limit"] else "done")
+    click.echo(f"trained the prior {summary['step']} steps ({how}); best validation NLL "
+               f"{summary['best_val_nll_per_frame']:.2f} nats per latent frame; prior in {summary['out_dir']}")
+    if summary["interrupted"]:
+        sys.exit(130)
 
 
 @cli.command("repair", short_help="Fill damaged images or gaps in audio with a trained VAE.")
@@ -555,6 +728,7 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
                    "data (pseudo_gibbs for images, mwg for audio; see docs/repair.md).")
 @click.option("--chain-iters", "iters", default=100, show_default=True, type=click.IntRange(1),
               help="Iterations of the repair chain (mwg, pseudo_gibbs).")
+@_PRIOR
 @_SEED
 @_VOCODER_ITERS
 @_JSON
@@ -562,8 +736,8 @@ def sample_cmd(run_dir, out_dir, n, seconds, temperature, seed, vocoder_iters, c
 @_DEVICE
 @_THREADS
 @friendly_errors
-def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, seed, vocoder_iters,
-               json_out, checkpoint, device, threads):
+def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms, method, iters, prior, seed,
+               vocoder_iters, json_out, checkpoint, device, threads):
     """Repair damaged data with the VAE in RUN_DIR, keeping what is observed exactly.
 
     \b
@@ -621,10 +795,11 @@ def repair_cmd(run_dir, input, output, mask, fraction, n, gaps, drop, packet_ms,
         for src, dst in plan:
             res = repair_audio(run_dir, src, dst, [parse_gap(g) for g in gaps], drop, packet_ms, method, iters,
                                seed, json_out, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
-                               progress=True)
+                               progress=True, prior=prior)
             acc = "" if res["acceptance"] is None else f", acceptance {res['acceptance']:.2f}"
             click.echo(f"{f'{src}: ' if many else ''}filled {res['missing_frames']} of {res['frames']} frames "
-                       f"({res['gap_samples']} samples in {len(res['gaps_s'])} gap(s)) with {method}{acc}")
+                       f"({res['gap_samples']} samples in {len(res['gaps_s'])} gap(s)) with {method}{acc}, "
+                       f"{res['prior']} prior")
             for path in res["files"].values():
                 click.echo(f"wrote {path}")
     if json_out:
@@ -827,16 +1002,20 @@ def probe_cmd(run_dir, data, labels, label_key, limit, max_iter, seed, json_out,
 @_TEMPS
 @_JSON
 @click.option("--markdown", "md_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the table here.")
+@click.option("--scores/--no-scores", default=True, show_default=True,
+              help="Mel runs: DNSMOS, speaker similarity (and ASR, English data) of a few reconstructions, samples "
+              "and conversions (pip install 'audiovae[eval]').")
 @_SEED
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, seed, checkpoint, device):
+def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, scores, seed, checkpoint, device):
     """Compare runs on DATA (the last argument): parameters (encoder/decoder/total), training throughput and
     time, time to 95% of the final validation ELBO, ELBO/IWAE, active units, and the diversity of prior samples
     at two temperatures (images: classes a pixel probe assigns, nearest-training-image distance; audio: pairwise
-    and nearest-training log-mel distances), each against real held-out data. Writes RUN/results/analysis.json
-    for each run.
+    and nearest-training log-mel distances), each against real held-out data; for mel runs with the [eval]
+    extra, perceptual scores (DNSMOS, speaker similarity, ASR on English data) of a few held-out utterances, their
+    reconstructions, prior samples and conversions. Writes RUN/results/analysis.json for each run.
     """
     from audiovae.tasks.analyze import analyze, format_analysis
     from audiovae.utils import atomic_write_text
@@ -850,7 +1029,7 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, seed, 
     except ValueError:
         raise click.BadParameter(f"expected numbers like 1.0,0.7, got {temperatures!r}") from None
     res = analyze(list(paths[:-1]), paths[-1], temps, k=k, limit=limit, n_samples=samples, checkpoint=checkpoint,
-                  device=device, seed=seed)
+                  device=device, seed=seed, scores=scores)
     table = format_analysis(res)
     click.echo(table)
     if md_out:
@@ -871,8 +1050,10 @@ def analyze_cmd(paths, k, limit, samples, temperatures, json_out, md_out, seed, 
 @_VOCODER_ITERS
 @_CHECKPOINT
 @_DEVICE
+@_SPEAKER
+@_LABEL
 @friendly_errors
-def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, device):
+def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, device, speaker, label):
     """Encode A and B to their posterior means and decode evenly spaced points between them.
 
     Two audio files with a mel model: OUT is a wav of the steps one after another
@@ -884,6 +1065,7 @@ def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, dev
     _refuse_inputs([output, Path(output).with_suffix(".png")], a, b)
 
     kw = {"vocoder_iters": vocoder_iters} if vocoder_iters is not None else {}  # audio only
+    kw.update({k: v for k, v in (("speaker", speaker), ("label", label)) if v is not None})
     res = interpolate(run_dir, a, b, output, steps, checkpoint=checkpoint, device=device, progress=True, **kw)
     click.echo(f"wrote {res['output']}" + (f" and {res['picture']}" if "picture" in res else "")
                + f" ({res['steps']} steps)")
@@ -896,11 +1078,13 @@ def interpolate_cmd(run_dir, a, b, output, steps, vocoder_iters, checkpoint, dev
 @click.option("--data", type=click.Path(path_type=Path), default=None,
               help="DATA for reconstructions (default: the path in the model's config.yaml).")
 @_VOCODER_ITERS
+@click.option("--scores/--no-scores", default=True, show_default=True,
+              help="Perceptual scores of a mel run's audio (DNSMOS, speaker similarity; pip install 'audiovae[eval]').")
 @_SEED
 @_CHECKPOINT
 @_DEVICE
 @friendly_errors
-def report_cmd(run_dir, out_dir, data, vocoder_iters, seed, checkpoint, device):
+def report_cmd(run_dir, out_dir, data, vocoder_iters, scores, seed, checkpoint, device):
     """Write OUTPUT/index.html: configuration, training curves, evaluation figures, reconstructions, prior
     samples and interpolations (spectrograms with audio players, or image grids), and the probe, analysis and
     repair results found in RUN/results (only files inside RUN are copied). Opens from disk: no server, no network.
@@ -914,7 +1098,8 @@ def report_cmd(run_dir, out_dir, data, vocoder_iters, seed, checkpoint, device):
     from audiovae.tasks.report import make_report
 
     index = make_report(run_dir, out_dir, data, checkpoint=checkpoint, device=device, vocoder_iters=vocoder_iters,
-                        seed=seed, progress=True, warn=lambda note: click.echo(f"warning: {note}", err=True))
+                        seed=seed, progress=True, warn=lambda note: click.echo(f"warning: {note}", err=True),
+                        scores=scores)
     click.echo(f"wrote {index}")
 
 

@@ -62,3 +62,7 @@ class ExportError(AudioVAEError):
 class OutputFolderError(AudioVAEError):
     """An output folder that cannot be written: one of another kind (a cache is not a run), or one another
     process is writing (see :mod:`audiovae.folders`)."""
+
+
+class MissingExtraError(AudioVAEError):
+    """A feature that needs optional packages that are not installed (the message names the pip extra)."""

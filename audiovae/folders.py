@@ -44,6 +44,7 @@ KINDS = {
     "manifest": "a manifest folder",
     "report": "a report folder",
     "export": "an exported model",
+    "prior": "a learned prior",
 }
 
 # flock errors that mean "this file system has no locks", not "someone holds it"
@@ -60,6 +61,8 @@ def folder_kind(path: str | os.PathLike) -> str | None:
         return None
     if (p / "train.yaml").exists() or (p / "trainer_state.pt").exists():
         return "run"
+    if (p / "prior.yaml").exists() or (p / "prior_state.pt").exists() or (p / "prior.safetensors").exists():
+        return "prior"
     if (p / "cache.json").exists() or (p / "feats.f32").exists() or (p / "index.json").exists() \
             or (p / "parts").is_dir() or any(p.glob("parts*.jsonl")):
         return "cache"

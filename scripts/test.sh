@@ -4,7 +4,7 @@
 #     speech at 16 kHz), dataset-fashion-mnist (images in IDX format), asterisk-core-sounds-es-g722
 #     (real recorded speech in G.722) and ffmpeg (decodes it), chromium (opens the HTML report),
 #     python3-venv (a fresh Debian python3 has no ensurepip)
-#   - a virtual environment .venv with audiovae and its dev extra (pytest, torchaudio, pystoi...)
+#   - a virtual environment .venv with audiovae and its dev extra (pytest, torchaudio, pystoi, the [eval] scores...)
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k vocoder`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +27,7 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -e '.[dev]'
+# resemblyzer's webrtcvad imports pkg_resources, gone in setuptools 81 (the [eval] extra pins it; a venv made by a
+# newer python may carry a newer one from before)
+.venv/bin/python -c 'import pkg_resources' >/dev/null 2>&1 || .venv/bin/python -m pip install -q 'setuptools<81'
 exec .venv/bin/python -m pytest -q "$@"

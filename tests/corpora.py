@@ -197,3 +197,14 @@ def tiny_image_run(root: Path) -> Path:
                                  batch_size=16, max_steps=2, kl_warmup="none", lr_warmup_steps=0,
                                  checkpoint_every=1000, val_every=2, val_batches=1), progress=False)
     return run
+
+
+def tiny_conv_run(feats: Path, run: Path) -> Path:
+    """A tiny conv run (8 channels, 4 latent channels at 1/4 of the frame rate) trained 2 steps on ``feats``."""
+    from audiovae.training import TrainConfig, train
+
+    cfg = TrainConfig(model="conv", model_config={"channels": 8, "latent_dim": 4, "downsample": 4, "res_blocks": 1},
+                      batch_size=4, max_steps=2, segment_frames=32, lr_warmup_steps=0, checkpoint_every=1000,
+                      val_batches=1)
+    train(feats, run, cfg, progress=False)
+    return run

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import audiovae
+from tests.corpora import tiny_conv_run
 from audiovae.training import TrainConfig, train
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -21,12 +22,7 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 @pytest.fixture(scope="module")
 def conv_run(feats, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("apiconv") / "run"
-    cfg = TrainConfig(model="conv", model_config={"channels": 8, "latent_dim": 4, "downsample": 4, "res_blocks": 1},
-                      batch_size=4, max_steps=2, segment_frames=32, lr_warmup_steps=0, checkpoint_every=1000,
-                      val_batches=1)
-    train(feats, run, cfg, progress=False)
-    return run
+    return tiny_conv_run(feats, tmp_path_factory.mktemp("apiconv") / "run")
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from audiovae.cli import cli
 ROOT = Path(__file__).resolve().parents[1]
 
 # what each group of commands must offer
-VOCODER_COMMANDS = {"vocode", "resynth", "reconstruct", "sample", "interpolate", "report", "repair", "demo"}
-MODEL_COMMANDS = {"train", "evaluate", "encode", "probe", "analyze", "reconstruct", "sample", "interpolate", "report",
+VOCODER_COMMANDS = {"vocode", "resynth", "reconstruct", "convert", "sample", "interpolate", "report", "repair", "demo"}
+MODEL_COMMANDS = {"train", "evaluate", "encode", "probe", "analyze", "reconstruct", "convert", "sample", "interpolate", "report",
                   "repair", "vocode"}
 RANDOM_COMMANDS = {"train", "sample", "repair", "report", "evaluate", "analyze", "probe"}
 SETTINGS_COMMANDS = {"mel", "vocode", "resynth", "extract", "train"}

@@ -58,6 +58,7 @@ BAD_TRAIN = {
     "device": ("gpu", "device=gpu: must be one of auto, cpu, cuda, cuda:N"),
     "log_every": (-5, "log_every=-5: must be an integer >= 0"),
     "compile": (2, "compile=2: must be one of False, True"),
+    "condition": ("voice", "condition=voice: must be one of none, speaker, label"),
 }
 BAD_MEL = {
     "sample_rate": (10**7, "sample_rate=10000000: must be an integer in 1000..384000"),
@@ -78,6 +79,8 @@ BAD_DENSE = {
     "hidden": ([25000, 25000], "hidden=[25000, 25000]: must be a list of 1 to 64 layer widths in 1..16384"),
     "latent_dim": (-5, "latent_dim=-5: must be an integer in 1..16384"),
     "likelihood": ("logistic", "likelihood=logistic: must be one of gaussian, gaussian_fixed, bernoulli"),
+    "condition": ("voice", "condition=voice: must be one of none, speaker, label"),
+    "condition_names": (["a", "a"], "condition_names=['a', 'a']: must be a list of at most 100000 distinct non-empty names"),
 }
 BAD_CONV = {
     "n_mels": (5000, "n_mels=5000: must be an integer in 1..4096"),
@@ -90,6 +93,9 @@ BAD_CONV = {
     "norm": ("batch", "norm=batch: must be one of layer, group, none"),
     "likelihood": ("poisson", "likelihood=poisson: must be one of gaussian, gaussian_fixed, bernoulli, logistic"),
     "min_log_scale": (math.nan, "min_log_scale=nan: must be a finite number"),
+    "adversary": (-1.0, "adversary=-1.0: must be a finite number >= 0"),
+    "condition": ("voice", "condition=voice: must be one of none, speaker, label"),
+    "condition_names": (["a", "a"], "condition_names=['a', 'a']: must be a list of at most 100000 distinct non-empty names"),
 }
 BAD_IMAGE = {
     "image_channels": (0, "image_channels=0: must be an integer in 1..64"),

@@ -20,29 +20,38 @@ from audiovae.errors import DataError
 
 @dataclass
 class Batch:
-    """A collated batch: data ``x`` and, for padded sequences, the valid ``lengths (B,)``."""
+    """A collated batch: data ``x``, for padded sequences the valid ``lengths (B,)``, and for a run conditioned
+    on speaker (label) each item's index into the model's ``condition_names``, ``cond (B,)``."""
 
     x: torch.Tensor
     lengths: torch.Tensor | None = None
+    cond: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> "Batch":
         lengths = None if self.lengths is None else self.lengths.to(device, non_blocking=True)
-        return Batch(self.x.to(device, non_blocking=True), lengths)
+        cond = None if self.cond is None else self.cond.to(device, non_blocking=True)
+        return Batch(self.x.to(device, non_blocking=True), lengths, cond)
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies, so that :meth:`to` a GPU does not block. A DataLoader with ``pin_memory=True``
         calls this; without it a dataclass comes back unpinned and every copy is synchronous."""
-        return Batch(self.x.pin_memory(), None if self.lengths is None else self.lengths.pin_memory())
+        return Batch(self.x.pin_memory(), None if self.lengths is None else self.lengths.pin_memory(),
+                     None if self.cond is None else self.cond.pin_memory())
 
 
 def collate_tensors(items) -> Batch:
-    """Items that are already equal-shaped tensors (or a batch from ``__getitems__``)."""
+    """Items that are already equal-shaped tensors (or a batch from ``__getitems__``, which is ``(x, cond)``
+    for a conditioned frame dataset)."""
+    if isinstance(items, tuple):
+        return Batch(items[0], None, items[1])
     return Batch(items if isinstance(items, torch.Tensor) else torch.stack(items))
 
 
-def collate_sequences(items: list[tuple[torch.Tensor, int]]) -> Batch:
-    """``(n_mels, L_i)`` sequences -> a :class:`Batch` of ``(B, n_mels, max L)`` (edge-padded) with lengths."""
-    return Batch(*pad_collate(items))
+def collate_sequences(items: list[tuple]) -> Batch:
+    """``(n_mels, L_i)`` sequences -> a :class:`Batch` of ``(B, n_mels, max L)`` (edge-padded) with lengths
+    (and the items' condition indices, when the items are ``(x, length, cond)``)."""
+    cond = torch.tensor([it[2] for it in items], dtype=torch.long) if items and len(items[0]) > 2 else None
+    return Batch(*pad_collate([it[:2] for it in items]), cond)
 
 
 def context_rows(pos: np.ndarray, lo: np.ndarray, hi: np.ndarray, context: int) -> np.ndarray:
@@ -81,10 +90,12 @@ class FrameDataset(Dataset):
     """
 
     def __init__(self, frames: np.ndarray, recs: list[dict], mean: np.ndarray, std: np.ndarray, context: int = 0,
-                 source: object = None):
+                 source: object = None, cond: np.ndarray | None = None):
         if not recs:
             raise DataError("no utterances in this split", source)
         self.feats, self.context = frames, context
+        # each frame's condition index (its utterance's speaker or label), when conditioned
+        self.cond = None if cond is None else np.concatenate([np.full(r["frames"], c) for r, c in zip(recs, cond)])
         self.frame = np.concatenate([np.arange(r["frames"]) + r["offset"] for r in recs])
         self.lo = np.concatenate([np.full(r["frames"], r["offset"]) for r in recs])
         self.hi = np.concatenate([np.full(r["frames"], r["offset"] + r["frames"] - 1) for r in recs])
@@ -95,13 +106,17 @@ class FrameDataset(Dataset):
         return len(self.frame)
 
     def __getitem__(self, key) -> torch.Tensor:
-        return self.__getitems__([key])[0]
+        out = self.__getitems__([key])
+        return (out[0][0], out[1][0]) if isinstance(out, tuple) else out[0]
 
     def __getitems__(self, keys) -> torch.Tensor:
         idx = np.array([k[0] if isinstance(k, (tuple, list)) else k for k in keys])
         rows = context_rows(self.frame[idx], self.lo[idx], self.hi[idx], self.context)
         x = (np.asarray(self.feats[rows.reshape(-1)]) - self.mean) / self.std  # (B * W, n_mels)
-        return torch.from_numpy(np.ascontiguousarray(_window_layout(x, len(idx), rows.shape[1]), dtype=np.float32))
+        x = torch.from_numpy(np.ascontiguousarray(_window_layout(x, len(idx), rows.shape[1]), dtype=np.float32))
+        if self.cond is not None:
+            return x, torch.from_numpy(self.cond[idx].astype(np.int64))
+        return x
 
 
 class SequenceDataset(Dataset):
@@ -114,10 +129,11 @@ class SequenceDataset(Dataset):
     """
 
     def __init__(self, frames: np.ndarray, recs: list[dict], mean: np.ndarray, std: np.ndarray,
-                 segment: int | None = None, source: object = None):
+                 segment: int | None = None, source: object = None, cond: np.ndarray | None = None):
         if not recs:
             raise DataError("no utterances in this split", source)
         self.feats, self.recs, self.segment = frames, recs, segment
+        self.cond = cond  # per utterance: its index into the model's condition names (a conditioned run)
         if segment is None:
             self.items = list(range(len(recs)))
         else:
@@ -139,7 +155,10 @@ class SequenceDataset(Dataset):
                 start = int(np.random.default_rng(seed).integers(0, n - self.segment + 1))
         x = np.asarray(self.feats[rec["offset"] + start : rec["offset"] + start + length]).T
         x = (x - self.mean) / self.std
-        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), length
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if self.cond is not None:
+            return x, length, int(self.cond[self.items[i]])
+        return x, length
 
 
 def pad_collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -123,6 +123,35 @@ class DataSource:
             return None
         return np.array([str(r.get(key, "")) for r in recs])
 
+    def condition_names(self, key: str, split: str = "train") -> list[str]:
+        """The sorted distinct values of ``key`` (``speaker`` or ``label``) in ``split``: what a model conditioned
+        on ``key`` learns. A :class:`ConfigError` when the data has no such key for every utterance."""
+        if not self.is_features:
+            raise ConfigError(f"condition={key} needs utterances with a {key} (a feature cache made from a manifest "
+                              f"that gives one); {self.path} holds {self.kind} data", self.path)
+        recs = self.utterances(split)
+        missing = [r["id"] for r in recs if r.get(key) in (None, "")]
+        if len(missing) == len(recs):
+            raise ConfigError(f"condition={key}: the utterances here have no {key} (make the cache with `audiovae "
+                              f"extract MANIFEST` from a manifest whose {key} column is filled)",
+                              self.path)
+        if missing:
+            raise ConfigError(f"condition={key}: {len(missing)} utterance(s) of the {split} split have no {key} "
+                              f"(first: {missing[0]!r})", self.path)
+        return sorted({str(r[key]) for r in recs})
+
+    def condition_indices(self, recs: list[dict], key: str, names: list[str] | tuple[str, ...]) -> np.ndarray:
+        """Each record's index into ``names`` by its ``key``; a :class:`DataError` for one the model does not know."""
+        where = {n: i for i, n in enumerate(names)}
+        out = np.empty(len(recs), np.int64)
+        for j, r in enumerate(recs):
+            v = r.get(key)
+            if v in (None, "") or str(v) not in where:
+                raise DataError(f"utterance {r.get('id')!r} has {key} {v!r}, which the model does not know (it knows "
+                                f"{', '.join(names)})", self.path)
+            out[j] = where[str(v)]
+        return out
+
     # --- datasets for a model -----------------------------------------------------------------
     def check_model(self, model: str) -> None:
         """Raise :class:`ConfigError` when ``model`` does not train on this kind of data."""
@@ -156,6 +185,8 @@ class DataSource:
         context: int = 0,
         segment: int | None = None,
         train: bool = False,
+        condition: str = "none",
+        condition_names: list[str] | tuple[str, ...] = (),
     ) -> tuple[Dataset, Callable[[list], Batch]]:
         """A dataset of ``split`` shaped for ``model`` and its collate function.
 
@@ -163,6 +194,8 @@ class DataSource:
         data's own). ``context``: frames each side for the dense model.
         ``segment``: crop length for the conv model (``None``: whole utterances).
         ``train``: images are binarised afresh per item (MNIST-style) instead of once.
+        ``condition``/``condition_names``: a conditioned model's key (``speaker`` or ``label``) and the names it
+        knows; the batches then carry each item's index into them (:attr:`Batch.cond`).
         """
         self.check_model(model)
         if self.is_features:
@@ -172,9 +205,10 @@ class DataSource:
                                   self.path)
             mean, std = norm.mean.cpu().numpy(), norm.std.cpu().numpy()
             recs = self.utterances(split)
+            cond = self.condition_indices(recs, condition, condition_names) if condition != "none" else None
             if model == "dense":
-                return FrameDataset(self.frames, recs, mean, std, context, self.path), collate_tensors
-            return SequenceDataset(self.frames, recs, mean, std, segment, self.path), collate_sequences
+                return FrameDataset(self.frames, recs, mean, std, context, self.path, cond), collate_tensors
+            return SequenceDataset(self.frames, recs, mean, std, segment, self.path, cond), collate_sequences
         x, y = self._image_split(split)
         if len(x) == 0:
             raise DataError(f"the {split!r} split is empty", self.path)

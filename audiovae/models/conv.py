@@ -28,7 +28,7 @@ and IWAE bound on held-out utterances); see docs/fidelity.md for the measurement
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,9 @@ class ConvVAEConfig:
     norm: str = "layer"  # layer (per frame, over channels) | group (GroupNorm(1, c) over the segment) | none
     likelihood: str = "gaussian"
     min_log_scale: float = -7.0  # floor of the Gaussian likelihood's learned log-sigma per mel bin
+    condition: str = "none"  # none | speaker | label: the decoder is told whose voice (which class); set by training
+    condition_names: list[str] = field(default_factory=list)  # the speakers (labels) it knows, sorted; cond indexes it
+    adversary: float = 0.0  # conditioned: weight of the reversed gradient of a speaker classifier on z (0 = off)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -73,10 +76,48 @@ class ConvVAEConfig:
         check_choice("norm", self.norm, ("layer", "group", "none"))
         check_choice("likelihood", self.likelihood, ("gaussian", "gaussian_fixed", "bernoulli", "logistic"))
         check_float("min_log_scale", self.min_log_scale)
+        check_condition(self)
+        check_float("adversary", self.adversary, 0.0)  # used by conditioned models only
         check_model_size("conv", self)
 
 
 MAX_BLOCKS = 16  # residual blocks per stack (dilations up to 2**15 frames)
+MAX_CONDITIONS = 100_000  # speakers (labels) a conditioned model may know
+
+
+def check_condition(cfg) -> None:
+    """``condition`` and ``condition_names`` of a mel model's config: none with no names, or speaker/label with
+    the distinct names the training data gave (training fills them in: ``audiovae train ... condition=speaker``)."""
+    from audiovae.config import check_choice, field_error
+    from audiovae.models.base import CONDITIONS
+
+    check_choice("condition", cfg.condition, CONDITIONS)
+    names = cfg.condition_names
+    if (not isinstance(names, (list, tuple)) or len(names) > MAX_CONDITIONS
+            or any(not isinstance(n, str) or not n for n in names) or len(set(names)) != len(names)):
+        raise field_error("condition_names", names, f"a list of at most {MAX_CONDITIONS} distinct non-empty names")
+    if cfg.condition == "none" and names:
+        raise field_error("condition_names", names, "empty for an unconditioned model (condition=none)")
+    if cfg.condition != "none" and not names:
+        raise field_error("condition", cfg.condition, "set by training from the data: use the training setting "
+                          f"condition={cfg.condition} (not model_config.condition), which fills in condition_names")
+
+
+class CondSequential(nn.Sequential):
+    """A decoder stack that takes, for a conditioned model, one bias per site ``(B, sites, C, 1)``: added to
+    the output of the first layer and of every residual block, so the condition reaches every depth."""
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        k = 0
+        for i, m in enumerate(self):
+            x = m(x)
+            if bias is not None and (i == 0 or isinstance(m, ResBlock)):
+                x = x + bias[:, k]
+                k += 1
+        return x
+
+    def sites(self) -> int:
+        return 1 + sum(isinstance(m, ResBlock) for m in self)
 
 
 class ChannelNorm(nn.Module):
@@ -149,7 +190,17 @@ class ConvVAE(BaseVAE):
             dec += blocks(nb)
         dec += blocks(config.full_rate_blocks)
         dec += [_norm(norm, c), nn.SiLU(), nn.Conv1d(c, self.likelihood.out_channels(config.n_mels), 5, padding=2)]
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = CondSequential(*dec)
+        if self.n_conditions:  # a learned vector per speaker (label) and decoder site
+            self.cond_embed = nn.Embedding(self.n_conditions, self.decoder.sites() * c)
+            nn.init.normal_(self.cond_embed.weight, std=0.1)
+            self._init_condition_stats()
+            if config.adversary > 0:  # a frame-level speaker classifier on the latent (training only)
+                self.adversary = nn.Sequential(nn.Conv1d(config.latent_dim, c, 3, padding=1), nn.SiLU(),
+                                               nn.Conv1d(c, c, 3, padding=1), nn.SiLU(), nn.Conv1d(c, self.n_conditions, 1))
+
+    def adversary_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.adversary(z)
 
     def latent_size(self, size: int | torch.Tensor) -> int | torch.Tensor:
         return -(-size // self.config.downsample)  # ceil, for ints and integer tensors alike
@@ -161,8 +212,12 @@ class ConvVAE(BaseVAE):
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 8)
 
-    def decoder_params(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        out = self.decoder(z)
+    def decoder_params(self, z: torch.Tensor, size: int | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+        bias = None
+        if self.n_conditions:
+            cond = self.check_cond(cond, z.shape[0], z.device)
+            bias = self.cond_embed(cond).view(z.shape[0], -1, self.config.channels, 1).to(z.dtype)
+        out = self.decoder(z, bias) if bias is not None else self.decoder(z)
         return out if size is None else out[..., :size]
 
     def prior_shape(self, n: int, size: int | None = None) -> tuple[int, ...]:

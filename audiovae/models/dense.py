@@ -19,6 +19,8 @@ class DenseVAEConfig:
     hidden: list[int] = field(default_factory=lambda: [512, 256])
     latent_dim: int = 32
     likelihood: str = "gaussian"  # gaussian (learned per-bin scale) or gaussian_fixed
+    condition: str = "none"  # none | speaker | label: the decoder is told whose voice (which class); set by training
+    condition_names: list[str] = field(default_factory=list)  # the speakers (labels) it knows, sorted; cond indexes it
 
     def __post_init__(self) -> None:
         self.validate()
@@ -37,6 +39,9 @@ class DenseVAEConfig:
             raise field_error("hidden", self.hidden, f"a list of 1 to {MAX_LAYERS} layer widths in 1..{MAX_WIDTH}")
         check_int("latent_dim", self.latent_dim, 1, MAX_WIDTH)
         check_choice("likelihood", self.likelihood, ("gaussian", "gaussian_fixed", "bernoulli"))
+        from audiovae.models.conv import check_condition
+
+        check_condition(self)
         check_model_size("dense", self)
 
 
@@ -62,13 +67,23 @@ class DenseVAE(BaseVAE):
         self.to_stats = nn.Linear(config.hidden[-1], 2 * config.latent_dim)
         self.decoder = _mlp([config.latent_dim, *reversed(config.hidden)])
         self.to_out = nn.Linear(config.hidden[0], dim)
+        if self.n_conditions:  # a learned bias of the decoder's first layer per speaker (label)
+            self.cond_embed = nn.Embedding(self.n_conditions, config.hidden[-1])
+            nn.init.normal_(self.cond_embed.weight, std=0.1)
+            self._init_condition_stats()
 
     def encoder_params(self, x: torch.Tensor):
         mu, logvar = self.to_stats(self.encoder(x.flatten(1))).chunk(2, dim=1)
         return mu, logvar.clamp(-12, 8)
 
-    def decoder_params(self, z: torch.Tensor, size: int | None = None) -> torch.Tensor:
-        return self.to_out(self.decoder(z))
+    def decoder_params(self, z: torch.Tensor, size: int | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.n_conditions:
+            return self.to_out(self.decoder(z))
+        cond = self.check_cond(cond, z.shape[0], z.device)
+        h = self.decoder[0](z) + self.cond_embed(cond).to(z.dtype)  # the first Linear, then its norm and the rest
+        for m in self.decoder[1:]:
+            h = m(h)
+        return self.to_out(h)
 
     def prior_shape(self, n: int, size: int | None = None) -> tuple[int, ...]:
         return (n, self.latent_dim)

@@ -23,13 +23,19 @@ Per run:
   - audio: utterances are compared by their time-pooled log-mel (per-bin mean
     and std over time; RMS distance in nats): mean pairwise distance between
     prior samples against between real (held-out) utterances, and the
-    distance to the nearest training utterance, samples against held-out ones.
+    distance to the nearest training utterance, samples against held-out ones;
+- mel runs, with the ``[eval]`` extra: perceptual scores of a few held-out utterances, their reconstructions,
+  prior samples (and conversions of a speaker-conditioned run): DNSMOS P.835, speaker similarity, and for
+  English data a transcript's word error rate (:func:`perceptual_scores`); without it, a line saying how to
+  install it.
 """
 
 from __future__ import annotations
 
 import csv
+import inspect
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,10 +180,189 @@ def audio_diversity(loaded, src: DataSource, temperatures=(1.0, 0.7), n_samples:
     return res
 
 
+# --- perceptual scores (the [eval] extra) -----------------------------------------------------------------------
+ENGLISH = re.compile(r"^en(?:[_-]|$)", re.IGNORECASE)  # a language code: en, en_US, en-GB...
+
+
+def _call(fn, *args, **kw):
+    """``fn(*args, **kw)`` without the keywords ``fn`` does not take (``prior=``, ``speaker=``: a run of a build
+    without learned priors or conditioning has neither), and without those whose value is ``None``."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kw = {k: v for k, v in kw.items() if k in params}
+    return fn(*args, **{k: v for k, v in kw.items() if v is not None})
+
+
+def is_english(records: list[dict]) -> bool:
+    """Whether utterances are English by their language fields: ``label`` or ``speaker`` starting with a language
+    code (``en``, ``en_US``, as corpus readers of multilingual data such as the asterisk prompts write them)."""
+    tags = [str(r.get("label") or r.get("speaker") or "") for r in records]
+    return bool(tags) and all(ENGLISH.match(t) for t in tags)
+
+
+def held_out_clips(loaded, src: DataSource, n: int, split: str | None = None) -> list[tuple[dict, np.ndarray, str]]:
+    """Up to ``n`` held-out utterances ``(record, wave at the model's rate, "original" | "copy synthesis")``, one
+    per speaker first so that several voices are heard; an utterance whose audio file is gone is its cached log-mel
+    vocoded (copy synthesis)."""
+    from audiovae.audio.io import load_audio
+
+    split = split or ("test" if "test" in src.splits() else "val" if "val" in src.splits() else src.splits()[-1])
+    recs = src.utterances(split)
+    first, seen = [], set()
+    for r in recs:
+        who = r.get("speaker")
+        if who not in seen:
+            seen.add(who)
+            first.append(r)
+    chosen = (first + [r for r in recs if r not in first])[:n]
+    out = []
+    for r in chosen:
+        source = r.get("source")
+        if source and Path(source).is_file():
+            wave, _ = load_audio(source, loaded.sample_rate, segment=r.get("segment"))
+            out.append((r, wave, "original"))
+        else:
+            out.append((r, np.asarray(loaded.to_audio(src.logmel(r))), "copy synthesis"))
+    return out
+
+
+def _row(what: str, P, waves: list, sr: int, **extra) -> dict:
+    s = P.dnsmos(waves, sr, peak=P.DNSMOS_PEAK)
+    return {"what": what, "n": len(waves), "dnsmos_ovrl": float(np.mean(s["ovrl"])),
+            "dnsmos_sig": float(np.mean(s["sig"])), "dnsmos_bak": float(np.mean(s["bak"])),
+            "short_clips": int(np.sum(s["short"])), **extra}
+
+
+def _targeting(P, emb: np.ndarray, targets: list, sources: list, centroids: dict) -> dict:
+    """Speaker-embedding cosines of outputs ``emb`` to their target speaker's centroid against their source's
+    (conversions) or the other speakers' (conditioned samples: ``sources[i]`` = None)."""
+    diff, closer = [], []
+    for e, t, s in zip(emb, targets, sources):
+        to_t = P.cosine(e, centroids[t])
+        others = [P.cosine(e, centroids[o]) for o in ([s] if s is not None else [o for o in centroids if o != t])]
+        if not others:
+            continue
+        diff.append(to_t - max(others))
+        closer.append(to_t > max(others))
+    return {"cos_target_minus_other": float(np.mean(diff)) if diff else None,
+            "closer_to_target": float(np.mean(closer)) if closer else None, "pairs": len(diff)}
+
+
+@torch.no_grad()
+def perceptual_scores(loaded, src: DataSource, n_items: int = 3, n_samples: int = 3, seconds: float = 3.0,
+                      temperature: float = 1.0, seed: int = 0, asr: bool | None = None,
+                      vocoder_iters: int | None = None, split: str | None = None) -> dict:
+    """DNSMOS P.835 (and speaker similarity, and an English transcript) of a mel run's reconstructions, prior
+    samples (N(0, I), and the learned prior when the run has one) and, for a speaker-conditioned run, its
+    samples per speaker and conversions between speakers, beside the held-out originals they come from.
+
+    ``{"available": False, "note": how to install}`` without the ``[eval]`` extra. Else ``{"available": True,
+    "rows": [{"what", "n", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", ...}], ...}``: reconstructions carry
+    ``speaker_cos`` (to their original) and, with ``asr`` (default: when the utterances' language fields say
+    English), ``wer`` against the transcript of the original; conditioned samples and conversions carry
+    ``cos_target_minus_other`` (cosine to the target speaker's centroid, of the held-out originals' speaker
+    embeddings, minus the cosine to the source's, or to the nearest other speaker's for samples) and
+    ``closer_to_target``; conversions ``length_kept``. Small by design (``n_items`` utterances, ``n_samples``
+    samples of ``seconds``): DNSMOS scores 9-s windows at about a second each on a CPU.
+    """
+    from audiovae.audio import perceptual as P
+
+    note = P.missing("DNSMOS") or P.missing("speaker similarity")
+    if note is not None:
+        return {"available": False, "note": note}
+    sr = loaded.sample_rate
+    clips = held_out_clips(loaded, src, n_items, split)
+    if not clips:
+        return {"available": True, "rows": [], "note": "no held-out utterances to score"}
+    recs = [c[0] for c in clips]
+    originals = [c[1] for c in clips]
+    kinds = sorted({c[2] for c in clips})
+    speakers = [r.get("speaker") for r in recs]
+    cond = getattr(loaded, "conditions", None)
+    conditioned = bool(cond) and cond.get("key") == "speaker"
+    asr = is_english(recs) and P.available("ASR") if asr is None else asr
+    res: dict = {"available": True, "split": recs[0].get("split"), "seconds": seconds, "temperature": temperature,
+                 "asr": bool(asr), "rows": []}
+    emb_orig = P.speaker_embeddings(originals, sr)
+    by_spk: dict = {}
+    for e, s in zip(emb_orig, speakers):
+        by_spk.setdefault(s, []).append(e)
+    centroids = {s: P.centroid(np.stack(v)) for s, v in by_spk.items() if s is not None}
+    res["rows"].append(_row(f"held-out utterances ({', '.join(kinds)})", P, originals, sr))
+    recon = [np.asarray(_call(loaded.reconstruct, w, speaker=s if conditioned else None, vocoder_iters=vocoder_iters))
+             for w, s in zip(originals, speakers)]
+    extra = {"speaker_cos": float(np.mean(P.speaker_similarity(originals, recon, sr)))}
+    if asr:
+        said = P.transcribe(originals, sr)
+        heard = P.transcribe(recon, sr)
+        extra["wer"] = float(np.mean([P.word_error_rate(a, b) for a, b in zip(said, heard)]))
+        res["transcripts"] = [{"id": r["id"], "original": a, "reconstruction": b} for r, a, b in zip(recs, said, heard)]
+    res["rows"].append(_row("VAE reconstructions", P, recon, sr, **extra))
+    known = [s for s in centroids if conditioned and s in cond["names"]]
+    priors = [("standard", "N(0, I)")]
+    if getattr(loaded, "has_learned_prior", False):
+        priors.append(("learned", "learned prior"))
+    for key, name in priors:
+        want = [known[i % len(known)] for i in range(n_samples)] if known else None
+        waves = np.asarray(_call(loaded.sample, n_samples, seconds=seconds, temperature=temperature, seed=seed,
+                                 prior=key, speaker=want, vocoder_iters=vocoder_iters))
+        extra = {}
+        if want and len(centroids) > 1:
+            extra = _targeting(P, P.speaker_embeddings(list(waves), sr), want, [None] * len(want), centroids)
+        res["rows"].append(_row(f"samples, {name}, T = {temperature:g}" + (" (per speaker)" if want else ""), P,
+                                list(waves), sr, **extra))
+    if conditioned and hasattr(loaded, "convert") and len(known) > 1:
+        outs, targets, sources, kept = [], [], [], []
+        for w, s in zip(originals, speakers):
+            for t in known:
+                if t != s and s in centroids:
+                    y = np.asarray(_call(loaded.convert, w, speaker=t, vocoder_iters=vocoder_iters))
+                    outs.append(y)
+                    targets.append(t)
+                    sources.append(s)
+                    kept.append(len(y) == len(w))
+        if outs:
+            extra = _targeting(P, P.speaker_embeddings(outs, sr), targets, sources, centroids)
+            res["rows"].append(_row("conversions (every other speaker)", P, outs, sr, length_kept=bool(all(kept)),
+                                    **extra))
+    return res
+
+
+def format_perceptual(res: dict) -> str:
+    """The rows of :func:`perceptual_scores` as a markdown table (or the line saying how to install the extra)."""
+    if not res.get("available"):
+        return f"Perceptual scores: {res.get('note')}"
+    if not res.get("rows"):
+        return f"Perceptual scores: {res.get('note', 'nothing to score')}"
+    head = "| | DNSMOS OVRL | DNSMOS SIG | DNSMOS BAK | speaker | other |"
+    lines = [head, "|---|---:|---:|---:|---|---|"]
+    for r in res["rows"]:
+        spk, other = "", []
+        if r.get("speaker_cos") is not None:
+            spk = f"cos to original {r['speaker_cos']:.2f}"
+        if r.get("cos_target_minus_other") is not None:
+            spk = (f"cos to target − {'source' if 'conversion' in r['what'] else 'others'} "
+                   f"{r['cos_target_minus_other']:+.3f}, closer to target {r['closer_to_target']:.0%} of {r['pairs']}")
+        if r.get("wer") is not None:
+            other.append(f"WER vs original's transcript {r['wer']:.0%}")
+        if "length_kept" in r:
+            other.append("length kept" if r["length_kept"] else "length NOT kept")
+        if r.get("short_clips"):
+            other.append(f"{r['short_clips']} clip(s) under 1 s")
+        lines.append(f"| {r['what']} (n={r['n']}) | {r['dnsmos_ovrl']:.2f} | {r['dnsmos_sig']:.2f} | "
+                     f"{r['dnsmos_bak']:.2f} | {spk} | {'; '.join(other)} |")
+    lines.append("")
+    lines.append("DNSMOS P.835 (1 = bad, 5 = excellent; speechmos), speaker embeddings by resemblyzer (cosine), "
+                 + ("transcripts by pocketsphinx en-us; " if res.get("asr") else "")
+                 + f"held-out split {res.get('split')!s}.")
+    return "\n".join(lines)
+
+
 def analyze_run(run: str | os.PathLike, data: str | os.PathLike | DataSource, temperatures=(1.0, 0.7), k: int = 16,
                 limit: int | None = 1000, n_samples: int | None = None, checkpoint: str = "best", device: str = "auto",
-                seed: int = 0, progress: bool = True) -> dict:
-    """The analysis of one run (see the module docstring); JSON-able."""
+                seed: int = 0, progress: bool = True, scores: bool = True) -> dict:
+    """The analysis of one run (see the module docstring); JSON-able. ``scores``: for a mel run, also the
+    perceptual scores of :func:`perceptual_scores` (``res["perceptual"]``; a note when the extra is missing)."""
     src = data if isinstance(data, DataSource) else open_data(data)
     dev = pick_device(device)
     loaded = load(run, checkpoint, dev)
@@ -189,6 +374,8 @@ def analyze_run(run: str | os.PathLike, data: str | os.PathLike | DataSource, te
                                                       "latent_dim")}}
     if src.is_features:
         res["diversity"] = audio_diversity(loaded, src, temperatures, n_samples or 16, seed=seed)
+        if scores and loaded.mel is not None:
+            res["perceptual"] = perceptual_scores(loaded, src, seed=seed)
     else:
         res["diversity"] = image_diversity(loaded, src, temperatures, n_samples or 1000, seed=seed)
     return res
@@ -260,4 +447,8 @@ def format_analysis(res: dict) -> str:
     names = [Path(r["run"]).name or r["run"] for r in runs]
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(runs)]
     lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    for name, r in zip(names, runs):
+        if "perceptual" in r:
+            lines += ["", f"Perceptual scores of {name}:" if r["perceptual"].get("rows") else "",
+                      format_perceptual(r["perceptual"])]
     return "\n".join(lines)

@@ -37,7 +37,9 @@ def model_dataset(loaded: LoadedVAE, src: DataSource, split: str):
     if src.kind == "features" and loaded.mel is not None and src.mel != loaded.mel:
         raise ConfigError("the feature cache was made with a different MelConfig than the model", src.path)
     ctx = int(loaded.config["model_config"].get("context", 0))
-    return src.dataset(split, loaded.name, loaded.normalizer, context=ctx, segment=None)
+    model = loaded.model
+    return src.dataset(split, loaded.name, loaded.normalizer, context=ctx, segment=None,
+                       condition=getattr(model, "condition", "none"), condition_names=getattr(model, "condition_names", ()))
 
 
 @torch.no_grad()
@@ -52,6 +54,7 @@ def evaluate(
     progress: bool = True,
     checkpoint: str = "best",
     device: str = "auto",
+    prior: str | None = "standard",
 ) -> dict:
     """ELBO, IWAE bound (``k`` samples), KL, reconstruction term, active units, parameters, throughput.
 
@@ -68,6 +71,11 @@ def evaluate(
     Monte-Carlo error). ``iwae_stderr`` is the standard error of the mean over
     items. Feature models: densities of log-mel features (see the module
     docstring); ``log_jacobian`` is the per-item shift that was added.
+
+    ``prior``: ``"standard"`` (``N(0, I)``, what the VAE was trained against), ``"learned"`` (the run's learned
+    prior: every bound is then against it, and ``kl`` is its Monte-Carlo estimate ``E_q[log q(z|x) -
+    log p(z)]`` from the same ``k`` samples), or None: the prior the model was loaded with (``audiovae.load``'s
+    ``prior=``).
     Images also get ``bits_per_dim`` (from the IWAE bound) and ``elbo_bits_per_dim``.
     """
     if isinstance(run_dir, (LoadedVAE, LoadedModel)):  # already loaded (the CLI loads once to say which checkpoint)
@@ -76,6 +84,8 @@ def evaluate(
         dev = pick_device(device)
         loaded = load(run_dir, checkpoint, dev)
     model = loaded.model
+    p = loaded._prior_for(prior) if hasattr(loaded, "_prior_for") else None
+    learned = bool(getattr(p, "learned", False))
     src = data if isinstance(data, DataSource) else open_data(data)
     split = split or ("val" if src.is_features else "test")
     ds, collate = model_dataset(loaded, src, split)
@@ -92,20 +102,24 @@ def evaluate(
     for batch in tqdm(loader, desc=f"evaluate (k={k})", unit="batch", disable=not progress):
         batch = batch.to(dev)
         t0 = time.perf_counter()
-        out = model.elbo(batch.x, lengths=batch.lengths)
+        out = model.elbo(batch.x, lengths=batch.lengths, cond=batch.cond)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t_elbo += time.perf_counter() - t0
         # ELBO and IWAE from the same k samples
+        cond = getattr(batch, "cond", None)
         log_px, logw = model.log_weights(batch.x, k=k, lengths=batch.lengths,
-                                         chunk=max(1, min(k, 4096 // max(1, batch.x.shape[0]))))
+                                         chunk=max(1, min(k, 4096 // max(1, batch.x.shape[0]))),
+                                         prior=p if learned else None, cond=cond)
         jac = log_jacobian(loaded.normalizer, out.n_dims.double())  # (B,) or 0.0
         iw = (torch.logsumexp(logw.double(), 0) - math.log(k)) + jac
         count += batch.x.shape[0]
         sums["elbo"] += float((logw.double().mean(0) + jac).sum())
         sums["recon"] += float((log_px.double().mean(0) + jac).sum())
         sums["jac"] += float(torch.as_tensor(jac).sum()) if torch.is_tensor(jac) else 0.0
-        sums["kl"] += float(out.kl.sum())
+        # against N(0, I) the KL has a closed form; against a learned prior, its Monte-Carlo estimate from the
+        # same k samples: mean_i [log q(z_i|x) - log p(z_i)] = mean_i log p(x|z_i) - mean_i log w_i
+        sums["kl"] += float((log_px.double().mean(0) - logw.double().mean(0)).sum()) if learned else float(out.kl.sum())
         sums["iwae"] += float(iw.sum())
         sums["iwae_sq"] += float(iw.square().sum())
         sums["dims"] += float(out.n_dims.sum())
@@ -125,6 +139,8 @@ def evaluate(
         "split": split,
         "items": count,
         "k": k,
+        "prior": "learned" if learned else "standard",
+        "kl_estimate": f"Monte Carlo, k={k}" if learned else "closed form",
         "elbo": sums["elbo"] / count,
         "iwae": mean_iw,
         "iwae_stderr": math.sqrt(var_iw / (count - 1)) if count > 1 else None,
@@ -184,4 +200,5 @@ def format_table(res: dict) -> str:
             v = res[key]
             lines.append(f"  {label:<36} {v:,.4f}" if isinstance(v, float) else f"  {label:<36} {v:,}")
     units = "  (densities of log-mel features)" if "log_jacobian" in res else ""
-    return f"{res['model']} model at {res['model_dir']}{units}\n" + "\n".join(lines)
+    prior = "  prior: learned (bounds and KL against it)" if res.get("prior") == "learned" else ""
+    return f"{res['model']} model at {res['model_dir']}{units}{prior}\n" + "\n".join(lines)

@@ -167,6 +167,9 @@ def impute(
     reach: int = 16,
     windowed: bool = True,
     progress=None,
+    prior=None,
+    cond: torch.Tensor | None = None,
+    prior_proposals: bool = True,
 ) -> Imputation:
     """Fill the missing entries of ``x`` with a trained VAE.
 
@@ -185,6 +188,13 @@ def impute(
     iteration costs what the gaps need rather than (blocks x the whole sequence); the
     chain is the same (same random draws; ratios equal up to float rounding).
     ``progress``: called with 1 after each iteration (e.g. a tqdm bar's ``update``).
+    ``prior``: a learned prior over latent sequences (:class:`~audiovae.models.prior.LatentPrior`; ``cond``
+    its condition indices) for Metropolis-within-Gibbs on a sequence model: the chain then targets the
+    model's conditional under that prior, and a block's ratio carries the change of the *whole* sequence's
+    prior density (the block's own frames and, through the autoregression, every frame after it), so the
+    proposals that fit their left and right context are the ones kept; with ``prior_proposals`` every other
+    scan also draws each block's proposal from the prior given the frames before it (the gap is then filled
+    with what the prior expects after its left context, kept when the right context agrees). None: ``N(0, I)``.
     Uses the global torch RNG (seed it for reproducible results). Runs on ``x``'s device.
     """
     if method not in METHODS:
@@ -203,6 +213,7 @@ def impute(
     burn_in = iters // 4 if burn_in is None else min(burn_in, iters - 1)
     seq = mu.dim() == 3
     blocks = latent_blocks(model, observed, block, reach) if (seq and method == "mwg") else None
+    learned = prior is not None and getattr(prior, "learned", False) and blocks is not None
     z = mu + _std(logvar) * torch.randn_like(mu)
     if blocks is not None:  # inactive blocks are held at the posterior mean
         for sl, active in blocks:
@@ -221,7 +232,36 @@ def impute(
         blocks = [b for b, keep in zip(blocks, holds_gap) if keep]
     radius = decoder_radius(model) if (blocks and windowed) else None
     ds, tz = int(getattr(model.config, "downsample", 1)), z.shape[-1]
+    lp_cur = prior.frame_log_probs(z, cond).detach() if learned else None  # (B, T') log p(z_t | z_<t)
+
+    def propose(zb_, mb, sb, sl, from_prior: bool):
+        """A proposal for the block and the rest of its log Metropolis-Hastings ratio (all but the likelihood),
+        with the proposal's per-frame prior log-densities (to keep when accepted; None under N(0, I)).
+
+        From the encoder: ``z'_b ~ q(z_b | x)``; the ratio carries ``p(z') / p(z)`` (N(0, I) per element, or
+        the learned prior's whole sequence) times ``q(z_b) / q(z'_b)``. From the learned prior:
+        ``z'_b ~ p(z_b | z_<b)``, whose own density cancels, leaving the frames after the block:
+        ``p(z_>b | z'_b, z_<b) / p(z_>b | z_b, z_<b)``."""
+        s, e = sl.start, sl.stop
+        if from_prior:
+            zpb = prior.sample(tuple(zb_.shape), 1.0, None, cond=cond, frame_noise=1.0, prefix=z[..., :s])
+        else:
+            zpb = mb + sb * torch.randn_like(mb)
+        if not learned:
+            r = (_log_prior(zpb) - _log_prior(zb_) + _log_normal(zb_, mb, sb) - _log_normal(zpb, mb, sb))
+            return zpb, r.flatten(1).sum(1), None
+        zp_full = z.clone()
+        zp_full[..., sl] = zpb
+        lp = prior.frame_log_probs(zp_full, cond).detach()
+        if from_prior:
+            return zpb, (lp[:, e:] - lp_cur[:, e:]).sum(1), lp
+        q = (_log_normal(zb_, mb, sb) - _log_normal(zpb, mb, sb)).flatten(1).sum(1)
+        return zpb, (lp - lp_cur).sum(1) + q, lp
+
     for it in _counted(iters, progress):
+        # with a learned prior, every other scan proposes each block from the prior given the frames before it
+        # (a second valid Metropolis-Hastings kernel: the chain still targets the same conditional)
+        from_prior = learned and prior_proposals and it % 2 == 1
         if it > 0:
             mu, logvar = model.encoder_params(x_cur)
         std = _std(logvar)
@@ -255,17 +295,19 @@ def impute(
                 # the output frames the block reaches, and the latent window that computes them exactly
                 oa, ob = max(0, (s - radius) * ds), min(size, (e + radius) * ds)
                 za, zb = max(0, s - 2 * radius), min(tz, e + 2 * radius)
+                zb_, mb, sb = z[..., sl], mu[..., sl], std[..., sl]
+                zpb, rest, lp_new = propose(zb_, mb, sb, sl, from_prior)
                 zw = z[..., za:zb].clone()
-                zw[..., s - za:e - za] = mu[..., sl] + std[..., sl] * torch.randn_like(mu[..., sl])
+                zw[..., s - za:e - za] = zpb
                 pw = model.decode(zw).params[..., oa - za * ds:ob - za * ds]
                 xw = x_cur[..., oa:ob]
                 llp_w = lik.log_prob(xw, pw).flatten(1).sum(1)
                 ll_w = lik.log_prob(xw, params[..., oa:ob]).flatten(1).sum(1)
-                zb_, zpb, mb, sb = z[..., sl], zw[..., s - za:e - za], mu[..., sl], std[..., sl]
-                log_r = llp_w - ll_w + (_log_prior(zpb) - _log_prior(zb_)
-                                        + _log_normal(zb_, mb, sb) - _log_normal(zpb, mb, sb)).flatten(1).sum(1)
+                log_r = llp_w - ll_w + rest
                 acc = (torch.log(torch.rand_like(log_r)) < log_r) & active
                 z[..., sl] = torch.where(acc.view(-1, 1, 1), zpb, zb_)
+                if lp_new is not None:
+                    lp_cur = torch.where(acc.view(-1, 1), lp_new, lp_cur)
                 params[..., oa:ob] = torch.where(acc.view(-1, 1, 1), pw, params[..., oa:ob])
                 accepted += acc.sum()
                 proposed += active.sum()
@@ -273,14 +315,16 @@ def impute(
         else:
             ll = dec.log_prob(x_cur).flatten(1).sum(1)
             for sl, active in blocks:
+                zb, mb, sb = z[..., sl], mu[..., sl], std[..., sl]
+                zpb, rest, lp_new = propose(zb, mb, sb, sl, from_prior)
                 zp = z.clone()
-                zp[..., sl] = mu[..., sl] + std[..., sl] * torch.randn_like(mu[..., sl])
+                zp[..., sl] = zpb
                 llp, decp = _loglik(model, zp, x_cur, size)
-                zb, zpb, mb, sb = z[..., sl], zp[..., sl], mu[..., sl], std[..., sl]
-                log_r = llp - ll + (_log_prior(zpb) - _log_prior(zb)
-                                    + _log_normal(zb, mb, sb) - _log_normal(zpb, mb, sb)).flatten(1).sum(1)
+                log_r = llp - ll + rest
                 acc = (torch.log(torch.rand_like(log_r)) < log_r) & active
                 z = torch.where(acc.view(-1, 1, 1), zp, z)
+                if lp_new is not None:
+                    lp_cur = torch.where(acc.view(-1, 1), lp_new, lp_cur)
                 ll = torch.where(acc, llp, ll)
                 dec = type(dec)(dec.likelihood, torch.where(acc.view(-1, 1, 1), decp.params, dec.params))
                 accepted += acc.sum()

@@ -40,8 +40,10 @@ def interpolate_images(run: str | os.PathLike, a: str | os.PathLike, b: str | os
 
 def interpolate_audio(run: str | os.PathLike, a: str | os.PathLike, b: str | os.PathLike, out: str | os.PathLike,
                       steps: int = 5, gap: float = 0.25, vocoder_iters: int | None = None, checkpoint: str = "best",
-                      device: str = "auto", progress: bool = False) -> dict:
-    """Decode ``steps`` points between two audio files (cut to the shorter one's length).
+                      device: str = "auto", progress: bool = False, speaker: str | None = None,
+                      label: str | None = None) -> dict:
+    """Decode ``steps`` points between two audio files (cut to the shorter one's length); a conditioned model
+    decodes them in the voice of ``speaker`` (or as ``label``), which it needs.
 
     Writes OUT (the steps one after another, ``gap`` seconds of silence
     between them) and OUT with ``.png`` (their log-mels, one panel per step).
@@ -54,7 +56,12 @@ def interpolate_audio(run: str | os.PathLike, a: str | os.PathLike, b: str | os.
     mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
     wa, sr = load_audio(a, mm.sample_rate, min_samples=mm.loaded.mel.win_length)
     wb, _ = load_audio(b, mm.sample_rate, min_samples=mm.loaded.mel.win_length)
-    parts = mm.interpolate(wa, wb, steps=steps, progress=progress)
+    cond = mm.loaded.condition_index(speaker=speaker, label=label)
+    if cond is None and mm.loaded.conditions is not None:
+        c = mm.loaded.conditions
+        raise ConfigError(f"{mm.loaded.path} is conditioned on {c['key']}: give --{c['key']} (this model knows: "
+                          f"{', '.join(c['names'])})")
+    parts = mm.interpolate(wa, wb, steps=steps, progress=progress, cond=cond)
     silence = np.zeros(int(gap * sr), np.float32)
     joined = np.concatenate([np.concatenate([y, silence]) for y, _ in parts])[: -len(silence) or None]
     out = Path(out)

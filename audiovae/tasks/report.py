@@ -3,8 +3,8 @@
 ``REPORT_DIR/index.html`` plus its files beside it (``figures/``, ``audio/``):
 no script, no CDN, no network. It shows the configuration, training curves,
 evaluation figures, and then for a mel model spectrograms with ``<audio>``
-players (reconstructions, prior samples, an interpolation, repairs), for an
-image model image grids; then every result a task left in ``RUN/results``
+players (reconstructions, prior samples, an interpolation, repairs) and their perceptual scores
+(with the ``[eval]`` extra), for an image model image grids; then every result a task left in ``RUN/results``
 (probe, analysis, evaluation, repairs). Whatever is missing is said on the page.
 
 ``REPORT_DIR/.audiovae-report.json`` lists every file a report wrote there: a
@@ -151,7 +151,7 @@ def _open_data_or_note(data, cfg: dict) -> tuple[DataSource | None, str | None]:
 def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | os.PathLike | None = None,
                 checkpoint: str = "best", device: str = "auto", vocoder_iters: int | None = None, n_items: int = 3,
                 seed: int = 0, evaluate_k: int = 16, evaluate_limit: int = 200, progress: bool = False,
-                warn: Callable[[str], None] | None = None) -> Path:
+                warn: Callable[[str], None] | None = None, scores: bool = True) -> Path:
     """Write ``out_dir/index.html`` for a run and return its path.
 
     ``data``: the DATA to take reconstructions from (default: the path in the
@@ -160,7 +160,9 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     has no ``results/evaluate.json``, or one of another checkpoint than the one shown (an older step, after
     training went on), and the data is there, a quick evaluation (``evaluate_k`` samples,
     ``evaluate_limit`` items) is run and saved there. Every section says which step its figures are from.
-    ``progress``: a line on stderr per section (and the evaluation's progress bar).
+    ``progress``: a line on stderr per section (and the evaluation's progress bar). ``scores``: a mel run's
+    perceptual scores (DNSMOS, speaker similarity; :func:`audiovae.tasks.analyze.perceptual_scores`, a few
+    clips) when the ``[eval]`` extra is installed, else a line saying how to install it.
     """
     out = Path(out_dir)
     check_kind(out, "report")  # a run, cache or model folder is not written over as a report
@@ -171,14 +173,14 @@ def make_report(run: str | os.PathLike, out_dir: str | os.PathLike, data: str | 
     src, data_note = _open_data_or_note(data, loaded.config)  # before anything is written: a bad --data changes nothing
     with output_folder(out, "report", clean=("", "audio", "figures")):  # one writer at a time
         return _write_report(out, run, root, loaded, src, data_note, warn, checkpoint, device, vocoder_iters,
-                             n_items, seed, evaluate_k, evaluate_limit, progress)
+                             n_items, seed, evaluate_k, evaluate_limit, progress, scores)
 
 
 def _write_report(out: Path, run, root: Path, loaded, src, data_note, warn, checkpoint, device, vocoder_iters,
-                  n_items, seed, evaluate_k, evaluate_limit, progress) -> Path:
+                  n_items, seed, evaluate_k, evaluate_limit, progress, scores: bool = True) -> Path:
     previous = claim_report_dir(out)  # refuses a folder holding files the report did not write
     page = _Page(out, previous)
-    say = _Steps(progress, 4 + (3 if loaded.mel is not None else 2))
+    say = _Steps(progress, 4 + (3 + bool(scores) if loaded.mel is not None else 2))
     step = loaded.config.get("step")
     at = f"step {step}" if step is not None else "step not recorded"
     page.raw(f"<h1>audiovae report: {html.escape(root.name or str(root))}</h1>")
@@ -218,6 +220,8 @@ def _write_report(out: Path, run, root: Path, loaded, src, data_note, warn, chec
     _evaluation_section(page, loaded, src, results.get("evaluate"), out, at, ev_note)
     if loaded.mel is not None:
         _audio_sections(page, run, loaded, src, out, checkpoint, device, vocoder_iters, n_items, seed, at, say)
+        if scores:
+            _scores_section(page, loaded, src, vocoder_iters, n_items, seed, at, say)
     else:
         _image_sections(page, loaded, src, out, seed, at, say)
     say("results in RUN/results")
@@ -478,17 +482,23 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
         chosen = (chosen + [r for r in recs if r not in chosen])[:n_items]
     if not chosen:
         page.note("No held-out utterances to reconstruct (the data is not available).")
-    waves = []
+    conds = mm.loaded.conditions
+    if conds is not None:  # a conditioned model decodes each utterance with its own speaker (label)
+        chosen = [r for r in chosen if r.get(conds["key"]) in conds["names"]]
+    waves, first_cond = [], None
     for i, rec in enumerate(chosen):
         name = f"utt{i}_{_safe(rec['id'])}"
         source = rec.get("source")
+        cond = None if conds is None else mm.loaded.condition_index(**{conds["key"]: rec[conds["key"]]})
+        first_cond = cond if first_cond is None else first_cond
         if source and Path(source).is_file():
             wave, _ = load_audio(source, sr, segment=rec.get("segment"))  # a lhotse cut: only its segment
-            y, feats, rfeats = mm.reconstruct(wave)
+            y, feats, rfeats = mm.reconstruct(wave, cond)
             label = "original"
         else:  # the audio is gone; the cache still has its log-mel
             feats = mm.loaded.normalizer(torch.from_numpy(src.logmel(rec))[None].to(mm.device))
-            rfeats = mm.frames_out(mm.model.reconstruct(mm.frames_in(feats)))
+            x = mm.frames_in(feats)
+            rfeats = mm.frames_out(mm.model.reconstruct(x, mm._item_cond(cond, x)))
             wave = mm.to_audio(feats)
             y = mm.to_audio(rfeats, len(wave))
             label = "original log-mel, vocoded (the audio file is gone)"
@@ -502,17 +512,29 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
     say("samples from the prior")
     page.h2("Samples from the prior" + tag)
     torch.manual_seed(seed)
-    samples = mm.sample(3, seconds=2.0)
+    scond = None if conds is None else torch.arange(3) % len(conds["names"])  # the first speakers (labels) in turn
+    samples = mm.sample(3, seconds=2.0, seed=seed, cond=scond)
+    if mm.loaded.has_learned_prior:
+        info = mm.loaded.prior_info
+        which = "learned prior"
+        page.p(f"From the run's learned prior ({info.get('path')}, step {info.get('step')}, validation NLL "
+               f"{_cell(info.get('val_nll'))} nats per latent frame): each latent frame drawn given the ones before. "
+               "Without it (audiovae train-prior RUN) samples come from N(0, I), every frame independent: noise.")
+    else:
+        which = "z ~ N(0, I)"
+        page.note("These come from N(0, I), every latent frame drawn independently: for a conv model that is noise, "
+                  "not speech. Train a learned prior (audiovae train-prior RUN) and make the report again.")
     for i, (y, _) in enumerate(samples):
         save_audio(page.file(f"audio/prior_sample_{i}.wav"), y, sr)
     plot_mels(page.file("figures/prior_samples.png"), [inv(f) for _, f in samples],
-              [f"sample {i} (z ~ N(0, I))" for i in range(len(samples))], fr)
-    page.img("figures/prior_samples.png", "Three 2-second utterances decoded from the prior")
+              [f"sample {i} ({which}" + ("" if scond is None else f", {conds['key']} {conds['names'][int(scond[i])]}")
+               + ")" for i in range(len(samples))], fr)
+    page.img("figures/prior_samples.png", f"Three 2-second utterances decoded from the {which}")
     page.players([(f"audio/prior_sample_{i}.wav", f"sample {i}") for i in range(len(samples))])
     say("interpolation")
     page.h2("Interpolation" + tag)
     if len(waves) >= 2:
-        steps = mm.interpolate(waves[0], waves[1], steps=5)
+        steps = mm.interpolate(waves[0], waves[1], steps=5, cond=first_cond)
         ts = np.linspace(0, 1, len(steps))
         for i, (y, _) in enumerate(steps):
             save_audio(page.file(f"audio/interp_{i}.wav"), y, sr)
@@ -522,6 +544,31 @@ def _audio_sections(page: _Page, run, loaded, src, out: Path, checkpoint, device
         page.players([(f"audio/interp_{i}.wav", f"t = {t:.2f}") for i, t in enumerate(ts)])
     else:
         page.note("An interpolation needs two held-out utterances.")
+
+
+def _scores_section(page: _Page, loaded, src, vocoder_iters, n_items: int, seed: int, at: str = "",
+                    say: Callable[[str], None] = lambda what: None) -> None:
+    """DNSMOS (and speaker similarity, ASR for English data) of a few held-out utterances, their
+    reconstructions, prior samples and conversions, or the line saying how to install the scores."""
+    from audiovae.audio.perceptual import missing
+    from audiovae.tasks.analyze import format_perceptual, perceptual_scores
+
+    say("perceptual scores")
+    page.h2("Perceptual scores" + (f" ({at})" if at else ""))
+    note = missing("DNSMOS") or missing("speaker similarity")
+    if note is not None:
+        page.note(f"Perceptual scores (DNSMOS, speaker similarity, ASR): {note}.")
+        return
+    if src is None or not src.is_features:
+        page.note("Perceptual scores need the held-out utterances (the data is not available).")
+        return
+    try:
+        res = perceptual_scores(loaded, src, n_items=min(n_items, 2), n_samples=2, seconds=3.0, seed=seed,
+                                vocoder_iters=vocoder_iters)  # a few clips: DNSMOS takes ~0.5 s a clip
+    except AudioVAEError as exc:
+        page.note(f"Perceptual scores failed: {exc}")
+        return
+    page.markdown(format_perceptual(res))
 
 
 def _safe(s: str) -> str:

@@ -46,6 +46,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
     log_every: int = 0  # metrics.csv row every N steps (the mean over them); 0 = auto: 1 on the CPU, 50 on a GPU
     compile: bool = False  # torch.compile the model (a GPU's step is bound by kernel launches; resume stays exact)
+    condition: str = "none"  # none | speaker | label: a decoder conditioned on each utterance's speaker (label)
 
     def __post_init__(self) -> None:
         if self.model_config is None:  # `model_config:` with nothing under it in a YAML file
@@ -80,6 +81,7 @@ class TrainConfig:
         check_choice("lr_schedule", self.lr_schedule, ("constant", "cosine"))
         check_choice("kl_warmup", self.kl_warmup, ("none", "linear", "cyclical"))
         check_choice("amp_dtype", self.amp_dtype, ("auto", "bfloat16", "float16"))
+        check_choice("condition", self.condition, ("none", "speaker", "label"))
         for name in ("amp", "compile"):
             check_choice(name, getattr(self, name), (False, True))
         dev = self.device
@@ -151,3 +153,23 @@ def resolve_train_config(config_file: str | os.PathLike | None = None, model: st
     chosen = {k: v for k, v in cfg.model_config.items() if f"model_config.{k}" in keys}
     cfg = from_dict(TrainConfig, {**to_dict(cfg), "model_config": chosen})
     return cfg, {k: flat[k] for k in keys if k in flat}
+
+
+def condition_model_fields(cfg: TrainConfig, data, fields: dict) -> dict:
+    """``condition`` and ``condition_names`` of the model config: the training setting ``condition`` and the
+    sorted distinct values of that key in the train split of ``data`` (a :class:`~audiovae.data.source.DataSource`);
+    ``fields``: the model-config fields so far (a resumed run's must agree)."""
+    from audiovae.models.registry import model_info
+
+    key = cfg.condition
+    if fields.get("condition", key) != key:
+        raise ConfigError(f"model_config.condition={fields['condition']} disagrees with condition={key}; set "
+                          "only condition=")
+    if model_info(cfg.model).kind != "mel":
+        raise ConfigError(f"condition={key}: only mel models (conv, dense) can be conditioned; {cfg.model!r} is an "
+                          "image model", data.path)
+    names = data.condition_names(key)
+    if fields.get("condition_names") and list(fields["condition_names"]) != names:
+        raise ConfigError(f"model_config.condition_names={fields['condition_names']} does not fit the data "
+                          f"({key}s: {', '.join(names)})", data.path)
+    return {"condition": key, "condition_names": names}

@@ -119,10 +119,16 @@ class TensorBoardLogger:
         for i, rec in enumerate(self._val_items()):
             logmel = torch.from_numpy(self.data.logmel(rec)[:, :n_frames]).float().to(device)  # (n_mels, T)
             x = (logmel - mean) / std
+            cond = None
+            if getattr(model, "n_conditions", 0):  # a conditioned model: the utterance's own speaker (label)
+                cond = torch.as_tensor(self.data.condition_indices([rec], model.condition, model.condition_names),
+                                       device=device)
             if model.is_sequence:
-                y = model.reconstruct(x[None])[0]
+                y = model.reconstruct(x[None], cond)[0]
             else:
-                y = centre_frames(model.reconstruct(frames_with_context(x, self.context)), mel.n_mels, self.context)[0]
+                fx = frames_with_context(x, self.context)
+                y = centre_frames(model.reconstruct(fx, None if cond is None else cond.expand(fx.shape[0])), mel.n_mels,
+                                  self.context)[0]
             rec_logmel = (y.float() * std + mean)[:, : logmel.shape[1]]
             tag = f"val/item{i}"
             self.writer.add_image(f"{tag}/logmel_original_vs_reconstruction",

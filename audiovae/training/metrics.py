@@ -38,7 +38,7 @@ def validate(model, loader, device, seed: int, max_batches: int, normalizer: Nor
         if i >= max_batches:
             break
         batch = batch.to(device)
-        out = model.elbo(batch.x, lengths=batch.lengths, eps=noise(seed + 99991, i, 0, 1))
+        out = model.elbo(batch.x, lengths=batch.lengths, eps=noise(seed + 99991, i, 0, 1), cond=batch.cond)
         jac = float(log_jacobian(normalizer, out.n_dims.double().sum()))
         tot["elbo"] += float(out.elbo.double().sum()) + jac
         tot["recon"] += float(out.recon.double().sum()) + jac

@@ -42,7 +42,7 @@ from audiovae.errors import CheckpointError, ConfigError, TrainingError
 from audiovae.folders import output_folder
 from audiovae.models.registry import build_model, make_config
 from audiovae.training.checkpoint import load_trainer_state, save_model_dir, save_trainer_state
-from audiovae.training.config import TrainConfig, default_train_config
+from audiovae.training.config import TrainConfig, condition_model_fields, default_train_config
 # the loop's rooms: what it logs, what it measures, how and where it runs (names kept importable from here)
 from audiovae.training.logging import TRAIN_COLUMNS, VAL_COLUMNS, TensorBoardLogger, _CSV, _LogWindow, _Progress  # noqa: F401
 from audiovae.training.metrics import active_units, flatten_latents, log_jacobian, validate  # noqa: F401
@@ -129,6 +129,8 @@ def resolve_config(cfg: TrainConfig, data: DataSource) -> TrainConfig:
         if k in fields and fields[k] != v:
             raise ConfigError(f"model_config.{k}={fields[k]} does not fit the data ({k}={v})")
         fields[k] = v
+    if cfg.condition != "none" or fields.get("condition", "none") != "none":
+        fields.update(condition_model_fields(cfg, data, fields))
     try:
         model_cfg = make_config(cfg.model, fields)
     except ConfigError as exc:  # a model config that only the data's n_mels or image size makes too big
@@ -182,9 +184,11 @@ class Trainer:
         self.adaptive_threads = (cpu_threads.AdaptiveThreads(n_threads) if adaptive and self.device.type == "cpu"
                                  else None)
         self.window = _LogWindow(self.device, log_jacobian(normalizer, 1.0), self.world, check_grad=self.scaler is None)
+        cond = {"condition": self.model.condition, "condition_names": self.model.condition_names}
         self.train_set, self.collate = data.dataset("train", cfg.model, normalizer, context=cfg.context,
-                                                    segment=cfg.segment_frames, train=True)
-        val_set, val_collate = data.dataset("val", cfg.model, normalizer, context=cfg.context, segment=cfg.segment_frames)
+                                                    segment=cfg.segment_frames, train=True, **cond)
+        val_set, val_collate = data.dataset("val", cfg.model, normalizer, context=cfg.context, segment=cfg.segment_frames,
+                                            **cond)
         self.val_loader = DataLoader(val_set, collate_fn=val_collate, num_workers=0, batch_sampler=SeededBatchSampler(
             len(val_set), cfg.batch_size, cfg.seed, 0, shuffle=False, drop_last=False))
         # absolute: the run names the same data from any working directory (report reads it back)
@@ -284,7 +288,7 @@ class Trainer:
         amp = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
         with amp:
             res = self.ddp(batch.x, beta, cfg.free_bits, batch.lengths, _noise(cfg.seed, self.step, self.rank, self.world),
-                           reduce=_all_reduce_sum if self.world > 1 else None)
+                           reduce=_all_reduce_sum if self.world > 1 else None, cond=batch.cond)
         loss = res.loss.float()
         # one process, logging every step: stop before the update. Otherwise non-finite values are found at the
         # next log step without a sync now, and under DDP every rank learns of them there, so all stop together

@@ -110,13 +110,17 @@ def fill_logmel(mm, feats: torch.Tensor, missing: np.ndarray, method: str = DEFA
     """Fill the missing frames of normalised log-mel ``(1, n_mels, T)`` with the mel VAE of ``mm`` (a
     :class:`~audiovae.tasks.generate.MelModel`); the chain starts from the linear interpolation.
     Sequence models work on crops: each stretch of missing frames with ``margin`` frames each side.
-    Returns ``(filled features, acceptance)``; observed frames are returned unchanged. ``progress``: a bar
+    With a learned prior loaded (``mm.loaded.prior``), Metropolis-within-Gibbs targets the model's
+    conditional under it. Returns ``(filled features, acceptance)``; observed frames are returned unchanged. ``progress``: a bar
     (tqdm, on stderr) over the chain iterations of every crop."""
     from tqdm import tqdm
 
     start = interp_fill(feats, missing, "linear")
     obs_t = torch.from_numpy(~missing).to(feats.device)
     model = mm.model
+    # the run's learned prior when it is loaded (audiovae train-prior): the chain then fills each gap with
+    # latent frames that fit their context under it, not with independent N(0, I) frames
+    prior = mm.loaded.prior if mm.loaded.has_learned_prior else None
     if model.is_sequence:
         # each stretch of missing frames is repaired on a crop with `margin` observed frames each side
         # (the model is fully convolutional): the chain's cost follows the damage, not the file's length
@@ -127,7 +131,8 @@ def fill_logmel(mm, feats: torch.Tensor, missing: np.ndarray, method: str = DEFA
             for a, b in spans:
                 crop = start[..., a:b]
                 observed = obs_t[a:b].view(1, 1, -1).expand_as(crop)
-                r = impute(model, crop, observed, method, iters, block=block, state=state, progress=bar.update)
+                r = impute(model, crop, observed, method, iters, block=block, state=state, progress=bar.update,
+                           prior=prior)
                 if method == "oneshot" or iters < 1:
                     bar.update(1)
                 out[..., a:b] = r.x
@@ -223,6 +228,7 @@ def repair_audio(
     device: str = "auto",
     vocoder_iters: int | None = None,
     progress: bool = False,
+    prior: str = "auto",
 ) -> dict:
     """Repair the gaps (or random packet loss, ``drop``) of one audio file with the mel VAE in ``run``.
 
@@ -233,7 +239,8 @@ def repair_audio(
     ``run/results/repair_audio.json`` when ``run`` is a run folder).
     ``logmel_mse_vs_input`` compares the filled frames with the input's own
     frames there: meaningful when the input was intact (a test), not when its
-    gap holds junk. ``progress``: a bar (stderr) over the chain's iterations.
+    gap holds junk. ``progress``: a bar (stderr) over the chain's iterations. ``prior``: ``auto`` (the run's
+    learned prior when it has one), ``learned`` or ``standard`` (see :func:`audiovae.load`).
     """
     from audiovae.audio.io import load_audio, save_audio
     from audiovae.tasks.generate import MelModel
@@ -243,7 +250,7 @@ def repair_audio(
         raise ConfigError(f"unknown method {method!r}; choose {', '.join(METHODS)}")
     audio = Path(audio)
     refuse_image_data(audio, run)
-    mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device)
+    mm = MelModel.load(run, vocoder_iters=vocoder_iters, checkpoint=checkpoint, device=device, prior=prior)
     _check_mel_model(mm)
     cfg = mm.loaded.mel
     wave, sr = load_audio(audio, cfg.sample_rate, min_samples=cfg.win_length)
@@ -268,7 +275,7 @@ def repair_audio(
         "sample_rate": sr, "samples": len(wave), "gaps_s": [[float(a), float(b)] for a, b in gaps],
         "gap_samples": int(r["gap"].sum()), "missing_frames": int(miss.sum()), "frames": len(miss),
         "crossfade_samples": cfg.win_length, "method": method, "iterations": iters, "seed": seed,
-        "acceptance": r["acceptance"],
+        "acceptance": r["acceptance"], "prior": "learned" if mm.loaded.has_learned_prior else "standard",
         "logmel_mse_vs_input": float(np.mean((r["repaired_logmel"][:, miss] - orig[:, miss]) ** 2)),
         "files": {"wav": str(out.resolve()), "picture": str(pic.resolve())},
     }
