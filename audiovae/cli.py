@@ -675,10 +675,13 @@ def train_prior_cmd(run_dir, positional, out_dir, overrides, max_steps, seed, de
 
     The VAE stays frozen; its encoder's posteriors over DATA's train split (default:
     the cache the run was trained on) are what the prior learns to generate: a GRU
-    that predicts each latent frame from the ones before as a mixture of Gaussians.
-    Settings as KEY=VALUE (or --set): hidden, layers, components, whiten, batch_size,
-    crop, lr, max_steps, max_minutes, val_every, checkpoint_every, seed, threads,
-    checkpoint (best|last: which VAE weights). Like train: a time limit, Ctrl-C /
+    that predicts each latent frame from the ones before as a mixture of Gaussians
+    (kind=codebook, the default: 512 shared components, the GRU reading the previous
+    frames' codes; kind=mixture: 8 components per frame from the previous frame
+    itself). A speaker-conditioned run gets a prior conditioned on the speaker.
+    Settings as KEY=VALUE (or --set): kind, hidden, layers, components, whiten,
+    batch_size, crop, lr, max_steps, max_minutes, val_every, checkpoint_every, seed,
+    threads, checkpoint (best|last: which VAE weights). Like train: a time limit, Ctrl-C /
     SIGTERM stop with a checkpoint, --resume continues bit for bit.
     """
     from audiovae.config import apply_overrides
