@@ -254,6 +254,13 @@ def test_train_prior_refusals(prior_run, conv_run, tmp_path):
     assert res.exit_code == 1 and "hidden" in res.output and "Traceback" not in res.output
     res = r.invoke(cli, ["train-prior", str(prior_run), "--no-progress", "bogus=1"])
     assert res.exit_code == 1 and "bogus" in res.output
+    # a folder of the user's own files is not written into (a prior's metrics.csv would replace theirs)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "metrics.csv").write_text("my numbers\n")
+    res = r.invoke(cli, ["train-prior", str(prior_run), "-o", str(mine), "--no-progress", "max_steps=1"])
+    assert res.exit_code == 1 and "not a learned prior's" in res.output
+    assert (mine / "metrics.csv").read_text() == "my numbers\n" and len(list(mine.iterdir())) == 1
     # a prior belongs to the weights it was trained on: another run's prior is refused
     run2 = tmp_path / "run2"
     train(audiovae.load(conv_run, device="cpu").config["data"], run2,

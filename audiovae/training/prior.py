@@ -273,8 +273,14 @@ def train_prior(run: str | os.PathLike, data: str | os.PathLike | None = None, o
     from audiovae.folders import output_folder
     from audiovae.tasks.results import run_root
 
+    from audiovae.errors import OutputFolderError
+    from audiovae.folders import LOCK_NAME, folder_kind
+
     run = Path(run)
     out = Path(out) if out is not None else run_root(run) / "prior"
+    # its file names (metrics.csv, summary.json...) are common ones: never write them among a user's own files
+    if out.is_dir() and folder_kind(out) is None and any(p.name != LOCK_NAME for p in out.iterdir()):
+        raise OutputFolderError("holds files that are not a learned prior's; give a new or empty folder", out)
     with output_folder(out, "prior"):
         return _train_prior(run, data, out, cfg, resume, given, progress, device, load)
 
