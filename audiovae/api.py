@@ -111,6 +111,7 @@ class LoadedVAE:
         self.standard_prior = StandardNormal(self.device)
         self.prior = self.standard_prior
         self.prior_info: dict | None = None  # the learned prior's metadata (where from, step, validation NLL)
+        self._learned = None  # the run's learned prior, once a call asked for it (prior="learned")
         self.vocoder_iters = vocoder_iters
         self._vocoder = self._frontend = None
         self._said_resample = False
@@ -183,7 +184,7 @@ class LoadedVAE:
         if prior == "learned":
             if self.has_learned_prior:
                 return self.prior
-            if getattr(self, "_learned", None) is None:
+            if self._learned is None:
                 self._learned = self.learned_prior()[0]
             return self._learned
         raise ConfigError(f"prior must be 'learned' or 'standard', not {prior!r}")

@@ -120,16 +120,7 @@ def utterance_conditions(vae, src, split: str) -> torch.Tensor:
     info = getattr(vae, "conditions", None)
     if not info:
         return torch.full((len(recs),), -1, dtype=torch.long)
-    names = {n: i for i, n in enumerate(info["names"])}
-    key = info["key"]
-    out = []
-    for r in recs:
-        v = r.get(key)
-        if v not in names:
-            raise ConfigError(f"utterance {r.get('id')!r} has {key} {v!r}, which the model does not know "
-                              f"(it knows: {', '.join(info['names'])})", src.path)
-        out.append(names[v])
-    return torch.tensor(out, dtype=torch.long)
+    return torch.from_numpy(src.condition_indices(recs, info["key"], info["names"]))
 
 
 @torch.no_grad()
