@@ -46,7 +46,7 @@ from audiovae.models.prior import LatentPrior, PriorConfig
 PRIOR_FILE, LAST_FILE, STATE_FILE, YAML_FILE = "prior.safetensors", "last.safetensors", "prior_state.pt", "prior.yaml"
 FORMAT = "audiovae-prior/1"
 METRIC_COLUMNS = ["step", "nll", "val_nll", "lr", "seconds"]
-RESUMABLE = {"max_steps", "max_minutes"}
+RESUMABLE = ("max_steps", "max_minutes")
 
 
 @dataclass
@@ -239,19 +239,6 @@ def _lr(step: int, cfg: PriorTrainConfig, horizon: int) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def check_resume(saved: PriorTrainConfig, given: dict, source: Path) -> PriorTrainConfig:
-    data = to_dict(saved)
-    for key, value in given.items():
-        if key not in data:
-            raise ConfigError(f"unknown configuration key {key!r}")
-        if key in RESUMABLE:
-            data[key] = value
-        elif data[key] != value:
-            raise ConfigError(f"cannot resume with {key}={value!r}: the prior was started with {key}={data[key]!r} "
-                              "(resume with the same settings, or train into another folder)", source)
-    return from_dict(PriorTrainConfig, data, str(source))
-
-
 def train_prior(run: str | os.PathLike, data: str | os.PathLike | None = None, out: str | os.PathLike | None = None,
                 cfg: PriorTrainConfig | None = None, resume: bool = False, given: dict | None = None,
                 progress: bool = True, device: str = "cpu") -> dict:
@@ -281,7 +268,7 @@ def _train_prior(run, data, out: Path, cfg, resume, given, progress, device, loa
     from audiovae.data.source import open_data
     from audiovae.training.checkpoint import load_trainer_state, save_trainer_state
     from audiovae.training.logging import _CSV
-    from audiovae.training.runtime import _graceful_stop
+    from audiovae.training.runtime import _graceful_stop, check_resume_config
     from audiovae.utils import atomic_write_text, pick_device
 
     state = None
@@ -289,7 +276,7 @@ def _train_prior(run, data, out: Path, cfg, resume, given, progress, device, loa
         if not (out / STATE_FILE).exists():
             raise CheckpointError(f"nothing to resume (no {STATE_FILE})", out)
         saved = from_dict(PriorTrainConfig, load_yaml(out / YAML_FILE).get("train"), str(out / YAML_FILE))
-        cfg = check_resume(saved, dict(given or {}), out / YAML_FILE)
+        cfg = check_resume_config(saved, dict(given or {}), out / YAML_FILE, resumable=RESUMABLE)
         state = load_trainer_state(out / STATE_FILE)
     else:
         cfg = cfg or PriorTrainConfig()

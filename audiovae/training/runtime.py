@@ -121,24 +121,26 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def check_resume_config(saved: TrainConfig, given: dict, source: str | os.PathLike) -> TrainConfig:
+def check_resume_config(saved: TrainConfig, given: dict, source: str | os.PathLike,
+                        resumable: tuple[str, ...] = RESUMABLE_CHANGES) -> TrainConfig:
     """The saved configuration with ``given`` (explicitly set fields, dotted keys) applied.
 
     A field that differs from the saved run is refused, naming it and both
-    values, unless it only says how long the run goes on (``RESUMABLE_CHANGES``).
+    values, unless it only says how long the run goes on (``resumable``, default
+    ``RESUMABLE_CHANGES``). ``saved`` may be any configuration dataclass (train-prior's too).
     """
     flat_saved = flatten_dict(to_dict(saved))
     data = to_dict(saved)
     for key, value in given.items():
         if key not in flat_saved and not key.startswith("model_config."):
             raise ConfigError(f"unknown configuration key {key!r}")
-        if key in RESUMABLE_CHANGES:
+        if key in resumable:
             data[key] = value
             continue
         if flat_saved.get(key) != value:
             raise ConfigError(f"cannot resume with {key}={value!r}: the run was started with {key}="
                               f"{flat_saved.get(key)!r} (resume with the same settings, or start a new run)", source)
-    return from_dict(TrainConfig, data, str(source))
+    return from_dict(type(saved), data, str(source))
 
 
 def _check_resume_data(out: Path, data: DataSource) -> Normalizer | None:
